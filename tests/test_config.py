@@ -1,0 +1,90 @@
+"""AccelConfig: presets, validation messages, hashing, TOML round trip."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from rpaccel.gen.config import DEFAULT, PRESETS, AccelConfig, ConfigError, load_toml, preset
+
+
+def test_presets_are_valid_and_named_as_documented():
+    assert set(PRESETS) == {"tiny", "small", "default", "paper"}
+    assert (PRESETS["tiny"].rows, PRESETS["tiny"].cols) == (4, 4)
+    assert (PRESETS["default"].rows, PRESETS["default"].cols) == (8, 8)
+    assert (PRESETS["paper"].rows, PRESETS["paper"].cols) == (128, 128)
+    assert len({c.hash for c in PRESETS.values()}) == len(PRESETS)
+
+
+def test_config_is_frozen_and_keyword_only():
+    with pytest.raises(Exception):
+        DEFAULT.rows = 4
+    with pytest.raises(TypeError):
+        AccelConfig(8, 8)
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"rows": 3}, "rows must be a power of two between 2 and 256, not 3"),
+    ({"cols": 512}, "cols must be a power of two between 2 and 256, not 512"),
+    ({"rows": "8"}, "rows must be an integer, not '8'"),
+    ({"rows": True}, "rows must be an integer, not True"),
+    ({"partitions": 3}, "partitions must be 1, 2 or 4, not 3"),
+    ({"cols": 4, "partitions": 4},
+     "partitions must be a divisor of cols=4 leaving at least 2 columns each, not 4"),
+    ({"operand_width": 2}, "operand_width must be between 4 and 16, not 2"),
+    ({"acc_width": 16}, "acc_width must be between 2*operand_width+4=20 and 48, not 16"),
+    ({"sub_batch": 0}, "sub_batch must be between 1 and 4096, not 0"),
+    ({"max_layer_dim": 100}, "max_layer_dim must be a multiple of rows=8 up to 8192, not 100"),
+    ({"weight_capacity": 100},
+     "weight_capacity must be a positive multiple of one weight tile (32 elements), not 100"),
+    ({"static_cache_rows": -1}, "static_cache_rows must be between 0 and 1048576, not -1"),
+    ({"dynamic_cache_sets": 3}, "dynamic_cache_sets must be zero or a power of two, not 3"),
+    ({"dynamic_cache_ways": 0}, "dynamic_cache_ways must be between 1 and 16, not 0"),
+    ({"topk_max": 0}, "topk_max must be between 1 and 4096, not 0"),
+    ({"topk_units": 1}, "topk_units must be between partitions=2 and 16, not 1"),
+    ({"mem_bus_width": 100}, "mem_bus_width must be a power of two between 32 and 1024, not 100"),
+    ({"interaction_lanes": 64},
+     "interaction_lanes must be a power of two no larger than emb_dim_max=32, not 64"),
+    ({"clock_mhz": 0.5}, "clock_mhz must be between 1 and 2000, not 0.5"),
+])
+def test_invalid_values_name_field_and_value(changes, message):
+    with pytest.raises(ConfigError) as err:
+        DEFAULT.replace(**changes)
+    assert str(err.value) == message
+
+
+def test_unknown_field_and_preset():
+    with pytest.raises(ConfigError, match="unknown field 'rowz'"):
+        DEFAULT.replace(rowz=4)
+    with pytest.raises(ConfigError, match="unknown preset 'huge'; known presets: tiny, small"):
+        preset("huge")
+
+
+def test_hash_is_stable_across_processes():
+    code = "from rpaccel.gen.config import PRESETS; print(PRESETS['tiny'].hash)"
+    hashes = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             env={**os.environ, "PYTHONHASHSEED": seed}, check=True).stdout
+              for seed in ("1", "2", "3")}
+    assert hashes == {PRESETS["tiny"].hash + "\n"}
+    assert DEFAULT.replace(rows=16).hash != DEFAULT.hash
+
+
+def test_toml_round_trip_and_preset_key(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text(PRESETS["small"].to_toml())
+    assert load_toml(path) == PRESETS["small"]
+    path.write_text('preset = "tiny"\nsub_batch = 8\n')
+    assert load_toml(path) == PRESETS["tiny"].replace(sub_batch=8)
+
+
+def test_toml_errors(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read config file .*missing.toml"):
+        load_toml(tmp_path / "missing.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("rows = \n")
+    with pytest.raises(ConfigError, match="is not valid TOML"):
+        load_toml(bad)
+    bad.write_text("[array]\nrows = 4\n")
+    with pytest.raises(ConfigError, match=r"tables are not supported \(\[array\]\)"):
+        load_toml(bad)
