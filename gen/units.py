@@ -36,6 +36,20 @@ class Unit:
 UNITS: dict[str, Unit] = {unit.name: unit for unit in [
     Unit("pe", "processing element: int8 x int8 -> int32 weight-stationary MAC",
          "rpaccel.hw.pe:ProcessingElement"),
+    Unit("vector_unit", "bias add, requantization, ReLU, saturation of one partition's rows",
+         "rpaccel.hw.vector:VectorUnit"),
+    Unit("interaction", "DLRM feature interaction: requantized pairwise dot products",
+         "rpaccel.hw.interaction:InteractionUnit"),
+    Unit("systolic_array", "weight-stationary systolic array: P independent R x C/P partitions",
+         "rpaccel.hw.systolic:SystolicArray"),
+    Unit("topk", "exact streaming top-k filter: one candidate per cycle, k best sorted out",
+         "rpaccel.hw.topk:TopKFilter"),
+    Unit("mlp_engine", "MLP layer engine of one partition: tiling, accumulation, vector unit",
+         "rpaccel.hw.mlp_engine:MLPLayerEngine"),
+    Unit("compute_core", "systolic array with one MLP layer engine per partition",
+         "rpaccel.hw.compute_core:ComputeCore"),
+    Unit("topk_harness", "benchmark harness (test only): stimulus RAM -> top-k -> result RAM",
+         "rpaccel.tb.topk_harness:TopKHarness"),
 ]}
 
 

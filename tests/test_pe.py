@@ -16,6 +16,8 @@ def wrap(value, bits):
 
 
 def test_pe_against_model_in_amaranth_simulator():
+    """Random inputs every cycle; ``psum_out`` in cycle t+1 must be ``psum_in`` of cycle t
+    plus the product registered in cycle t-1 (activation, bank and weights of that cycle)."""
     config = PRESETS["tiny"]
     dut = ProcessingElement(config)
     rng = np.random.default_rng(1)
@@ -23,6 +25,7 @@ def test_pe_against_model_in_amaranth_simulator():
 
     async def bench(ctx):
         weights = [0, 0]
+        product = 0  # the product register (reset value 0)
         for cycle in range(500):
             act, bank = int(rng.integers(-128, 128)), int(rng.integers(2))
             psum = int(rng.integers(-(1 << 31), 1 << 31))
@@ -33,8 +36,9 @@ def test_pe_against_model_in_amaranth_simulator():
                 ctx.set(sig, val)
             assert ctx.get(dut.weight_out) == weights[wbank]
             await ctx.tick()
-            assert ctx.get(dut.psum_out) == wrap(psum + act * weights[bank], 32), cycle
+            assert ctx.get(dut.psum_out) == wrap(psum + product, 32), cycle
             assert ctx.get(dut.act_out) == act and ctx.get(dut.bank_out) == bank
+            product = act * weights[bank]
             if shift:
                 weights[wbank] = win
             checked.append(cycle)

@@ -1,0 +1,404 @@
+"""MLP layer engine: runs whole layers of a sub-batch on one partition of the systolic array."""
+
+from __future__ import annotations
+
+from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2, exact_log2
+
+from rpaccel.gen.config import AccelConfig
+from rpaccel.hw import systolic
+from rpaccel.hw.stream import StreamFIFO
+from rpaccel.hw.vector import VectorUnit
+from rpaccel.sim.mlp_program import EngineGeometry
+
+__all__ = ["MLPLayerEngine", "command_layout", "response_layout", "score_layout",
+           "weight_write_layout", "bias_write_layout", "act_write_layout", "act_read_layout",
+           "act_word_layout", "NUM_ACT_BUFFERS"]
+
+#: Activation buffers per engine: a layer reads one and writes the other.
+NUM_ACT_BUFFERS = 2
+
+#: Depth of the FIFOs between the engine's memories and the array. A read is issued only
+#: while the FIFO is guaranteed room for it one cycle later (the memory read latency), with
+#: margin for the buffered FIFO's output register, so rows keep flowing one per cycle.
+FEED_FIFO_DEPTH = 8
+
+
+def command_layout(config: AccelConfig) -> data.StructLayout:
+    """One layer command (see :class:`rpaccel.sim.mlp_program.LayerCommand`)."""
+    geo = EngineGeometry.of(config)
+    return data.StructLayout({
+        "rows": range(config.sub_batch + 1),
+        "in_dim": range(config.max_layer_dim + 1),
+        "out_dim": range(config.max_layer_dim + 1),
+        "weight_tile": range(geo.weight_words // geo.rows),
+        "bias_word": range(geo.bias_words),
+        "mult": unsigned(config.requant_mult_width),
+        "shift": unsigned(6),
+        "relu": 1,
+        "score": 1,
+        "src": range(NUM_ACT_BUFFERS),
+        "dst": range(NUM_ACT_BUFFERS),
+        "tag": 8,
+    })
+
+
+def response_layout(config: AccelConfig) -> data.StructLayout:
+    """One response per command: its tag, whether it was rejected, and the cycles it took
+    from acceptance to the response."""
+    return data.StructLayout({"tag": 8, "error": 1, "cycles": 32})
+
+
+def score_layout(config: AccelConfig) -> data.StructLayout:
+    return data.StructLayout({"score": signed(config.acc_width),
+                              "row": range(config.sub_batch), "last": 1})
+
+
+def weight_write_layout(config: AccelConfig) -> data.StructLayout:
+    geo = EngineGeometry.of(config)
+    return data.StructLayout({"addr": range(geo.weight_words),
+                              "data": data.ArrayLayout(signed(config.operand_width), geo.cols)})
+
+
+def bias_write_layout(config: AccelConfig) -> data.StructLayout:
+    geo = EngineGeometry.of(config)
+    return data.StructLayout({"addr": range(geo.bias_words),
+                              "data": data.ArrayLayout(signed(config.acc_width), geo.cols)})
+
+
+def act_word_layout(config: AccelConfig) -> data.ArrayLayout:
+    return data.ArrayLayout(signed(config.operand_width), EngineGeometry.of(config).act_lanes)
+
+
+def act_write_layout(config: AccelConfig) -> data.StructLayout:
+    geo = EngineGeometry.of(config)
+    return data.StructLayout({"buffer": range(NUM_ACT_BUFFERS), "addr": range(geo.act_words),
+                              "data": act_word_layout(config)})
+
+
+def act_read_layout(config: AccelConfig) -> data.StructLayout:
+    geo = EngineGeometry.of(config)
+    return data.StructLayout({"buffer": range(NUM_ACT_BUFFERS), "addr": range(geo.act_words)})
+
+
+class MLPLayerEngine(wiring.Component):
+    """Runs one MLP layer per command over a sub-batch, on one partition of the array.
+
+    A command (:func:`command_layout`) names the layer shape (``in_dim x out_dim``), the
+    number of rows ``B`` (1..``sub_batch``), where the layer's weight tiles and bias words
+    are in the engine's memories, the requantization (``mult``, ``shift``, ``relu``), and
+    the source and destination activation buffers. The engine tiles the layer for the
+    ``R x Cp`` partition: for every output tile ``j`` and input tile ``i`` it streams the
+    tile's weights (double-buffered inside the array, so loading overlaps the previous tile)
+    and the ``B`` rows of activation lanes ``i*R .. i*R+R-1``; the array's result rows are
+    accumulated in an int32 accumulator memory; after the last input tile each row goes
+    through the :class:`~rpaccel.hw.vector.VectorUnit` (bias, requantization, ReLU,
+    saturation) into the destination buffer. With ``score`` set (the final layer, one
+    output) the int32 ``acc + bias`` of every row leaves on ``scores`` instead.
+
+    Padding is invisible: the host stores zero weights and biases beyond the layer
+    (:mod:`rpaccel.sim.mlp_program`), so padded lanes contribute nothing and padded output
+    lanes are exactly zero.
+
+    Ports
+    -----
+    cmd / resp : layer commands in, one response each out (``tag``, ``error``, ``cycles``).
+    weight_write, bias_write, act_write : host writes (accepted while the engine is idle).
+    act_read / act_data : host reads of the activation buffers (while idle), one word each.
+    scores : ``{score, row, last}`` of a score-mode layer, row order, ``last`` on row B-1.
+    array_weights, array_acts / array_results : to and from one systolic-array partition.
+
+    Throughput: one activation row per cycle into the array for the whole layer (tiles
+    back to back), so a layer takes about ``n_ot * n_it * max(B, R)`` cycles plus the array
+    latency; ``tests/test_mlp_engine.py`` and ``rpaccel core-bench`` measure it.
+
+    Bad commands (``rows`` 0 or above ``sub_batch``, a dimension 0 or above
+    ``max_layer_dim``, weight tiles or bias words beyond the memories, ``src == dst``, a
+    score layer with more than one output) are answered with ``error = 1`` and dropped;
+    the engine stays ready for the next command.
+    """
+
+    def __init__(self, config: AccelConfig):
+        self._config = config
+        self._geo = EngineGeometry.of(config)
+        super().__init__({
+            "cmd": In(stream.Signature(command_layout(config))),
+            "resp": Out(stream.Signature(response_layout(config))),
+            "weight_write": In(stream.Signature(weight_write_layout(config))),
+            "bias_write": In(stream.Signature(bias_write_layout(config))),
+            "act_write": In(stream.Signature(act_write_layout(config))),
+            "act_read": In(stream.Signature(act_read_layout(config))),
+            "act_data": Out(stream.Signature(act_word_layout(config))),
+            "scores": Out(stream.Signature(score_layout(config))),
+            "array_weights": Out(stream.Signature(systolic.weight_layout(config))),
+            "array_acts": Out(stream.Signature(systolic.act_layout(config))),
+            "array_results": In(stream.Signature(systolic.result_layout(config))),
+            "busy": Out(1),
+        })
+
+    @property
+    def config(self) -> AccelConfig:
+        return self._config
+
+    @property
+    def geometry(self) -> EngineGeometry:
+        return self._geo
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg, geo = self._config, self._geo
+        R, Cp, W, SB = geo.rows, geo.cols, geo.act_lanes, geo.sub_batch
+        ow, aw = cfg.operand_width, cfg.acc_width
+        log_r, log_cp = exact_log2(R), exact_log2(Cp)
+
+        # -- memories ------------------------------------------------------------------------
+        weight_mem = Memory(shape=unsigned(ow * Cp), depth=geo.weight_words, init=[])
+        bias_mem = Memory(shape=unsigned(aw * Cp), depth=geo.bias_words, init=[])
+        acc_mem = Memory(shape=unsigned(aw * Cp), depth=SB, init=[])
+        act_mems = [Memory(shape=unsigned(ow * W), depth=geo.act_words, init=[])
+                    for _ in range(NUM_ACT_BUFFERS)]
+        m.submodules.weight_mem = weight_mem
+        m.submodules.bias_mem = bias_mem
+        m.submodules.acc_mem = acc_mem
+        for n, mem in enumerate(act_mems):
+            m.submodules[f"act_mem{n}"] = mem
+        w_rd, w_wr = weight_mem.read_port(), weight_mem.write_port()
+        b_rd, b_wr = bias_mem.read_port(), bias_mem.write_port()
+        acc_wr = acc_mem.write_port()
+        # Transparent: with B = 1 the next tile reads a row in the cycle it is written.
+        acc_rd = acc_mem.read_port(transparent_for=(acc_wr,))
+        act_wr = [mem.write_port(granularity=ow) for mem in act_mems]
+        act_rd = [mem.read_port() for mem in act_mems]
+
+        # -- command registers and control -----------------------------------------------------
+        cmd = Signal(command_layout(cfg))
+        n_it = Signal(range(geo.max_layer_dim + 1))   # input tiles
+        n_ot = Signal(range(geo.max_layer_dim + 1))   # output tiles
+        cycles = Signal(32)
+        error = Signal()
+        done = Signal()
+        running = Signal()
+        m.d.comb += self.busy.eq(running)
+
+        c = self.cmd.payload
+        c_it = (c.in_dim + (R - 1)) >> log_r
+        c_ot = (c.out_dim + (Cp - 1)) >> log_cp
+        bad = Signal()
+        m.d.comb += bad.eq(
+            (c.rows == 0) | (c.rows > SB) |
+            (c.in_dim == 0) | (c.in_dim > geo.max_layer_dim) |
+            (c.out_dim == 0) | (c.out_dim > geo.max_layer_dim) |
+            ((c.weight_tile + c_it * c_ot) > geo.weight_words // R) |
+            ((c.bias_word + c_ot) > geo.bias_words) |
+            ((c.src == c.dst) & ~c.score) |
+            (c.score & (c.out_dim != 1)))
+
+        start = Signal()
+        with m.FSM(name="control"):
+            with m.State("IDLE"):
+                m.d.comb += self.cmd.ready.eq(1)
+                with m.If(self.cmd.valid):
+                    m.d.sync += [cmd.eq(c), n_it.eq(c_it), n_ot.eq(c_ot), cycles.eq(1),
+                                 error.eq(bad)]
+                    with m.If(bad):
+                        m.next = "RESPOND"
+                    with m.Else():
+                        m.d.comb += start.eq(1)
+                        m.next = "RUN"
+            with m.State("RUN"):
+                m.d.comb += running.eq(1)
+                m.d.sync += cycles.eq(cycles + 1)
+                with m.If(done):
+                    m.next = "RESPOND"
+            with m.State("RESPOND"):
+                m.d.comb += [self.resp.valid.eq(1),
+                             self.resp.payload.tag.eq(cmd.tag),
+                             self.resp.payload.error.eq(error),
+                             self.resp.payload.cycles.eq(cycles)]
+                with m.If(self.resp.ready):
+                    m.next = "IDLE"
+        idle = ~running & ~self.resp.valid
+
+        # -- weight feeder: every tile's R rows, in stored order, into the array ----------------
+        m.submodules.weight_fifo = w_fifo = StreamFIFO(systolic.weight_layout(cfg), FEED_FIFO_DEPTH)
+        wiring.connect(m, w_fifo.r, wiring.flipped(self.array_weights))
+        w_addr = Signal.like(w_rd.addr)
+        w_left = Signal(range(geo.weight_words + 1))
+        w_pending = Signal()
+        w_issue = running & (w_left != 0) & (w_fifo.level + w_pending < FEED_FIFO_DEPTH - 2)
+        with m.If(start):
+            m.d.sync += [w_addr.eq(c.weight_tile * R), w_left.eq(c_it * c_ot * R)]
+        with m.Elif(w_issue):
+            m.d.sync += [w_addr.eq(w_addr + 1), w_left.eq(w_left - 1)]
+        m.d.sync += w_pending.eq(w_issue)
+        m.d.comb += [w_rd.addr.eq(Mux(running, w_addr, 0)), w_rd.en.eq(1),
+                     w_fifo.w.valid.eq(w_pending), w_fifo.w.payload.eq(w_rd.data)]
+
+        # -- activation feeder: for each (j, i), rows 0..B-1 of input lanes i*R .. i*R+R-1 ------
+        m.submodules.act_fifo = a_fifo = StreamFIFO(systolic.act_layout(cfg), FEED_FIFO_DEPTH)
+        wiring.connect(m, a_fifo.r, wiring.flipped(self.array_acts))
+        f_j = Signal.like(n_ot)
+        f_i = Signal.like(n_it)
+        f_b = Signal(range(SB))
+        f_active = Signal()
+        f_pending = Signal()
+        f_last = Signal()          # of the row whose read is pending
+        f_lane = Signal(range(max(W // R, 2)))
+        f_issue = f_active & (a_fifo.level + f_pending < FEED_FIFO_DEPTH - 2)
+        f_chunk = f_i >> exact_log2(W // R) if W > R else f_i
+        f_addr = Signal(range(geo.act_words))
+        m.d.comb += f_addr.eq(f_chunk * SB + f_b)
+        with m.If(start):
+            m.d.sync += [f_j.eq(0), f_i.eq(0), f_b.eq(0), f_active.eq(1)]
+        with m.Elif(f_issue):
+            with m.If(f_b == cmd.rows - 1):
+                m.d.sync += f_b.eq(0)
+                with m.If(f_i == n_it - 1):
+                    m.d.sync += f_i.eq(0)
+                    with m.If(f_j == n_ot - 1):
+                        m.d.sync += f_active.eq(0)
+                    with m.Else():
+                        m.d.sync += f_j.eq(f_j + 1)
+                with m.Else():
+                    m.d.sync += f_i.eq(f_i + 1)
+            with m.Else():
+                m.d.sync += f_b.eq(f_b + 1)
+        m.d.sync += [f_pending.eq(f_issue), f_last.eq(f_b == cmd.rows - 1)]
+        if W > R:
+            m.d.sync += f_lane.eq(f_i[:exact_log2(W // R)])
+        src_word = Signal(ow * W)
+        m.d.comb += src_word.eq(Mux(cmd.src, act_rd[1].data, act_rd[0].data)
+                                if NUM_ACT_BUFFERS == 2 else act_rd[0].data)
+        lanes = src_word if W == R else src_word.word_select(f_lane, ow * R)
+        m.d.comb += [a_fifo.w.valid.eq(f_pending),
+                     a_fifo.w.payload.data.eq(lanes),
+                     a_fifo.w.payload.last.eq(f_last)]
+
+        # -- accumulate: result rows of input tile 0 start from zero, later tiles add ----------
+        vu = m.submodules.vector_unit = VectorUnit(cfg)
+        r_j = Signal.like(n_ot)
+        r_i = Signal.like(n_it)
+        r_b = Signal(range(SB))
+        s_valid = Signal()                       # stage "sum" holds a row
+        s_first, s_final, s_last = Signal(), Signal(), Signal()
+        s_row = Signal(range(SB))
+        s_psum = Signal(unsigned(aw * Cp))
+        s_goes = Signal()
+        s_sum = Signal(unsigned(aw * Cp))
+        res = self.array_results
+        take = res.valid & res.ready
+        m.d.comb += [
+            s_goes.eq(~s_final | vu.inp.ready),
+            res.ready.eq(~s_valid | s_goes),
+            acc_rd.addr.eq(r_b), acc_rd.en.eq(take),
+            b_rd.addr.eq(Mux(running, cmd.bias_word + r_j, 0)), b_rd.en.eq(take),
+        ]
+        with m.If(start):
+            m.d.sync += [r_j.eq(0), r_i.eq(0), r_b.eq(0)]
+        with m.Elif(take):
+            with m.If(r_b == cmd.rows - 1):
+                m.d.sync += r_b.eq(0)
+                with m.If(r_i == n_it - 1):
+                    m.d.sync += [r_i.eq(0), r_j.eq(r_j + 1)]
+                with m.Else():
+                    m.d.sync += r_i.eq(r_i + 1)
+            with m.Else():
+                m.d.sync += r_b.eq(r_b + 1)
+        with m.If(take):
+            m.d.sync += [s_valid.eq(1), s_first.eq(r_i == 0), s_final.eq(r_i == n_it - 1),
+                         s_last.eq(r_b == cmd.rows - 1), s_row.eq(r_b),
+                         s_psum.eq(res.payload.data.as_value())]
+        with m.Elif(s_goes):
+            m.d.sync += s_valid.eq(0)
+        for lane in range(Cp):
+            old = acc_rd.data.word_select(lane, aw)
+            new = s_psum.word_select(lane, aw)
+            m.d.comb += s_sum.word_select(lane, aw).eq(Mux(s_first, 0, old) + new)
+        m.d.comb += [
+            acc_wr.addr.eq(s_row), acc_wr.data.eq(s_sum),
+            acc_wr.en.eq(s_valid & ~s_final),
+            vu.inp.valid.eq(s_valid & s_final),
+            vu.inp.payload.acc.eq(s_sum),
+            vu.inp.payload.bias.eq(b_rd.data),
+            vu.inp.payload.mult.eq(cmd.mult),
+            vu.inp.payload.shift.eq(cmd.shift),
+            vu.inp.payload.relu.eq(cmd.relu),
+            vu.inp.payload.score.eq(cmd.score),
+            vu.inp.payload.last.eq(s_last),
+        ]
+
+        # -- output: requantized rows into the destination buffer, or scores out --------------
+        o_j = Signal.like(n_ot)
+        o_b = Signal(range(SB))
+        out = vu.out
+        o_take = out.valid & out.ready
+        m.d.comb += out.ready.eq(Mux(cmd.score, self.scores.ready, 1))
+        m.d.comb += [self.scores.valid.eq(out.valid & cmd.score),
+                     self.scores.payload.score.eq(out.payload.data[0]),
+                     self.scores.payload.row.eq(o_b),
+                     self.scores.payload.last.eq(o_b == cmd.rows - 1)]
+        o_last_row = (o_b == cmd.rows - 1) & (o_j == n_ot - 1)
+        with m.If(start):
+            m.d.sync += [o_j.eq(0), o_b.eq(0)]
+        with m.Elif(o_take):
+            with m.If(o_b == cmd.rows - 1):
+                m.d.sync += [o_b.eq(0), o_j.eq(o_j + 1)]
+            with m.Else():
+                m.d.sync += o_b.eq(o_b + 1)
+        m.d.comb += done.eq(o_take & o_last_row)
+        # Output tile j covers lanes j*Cp .. j*Cp+Cp-1: word chunk (j*Cp) // W, lane group
+        # (j*Cp) % W // Cp. The Cp results are replicated across the word and only that
+        # group's byte enables are set.
+        out_word = Signal(ow * W)
+        m.d.comb += out_word.eq(Cat(*[out.payload.data[lane][:ow]
+                                      for _ in range(W // Cp) for lane in range(Cp)]))
+        groups = W // Cp
+        o_chunk = o_j >> exact_log2(groups) if groups > 1 else o_j
+        o_group = o_j[:exact_log2(groups)] if groups > 1 else Const(0, 1)
+        o_addr = Signal(range(geo.act_words))
+        m.d.comb += o_addr.eq(o_chunk * SB + o_b)
+        o_lanes = Signal(W)
+        for g in range(groups):
+            with m.If(o_group == g):
+                m.d.comb += o_lanes[g * Cp:(g + 1) * Cp].eq((1 << Cp) - 1)
+        o_write = o_take & ~cmd.score
+
+        # -- host ports and buffer port sharing ------------------------------------------------
+        m.d.comb += [
+            self.weight_write.ready.eq(idle), self.bias_write.ready.eq(idle),
+            self.act_write.ready.eq(idle),
+            w_wr.addr.eq(self.weight_write.payload.addr),
+            w_wr.data.eq(self.weight_write.payload.data.as_value()),
+            w_wr.en.eq(self.weight_write.valid & idle),
+            b_wr.addr.eq(self.bias_write.payload.addr),
+            b_wr.data.eq(self.bias_write.payload.data.as_value()),
+            b_wr.en.eq(self.bias_write.valid & idle),
+        ]
+        host_rd_pending = Signal()
+        host_rd_buffer = Signal(range(NUM_ACT_BUFFERS))
+        m.d.comb += self.act_read.ready.eq(idle & (~host_rd_pending | self.act_data.ready))
+        host_rd = self.act_read.valid & self.act_read.ready
+        with m.If(host_rd):
+            m.d.sync += [host_rd_pending.eq(1), host_rd_buffer.eq(self.act_read.payload.buffer)]
+        with m.Elif(self.act_data.ready):
+            m.d.sync += host_rd_pending.eq(0)
+        m.d.comb += [self.act_data.valid.eq(host_rd_pending),
+                     self.act_data.payload.eq(Mux(host_rd_buffer, act_rd[1].data, act_rd[0].data))]
+
+        for n in range(NUM_ACT_BUFFERS):
+            is_src = running & (cmd.src == n)
+            is_dst = running & (cmd.dst == n) & ~cmd.score
+            host_w = self.act_write.valid & idle & (self.act_write.payload.buffer == n)
+            m.d.comb += [
+                act_rd[n].addr.eq(Mux(is_src, f_addr, self.act_read.payload.addr)),
+                # Hold the data while a host read waits for act_data.ready.
+                act_rd[n].en.eq(Mux(is_src, f_issue, host_rd)),
+                act_wr[n].addr.eq(Mux(is_dst, o_addr, self.act_write.payload.addr)),
+                act_wr[n].data.eq(Mux(is_dst, out_word, self.act_write.payload.data.as_value())),
+                act_wr[n].en.eq(Mux(is_dst, Mux(o_write, o_lanes, 0),
+                                    Mux(host_w, (1 << W) - 1, 0))),
+            ]
+        return m

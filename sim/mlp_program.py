@@ -1,0 +1,232 @@
+"""Host side of the MLP layer engine: memory images and layer commands.
+
+The engine (``hw/mlp_engine.py``) runs one layer per command from one on-chip activation
+buffer into the other. This module turns integer layers (``docs/numerics.md``) into what the
+engine's memories and command stream expect, so testbenches, benchmarks and the host
+scheduler share one definition of the layouts:
+
+* **Weight memory** (per partition): words of ``Cp`` int8 (one row of a weight tile). A layer
+  of ``n_in x n_out`` occupies ``n_ot * n_it`` tiles of ``R`` words each, stored in the
+  order the engine consumes them: output tile ``j`` outer, input tile ``i`` inner, tile row
+  ``r`` innermost; word ``r`` of tile ``(i, j)`` holds ``w[i*R + r, j*Cp : (j+1)*Cp]``.
+  Rows and columns beyond the layer are zero: padding is invisible because a zero weight
+  cancels whatever the padded activation lane holds.
+* **Bias memory**: words of ``Cp`` int32; word ``j`` holds ``bias[j*Cp : (j+1)*Cp]``
+  (zero-padded).
+* **Activation buffers**: words of ``W = max(R, Cp)`` int8 lanes. Element ``f`` of row ``b``
+  lives in word ``(f // W) * sub_batch + b``, lane ``f % W``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from rpaccel.gen.config import AccelConfig
+
+__all__ = ["EngineGeometry", "IntLayer", "LayerCommand", "pack_weights", "pack_bias",
+           "pack_activations", "unpack_activations", "MLPProgram"]
+
+
+@dataclass(frozen=True)
+class EngineGeometry:
+    """Memory geometry of one partition's engine, derived from the configuration."""
+
+    rows: int          # R: input lanes of a weight tile
+    cols: int          # Cp: output lanes of a weight tile (one partition)
+    sub_batch: int
+    max_layer_dim: int
+    weight_words: int
+    bias_words: int
+
+    @classmethod
+    def of(cls, config: AccelConfig) -> "EngineGeometry":
+        return cls(rows=config.rows, cols=config.partition_cols, sub_batch=config.sub_batch,
+                   max_layer_dim=config.max_layer_dim,
+                   weight_words=config.weight_capacity // config.partition_cols,
+                   bias_words=config.bias_capacity // config.partition_cols)
+
+    @property
+    def act_lanes(self) -> int:
+        """W: int8 lanes of one activation-buffer word."""
+        return max(self.rows, self.cols)
+
+    @property
+    def act_chunks(self) -> int:
+        return math.ceil(self.max_layer_dim / self.act_lanes)
+
+    @property
+    def act_words(self) -> int:
+        return self.act_chunks * self.sub_batch
+
+    def in_tiles(self, n_in: int) -> int:
+        return math.ceil(n_in / self.rows)
+
+    def out_tiles(self, n_out: int) -> int:
+        return math.ceil(n_out / self.cols)
+
+    def weight_tiles(self, n_in: int, n_out: int) -> int:
+        return self.in_tiles(n_in) * self.out_tiles(n_out)
+
+
+@dataclass(frozen=True)
+class IntLayer:
+    """One integer layer: ``requantize(x @ w + bias, mult, shift, relu)``, or with
+    ``score=True`` (one output) the int32 score ``x @ w + bias``."""
+
+    w: np.ndarray       # (n_in, n_out) int8
+    bias: np.ndarray    # (n_out,) int32
+    mult: int = 0
+    shift: int = 0
+    relu: bool = False
+    score: bool = False
+
+    @classmethod
+    def from_quant(cls, layer) -> "IntLayer":
+        """The engine's view of a trained model's :class:`~rpaccel.sim.quant.QuantLayer`
+        (a layer without requantization, the model's last, is a score layer)."""
+        if layer.mult is None:
+            return cls(w=layer.weight, bias=layer.bias, score=True)
+        return cls(w=layer.weight, bias=layer.bias, mult=layer.mult, shift=layer.shift,
+                   relu=layer.relu)
+
+    @property
+    def n_in(self) -> int:
+        return self.w.shape[0]
+
+    @property
+    def n_out(self) -> int:
+        return self.w.shape[1]
+
+
+@dataclass(frozen=True)
+class LayerCommand:
+    """One command of the engine's ``cmd`` stream (field names match its layout)."""
+
+    rows: int
+    in_dim: int
+    out_dim: int
+    weight_tile: int
+    bias_word: int
+    mult: int
+    shift: int
+    relu: bool
+    score: bool
+    src: int
+    dst: int
+    tag: int = 0
+
+    def payload(self) -> dict:
+        return {"rows": self.rows, "in_dim": self.in_dim, "out_dim": self.out_dim,
+                "weight_tile": self.weight_tile, "bias_word": self.bias_word,
+                "mult": self.mult, "shift": self.shift, "relu": int(self.relu),
+                "score": int(self.score), "src": self.src, "dst": self.dst, "tag": self.tag}
+
+
+def pack_weights(w: np.ndarray, geo: EngineGeometry) -> np.ndarray:
+    """Weight-memory words (tiles * R, Cp) for ``w`` (n_in, n_out), in engine order."""
+    w = np.asarray(w, dtype=np.int64)
+    n_in, n_out = w.shape
+    R, Cp = geo.rows, geo.cols
+    n_it, n_ot = geo.in_tiles(n_in), geo.out_tiles(n_out)
+    padded = np.zeros((n_it * R, n_ot * Cp), dtype=np.int64)
+    padded[:n_in, :n_out] = w
+    # (n_it, R, n_ot, Cp) -> (n_ot, n_it, R, Cp): output tile outer, input tile inner.
+    tiles = padded.reshape(n_it, R, n_ot, Cp).transpose(2, 0, 1, 3)
+    return tiles.reshape(n_ot * n_it * R, Cp)
+
+
+def pack_bias(bias: np.ndarray, geo: EngineGeometry) -> np.ndarray:
+    """Bias-memory words (n_ot, Cp)."""
+    bias = np.asarray(bias, dtype=np.int64)
+    n_ot = geo.out_tiles(bias.shape[0])
+    padded = np.zeros(n_ot * geo.cols, dtype=np.int64)
+    padded[: bias.shape[0]] = bias
+    return padded.reshape(n_ot, geo.cols)
+
+
+def pack_activations(x: np.ndarray, geo: EngineGeometry) -> list[tuple[int, np.ndarray]]:
+    """(address, W-lane word) writes that place ``x`` (B, d) into an activation buffer."""
+    x = np.asarray(x, dtype=np.int64)
+    B, d = x.shape
+    if B > geo.sub_batch or d > geo.max_layer_dim:
+        raise ValueError(f"activations {x.shape} exceed sub_batch={geo.sub_batch} x "
+                         f"max_layer_dim={geo.max_layer_dim}")
+    W = geo.act_lanes
+    chunks = math.ceil(d / W)
+    padded = np.zeros((B, chunks * W), dtype=np.int64)
+    padded[:, :d] = x
+    return [(c * geo.sub_batch + b, padded[b, c * W:(c + 1) * W])
+            for c in range(chunks) for b in range(B)]
+
+
+def unpack_activations(read_word, B: int, d: int, geo: EngineGeometry) -> np.ndarray:
+    """(B, d) activations read back with ``read_word(address) -> W lanes``."""
+    W = geo.act_lanes
+    out = np.zeros((B, d), dtype=np.int64)
+    for c in range(math.ceil(d / W)):
+        for b in range(B):
+            lanes = np.asarray(read_word(c * geo.sub_batch + b))
+            width = min(W, d - c * W)
+            out[b, c * W:c * W + width] = lanes[:width]
+    return out
+
+
+@dataclass
+class MLPProgram:
+    """Memory images and commands running a whole MLP on one partition's engine.
+
+    Layers run one after another, alternating between the two activation buffers; the input
+    goes into buffer ``src`` and the output of layer ``l`` lands in buffer ``(src + l + 1) % 2``
+    (a score layer streams its results out instead).
+    """
+
+    geo: EngineGeometry
+    layers: list[IntLayer]
+    weight_base: int = 0     # first weight tile
+    bias_base: int = 0       # first bias word
+    weight_words: np.ndarray = field(init=False)
+    bias_words: np.ndarray = field(init=False)
+    tile_offsets: list[int] = field(init=False)
+    bias_offsets: list[int] = field(init=False)
+
+    def __post_init__(self):
+        g = self.geo
+        words, biases, self.tile_offsets, self.bias_offsets = [], [], [], []
+        tile, bword = self.weight_base, self.bias_base
+        for layer in self.layers:
+            self.tile_offsets.append(tile)
+            self.bias_offsets.append(bword)
+            words.append(pack_weights(layer.w, g))
+            biases.append(pack_bias(layer.bias, g))
+            tile += g.weight_tiles(layer.n_in, layer.n_out)
+            bword += g.out_tiles(layer.n_out)
+        if tile * g.rows > g.weight_words:
+            raise ValueError(f"the MLP needs {tile} weight tiles; the engine holds "
+                             f"{g.weight_words // g.rows}")
+        if bword > g.bias_words:
+            raise ValueError(f"the MLP needs {bword} bias words; the engine holds {g.bias_words}")
+        self.weight_words = np.concatenate(words)
+        self.bias_words = np.concatenate(biases)
+
+    def weight_writes(self):
+        """(address, Cp lanes) writes for the weight memory."""
+        base = self.weight_base * self.geo.rows
+        return [(base + a, row) for a, row in enumerate(self.weight_words)]
+
+    def bias_writes(self):
+        return [(self.bias_base + a, row) for a, row in enumerate(self.bias_words)]
+
+    def commands(self, rows: int, *, src: int = 0, tag_base: int = 0) -> list[LayerCommand]:
+        cmds = []
+        buf = src
+        for n, layer in enumerate(self.layers):
+            cmds.append(LayerCommand(
+                rows=rows, in_dim=layer.n_in, out_dim=layer.n_out,
+                weight_tile=self.tile_offsets[n], bias_word=self.bias_offsets[n],
+                mult=layer.mult, shift=layer.shift, relu=layer.relu, score=layer.score,
+                src=buf, dst=1 - buf, tag=(tag_base + n) & 0xFF))
+            buf = 1 - buf
+        return cmds

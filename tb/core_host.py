@@ -1,0 +1,107 @@
+"""cocotb host model of the compute core (hw/compute_core.py): loads MLPs, runs layers.
+
+One :class:`PartitionHost` per partition drives that partition's engine ports through the
+shared stream drivers (``tb/cocotb_streams.py``): weight/bias/activation memory images
+and layer commands come from :mod:`rpaccel.sim.mlp_program`, exactly as the host
+scheduler will produce them, so the RTL is exercised with the real layouts.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+import cocotb
+from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
+
+from rpaccel.gen.config import AccelConfig
+from rpaccel.hw import mlp_engine
+from rpaccel.sim.mlp_program import EngineGeometry, LayerCommand, MLPProgram, pack_activations
+from rpaccel.tb.cocotb_streams import CycleCounter, StreamDriver, StreamSink, child_rng
+
+__all__ = ["PartitionHost", "core_hosts"]
+
+
+class PartitionHost:
+    """Host side of partition ``p``: memory loads, commands, responses, read-back."""
+
+    def __init__(self, dut, config: AccelConfig, p: int, counter: CycleCounter,
+                 rng: np.random.Generator, stall: float = 0.0):
+        self.dut, self.config, self.p = dut, config, p
+        self.geo = EngineGeometry.of(config)
+        self.counter = counter
+
+        def driver(name, layout):
+            return StreamDriver(dut, f"{name}__{p}", layout, counter=counter,
+                                rng=child_rng(rng), idle=stall)
+
+        def sink(name, layout):
+            return StreamSink(dut, f"{name}__{p}", layout, counter=counter,
+                              rng=child_rng(rng), backpressure=stall)
+
+        self.weights = driver("weight_write", mlp_engine.weight_write_layout(config))
+        self.biases = driver("bias_write", mlp_engine.bias_write_layout(config))
+        self.acts = driver("act_write", mlp_engine.act_write_layout(config))
+        self.reads = driver("act_read", mlp_engine.act_read_layout(config))
+        self.cmds = driver("cmd", mlp_engine.command_layout(config))
+        self.resps = sink("resp", mlp_engine.response_layout(config))
+        self.words = sink("act_data", mlp_engine.act_word_layout(config))
+        self.scores = sink("scores", mlp_engine.score_layout(config))
+
+    async def load_program(self, program: MLPProgram):
+        await self.weights.send({"addr": a, "data": row.tolist()}
+                                for a, row in program.weight_writes())
+        await self.biases.send({"addr": a, "data": row.tolist()}
+                               for a, row in program.bias_writes())
+
+    async def load_activations(self, x: np.ndarray, buffer: int = 0):
+        await self.acts.send({"buffer": buffer, "addr": a, "data": w.tolist()}
+                             for a, w in pack_activations(x, self.geo))
+
+    async def run(self, cmd: LayerCommand) -> tuple[dict, list | None]:
+        """Send one command; returns its response and, for a score layer that was accepted,
+        the list of score payloads."""
+        await self.cmds.send([cmd.payload()])
+        scores = None
+        if cmd.score:
+            task = cocotb.start_soon(self.scores.receive(cmd.rows))
+            resp = (await self.resps.receive(1))[0].payload
+            if resp["error"]:
+                task.cancel()
+                self.scores.ready.value = 0  # the cancelled sink may have left it high
+            else:
+                scores = [t.payload for t in await task]
+        else:
+            resp = (await self.resps.receive(1))[0].payload
+        return resp, scores
+
+    async def start(self, cmd: LayerCommand):
+        """Send a command without waiting (for throughput runs: see :meth:`wait_response`)."""
+        await self.cmds.send([cmd.payload()])
+
+    async def wait_response(self) -> dict:
+        """Wait for the response without taking part in every cycle: the simulator runs
+        freely until ``resp valid`` rises, then one transfer is taken."""
+        valid = getattr(self.dut, f"resp__{self.p}__valid")
+        while not int(valid.value):
+            await RisingEdge(valid)
+        return (await self.resps.receive(1))[0].payload
+
+    async def read_activations(self, buffer: int, rows: int, dim: int) -> np.ndarray:
+        W = self.geo.act_lanes
+        out = np.zeros((rows, dim), dtype=np.int64)
+        for c in range(math.ceil(dim / W)):
+            addrs = [c * self.geo.sub_batch + b for b in range(rows)]
+            reader = cocotb.start_soon(self.words.receive(rows))
+            await self.reads.send({"buffer": buffer, "addr": a} for a in addrs)
+            words = [t.payload for t in await reader]
+            width = min(W, dim - c * W)
+            for b, word in enumerate(words):
+                out[b, c * W:c * W + width] = word[:width]
+        return out
+
+
+def core_hosts(dut, config: AccelConfig, counter: CycleCounter, rng: np.random.Generator,
+               stall: float = 0.0) -> list[PartitionHost]:
+    return [PartitionHost(dut, config, p, counter, rng, stall) for p in range(config.partitions)]

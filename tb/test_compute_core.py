@@ -1,0 +1,129 @@
+"""cocotb tests of the compute core (hw/compute_core.py) against the golden integer layers.
+
+Each partition gets its own MLP; all partitions run at the same time. Random layer shapes
+(dimensions not multiples of R or Cp, B = 1 to sub_batch), random valid gaps and
+backpressure on every host stream, bad commands followed by good ones.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+import cocotb
+from cocotb.triggers import Combine
+
+from rpaccel.sim import numerics
+from rpaccel.sim.mlp_program import IntLayer, LayerCommand, MLPProgram
+from rpaccel.tb.cocotb_streams import CycleCounter
+from rpaccel.tb.common import setup
+from rpaccel.tb.core_host import core_hosts
+
+
+def random_layer(rng, n_in, n_out, *, relu=True, score=False) -> IntLayer:
+    """Random int8 weights and a scale that spreads outputs over the whole int8 range."""
+    mult, shift = numerics.quantize_multiplier(float(rng.uniform(0.2, 4.0)) / (64 * n_in))
+    return IntLayer(w=rng.integers(-127, 128, size=(n_in, n_out)),
+                    bias=rng.integers(-(1 << 12), 1 << 12, size=n_out),
+                    mult=mult, shift=shift, relu=relu, score=score)
+
+
+def random_mlp(rng, config, *, score: bool):
+    depth = int(rng.integers(1, 4))
+    dims = [int(rng.integers(1, config.max_layer_dim // 2 + 1)) for _ in range(depth + 1)]
+    if score:
+        dims[-1] = 1
+    return [random_layer(rng, dims[n], dims[n + 1], relu=bool(rng.integers(2)),
+                         score=score and n == depth - 1) for n in range(depth)]
+
+
+def golden(x, layers):
+    for layer in layers:
+        if layer.score:
+            return numerics.linear(x, layer.w, layer.bias)[:, 0]
+        x = numerics.mlp_layer(x, layer.w, layer.bias, layer.mult, layer.shift, relu=layer.relu)
+    return x
+
+
+async def run_mlp(host, layers, x, *, bad_first: LayerCommand | None = None):
+    program = MLPProgram(host.geo, layers)
+    await host.load_program(program)
+    await host.load_activations(x, buffer=0)
+    if bad_first is not None:
+        resp, scores = await host.run(bad_first)
+        assert resp["error"] == 1 and resp["tag"] == bad_first.tag and scores is None, resp
+    result = None
+    for cmd in program.commands(x.shape[0]):
+        resp, scores = await host.run(cmd)
+        assert resp["error"] == 0 and resp["tag"] == cmd.tag, resp
+        if scores is not None:
+            assert [s["row"] for s in scores] == list(range(cmd.rows))
+            assert [s["last"] for s in scores] == [0] * (cmd.rows - 1) + [1]
+            result = np.array([s["score"] for s in scores])
+    if result is None:
+        last = layers[-1]
+        result = await host.read_activations(len(layers) % 2, x.shape[0], last.n_out)
+    expected = golden(x, layers)
+    mismatch = np.argwhere(np.atleast_1d(result != expected))
+    assert mismatch.size == 0, (f"partition {host.p}: {mismatch.shape[0]} mismatches, first at "
+                                f"{mismatch[0].tolist()}: got {result[tuple(mismatch[0])]} "
+                                f"expected {expected[tuple(mismatch[0])]}")
+
+
+@cocotb.test()
+@cocotb.parametrize(stall=[0.0, 0.3])
+async def random_mlps_on_all_partitions(dut, stall):
+    """Every partition runs its own random MLP concurrently (scores on odd partitions)."""
+    bench = await setup(dut)
+    config, rng = bench.config, bench.rng
+    hosts = core_hosts(dut, config, CycleCounter(dut.clk), rng, stall)
+    for _ in range(2):
+        jobs = []
+        for host in hosts:
+            layers = random_mlp(rng, config, score=bool(host.p % 2))
+            rows = int(rng.choice([1, int(rng.integers(1, config.sub_batch + 1)), config.sub_batch]))
+            x = rng.integers(-128, 128, size=(rows, layers[0].n_in))
+            jobs.append(cocotb.start_soon(run_mlp(host, layers, x)))
+        await Combine(*jobs)
+
+
+@cocotb.test()
+async def bad_commands_then_good(dut):
+    """Each rejected command gets error=1 and is dropped; the next command works."""
+    bench = await setup(dut)
+    config, rng = bench.config, bench.rng
+    host = core_hosts(dut, config, CycleCounter(dut.clk), rng)[0]
+    good = dict(rows=2, in_dim=5, out_dim=3, weight_tile=0, bias_word=0, mult=1, shift=0,
+                relu=False, score=False, src=0, dst=1, tag=77)
+    for bad in (dict(rows=0), dict(out_dim=0), dict(in_dim=config.max_layer_dim + 1),
+                dict(src=0, dst=0), dict(score=True, out_dim=3)):
+        layers = [random_layer(rng, 5, 3)]
+        x = rng.integers(-128, 128, size=(2, 5))
+        await run_mlp(host, layers, x, bad_first=LayerCommand(**{**good, **bad}))
+
+
+@cocotb.test(skip="RPACCEL_MLP_JOBS" not in __import__("os").environ)
+async def real_model_mlps(dut):
+    """The MLPs of the trained MovieLens models on real candidates (jobs written by
+    tests/test_compute_core.py from the golden's integer trace), all partitions at once."""
+    import os
+    jobs = np.load(os.environ["RPACCEL_MLP_JOBS"], allow_pickle=False)
+    bench = await setup(dut)
+    hosts = core_hosts(dut, bench.config, CycleCounter(dut.clk), bench.rng)
+    tasks = []
+    for p, host in enumerate(hosts):
+        prefix = f"p{p}_"
+        if f"{prefix}x" not in jobs:
+            continue
+        n_layers = int(jobs[f"{prefix}layers"])
+        layers = []
+        for n in range(n_layers):
+            key = f"{prefix}l{n}_"
+            mult, shift, relu, score = (int(v) for v in jobs[f"{key}params"])
+            layers.append(IntLayer(w=jobs[f"{key}w"], bias=jobs[f"{key}bias"], mult=mult,
+                                   shift=shift, relu=bool(relu), score=bool(score)))
+        expected = jobs[f"{prefix}expected"]
+        assert np.array_equal(golden(jobs[f"{prefix}x"], layers), expected), \
+            "job file inconsistent with the golden layers"
+        tasks.append(cocotb.start_soon(run_mlp(host, layers, jobs[f"{prefix}x"])))
+    assert tasks, "no job in RPACCEL_MLP_JOBS"
+    await Combine(*tasks)

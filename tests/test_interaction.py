@@ -1,0 +1,334 @@
+# amaranth: UnusedElaboratable=no
+"""Feature-interaction unit (hw/interaction.py) against ``numerics.interaction``.
+
+Amaranth-simulator tests: random and extreme samples (n = 2 .. max_interaction_vectors,
+D = 1, lanes, not a multiple of lanes, emb_dim_max), with and without random valid gaps and
+backpressure; bad samples and recovery; cycle counts; lint; cocotb on both simulators.
+"""
+
+import numpy as np
+import pytest
+from amaranth.hdl import Fragment
+
+from rpaccel.gen.config import DEFAULT, PRESETS
+from rpaccel.gen.generate import generate
+from rpaccel.gen.simulators import lint, run_cocotb
+from rpaccel.gen.units import get_unit
+from rpaccel.hw.interaction import InteractionUnit
+from rpaccel.sim import numerics
+from rpaccel.tb.amaranth_sim import NO_STALLS, Stalls, receive, send, simulate
+
+PRESET_NAMES = ["tiny", "default"]
+ERROR_BEAT = {"data": 0, "last": 1, "error": 1}
+
+
+class Sample:
+    """One sample: ``n`` vectors of ``emb_dim_max`` elements (garbage beyond ``dim``) and
+    its dimension."""
+
+    def __init__(self, vectors: np.ndarray, dim: int):
+        self.vectors = np.asarray(vectors, dtype=np.int64)
+        self.dim = dim
+
+    @property
+    def n(self) -> int:
+        return len(self.vectors)
+
+    def beats(self) -> list[dict]:
+        return [{"data": [int(x) for x in v], "last": int(k == self.n - 1)}
+                for k, v in enumerate(self.vectors)]
+
+
+def expected(config, sample: Sample, mults, shifts) -> list[dict]:
+    """The golden output beats of one sample (one error beat for a bad sample)."""
+    n, dim = sample.n, sample.dim
+    if not (2 <= n <= config.max_interaction_vectors and 1 <= dim <= config.emb_dim_max):
+        return [ERROR_BEAT]
+    pairs = n * (n - 1) // 2
+    values = numerics.interaction(sample.vectors[None, :, :dim], mults[:pairs], shifts[:pairs],
+                                  width=config.operand_width, acc_width=config.acc_width,
+                                  mult_width=config.requant_mult_width)[0]
+    return [{"data": int(v), "last": int(p == pairs - 1), "error": 0}
+            for p, v in enumerate(values)]
+
+
+def random_params(config, rng) -> tuple[np.ndarray, np.ndarray]:
+    """Per-pair (mult, shift): mostly scaled so that results spread over int8, plus the
+    extremes (mult 0 and max, shift 0, 1, 31, 47, 63)."""
+    count = InteractionUnit(config).pairs_max
+    mw = config.requant_mult_width
+    mults = rng.integers(1 << (mw - 1), 1 << mw, count)
+    shifts = np.clip(rng.integers(14, 20, count) + mw - 7, 0, 63)
+    # Every third pair rescales a little: small dot products then round at exact halves.
+    small = len(mults[::3])
+    mults[::3], shifts[::3] = rng.integers(1, 8, small), rng.integers(1, 5, small)
+    extremes = [(0, 5), ((1 << mw) - 1, 63), (1, 0), (1, 1), ((1 << mw) - 1, 31),
+                ((1 << mw) - 1, 47), (3, 2), ((1 << mw) - 1, 0)]
+    for k, (mult, shift) in enumerate(extremes):
+        mults[(5 * k + 2) % count], shifts[(5 * k + 2) % count] = mult, shift
+    return mults.astype(np.int64), shifts.astype(np.int64)
+
+
+def random_sample(config, rng, n: int, dim: int) -> Sample:
+    """Random int8 vectors; the elements beyond ``dim`` are garbage (the unit ignores them)."""
+    emb = config.emb_dim_max
+    vectors = rng.integers(-128, 128, (n, emb))
+    kind = rng.random()
+    if kind < 0.1:     # the extremes: largest products of both signs
+        vectors[:, :] = rng.choice([-128, 127], (n, emb))
+    elif kind < 0.2:   # small values: exact halves and zeros reach the rounding
+        vectors = rng.integers(-2, 3, (n, emb))
+    return Sample(vectors, dim)
+
+
+def dims_for(config) -> list[int]:
+    lanes, emb = config.interaction_lanes, config.emb_dim_max
+    return sorted({1, lanes, lanes + 3 if lanes + 3 <= emb else lanes - 1, emb, 4, 16, emb - 1})
+
+
+def param_writes(mults, shifts) -> list[dict]:
+    return [{"index": k, "mult": int(m), "shift": int(s)}
+            for k, (m, s) in enumerate(zip(mults, shifts))]
+
+
+def run_samples(config, samples, mults, shifts, *, in_stalls=NO_STALLS, out_stalls=NO_STALLS,
+                dim_noise_rng=None, max_cycles=None):
+    """Write the pair parameters, then stream the samples (``dim`` set before each sample's
+    first vector and, with ``dim_noise_rng``, scrambled after it: it must be sampled only on
+    the first beat). Returns the output beats grouped per sample."""
+    dut = InteractionUnit(config)
+    got = []
+    loaded = []
+
+    async def params(ctx):
+        await send(ctx, dut.pair_params, param_writes(mults, shifts), in_stalls)
+        loaded.append(True)
+
+    async def producer(ctx):
+        while not loaded:
+            await ctx.tick()
+        for sample in samples:
+            beats = sample.beats()
+            ctx.set(dut.dim, sample.dim)
+            await send(ctx, dut.vectors, beats[:1], in_stalls)
+            if dim_noise_rng is not None:
+                ctx.set(dut.dim, int(dim_noise_rng.integers(0, 1 << len(dut.dim))))
+            await send(ctx, dut.vectors, beats[1:], in_stalls)
+
+    async def consumer(ctx):
+        for _ in samples:
+            got.append(await receive(ctx, dut.out, stalls=out_stalls, until=lambda b: b["last"]))
+
+    budget = max_cycles or 200 + sum(4 * (s.n + s.n * s.n * 2) for s in samples) + 4 * len(mults)
+    simulate(dut, [params, producer, consumer], max_cycles=budget)
+    return got
+
+
+def check(config, samples, got, mults, shifts):
+    assert len(got) == len(samples)
+    for index, (sample, beats) in enumerate(zip(samples, got)):
+        want = expected(config, sample, mults, shifts)
+        assert beats == want, (f"sample {index} (n={sample.n}, dim={sample.dim}): got "
+                               f"{[b['data'] for b in beats]}, expected "
+                               f"{[b['data'] for b in want]}")
+
+
+def mixed_samples(config, rng) -> list[Sample]:
+    vmax = config.max_interaction_vectors
+    samples = []
+    for dim in dims_for(config):
+        for n in (2, 9, vmax):
+            samples.append(random_sample(config, rng, n, dim))
+    for _ in range(4):
+        samples.append(random_sample(config, rng, int(rng.integers(2, vmax + 1)),
+                                     int(rng.integers(1, config.emb_dim_max + 1))))
+    return samples
+
+
+@pytest.mark.parametrize("preset", PRESET_NAMES)
+@pytest.mark.parametrize("stall_p", [0.0, 0.4])
+def test_interaction_matches_golden(preset, stall_p):
+    """n = 2, 9 and max; D = 1, lanes, not a multiple of lanes, emb_dim_max and random; at full
+    rate and with random gaps/backpressure on every stream (identical results); ``dim``
+    scrambled after each sample's first vector; garbage beyond D ignored."""
+    config = PRESETS[preset]
+    rng = np.random.default_rng(21)
+    mults, shifts = random_params(config, rng)
+    samples = mixed_samples(config, rng)
+    got = run_samples(config, samples, mults, shifts, in_stalls=Stalls(stall_p, 1),
+                      out_stalls=Stalls(stall_p, 2), dim_noise_rng=np.random.default_rng(3))
+    check(config, samples, got, mults, shifts)
+
+
+def test_golden_samples_reach_the_corners():
+    """Guard on the test data: results saturate at both ends and include zeros."""
+    config = PRESETS["default"]
+    rng = np.random.default_rng(21)
+    mults, shifts = random_params(config, rng)
+    values = [b["data"] for s in mixed_samples(config, rng)
+              for b in expected(config, s, mults, shifts)]
+    assert {-128, 127, 0} <= set(values)
+    assert len(set(values)) > 100
+
+
+@pytest.mark.parametrize("preset", PRESET_NAMES)
+def test_bad_samples_are_dropped_with_one_error_beat(preset):
+    """Too few vectors (1), too many (max + 1, max + 5), dim 0 and dim > emb_dim_max: each bad
+    sample is consumed, answered by one error beat, and the good samples around it are
+    right."""
+    config = PRESETS[preset]
+    rng = np.random.default_rng(5)
+    mults, shifts = random_params(config, rng)
+    vmax, emb = config.max_interaction_vectors, config.emb_dim_max
+    dim_limit = (1 << (emb.bit_length())) - 1  # the largest value the dim port holds
+    good = lambda: random_sample(config, rng, int(rng.integers(2, 6)),  # noqa: E731
+                                 int(rng.integers(1, emb + 1)))
+    samples = [good(),
+               random_sample(config, rng, 1, 8), good(),
+               random_sample(config, rng, vmax + 1, 8), good(),
+               random_sample(config, rng, vmax + 5, emb), good(),
+               random_sample(config, rng, 3, 0),
+               random_sample(config, rng, 4, emb + 1), good(),
+               random_sample(config, rng, 2, dim_limit),
+               random_sample(config, rng, 1, 0), good()]
+    for p in (0.0, 0.3):
+        got = run_samples(config, samples, mults, shifts, in_stalls=Stalls(p, 8),
+                          out_stalls=Stalls(p, 9))
+        check(config, samples, got, mults, shifts)
+    assert sum(expected(config, s, mults, shifts) == [ERROR_BEAT] for s in samples) == 7
+
+
+def test_pair_params_can_be_rewritten_and_out_of_range_index_is_ignored():
+    """New parameters take effect for the next sample; an index past the memory is dropped."""
+    config = PRESETS["tiny"]
+    rng = np.random.default_rng(9)
+    unit = InteractionUnit(config)
+    m1, s1 = random_params(config, rng)
+    m2, s2 = random_params(config, rng)
+    sample = random_sample(config, rng, config.max_interaction_vectors, 20)
+    dut = unit
+    got = []
+
+    async def bench(ctx):
+        for mults, shifts in ((m1, s1), (m2, s2)):
+            await send(ctx, dut.pair_params, param_writes(mults, shifts))
+            if unit.pairs_max < 1 << len(dut.pair_params.payload.index):
+                await send(ctx, dut.pair_params, [{"index": unit.pairs_max, "mult": 0,
+                                                   "shift": 0}])
+            ctx.set(dut.dim, sample.dim)
+            await send(ctx, dut.vectors, sample.beats())
+            got.append(await receive(ctx, dut.out, until=lambda b: b["last"]))
+
+    simulate(dut, [bench], max_cycles=5000)
+    assert got[0] == expected(config, sample, m1, s1)
+    assert got[1] == expected(config, sample, m2, s2)
+    assert got[0] != got[1]
+
+
+@pytest.mark.parametrize("preset", PRESET_NAMES)
+def test_interaction_cycle_counts(preset):
+    """Measured in cycles, no stalls, the first vector transferred on cycle 1:
+
+    * one sample (n = 9, the MovieLens models) alone: its last result is transferred on cycle
+      n + pairs * ceil(D / lanes) + latency, for D = 4, 16, 32;
+    * back-to-back samples: one every max(n, pairs * ceil(D / lanes)) cycles (double
+      buffering hides the load), including short samples (n = 2) where the load dominates.
+    """
+    config = PRESETS[preset]
+    rng = np.random.default_rng(4)
+    unit = InteractionUnit(config)
+    mults, shifts = random_params(config, rng)
+    measured = {}
+
+    def arrivals(samples):
+        """Cycle (1 = the first vector's transfer) on which each sample's last result is
+        transferred. Both benches count clock edges from time 0."""
+        dut = InteractionUnit(config)
+        first_vector, times = [], []
+
+        async def producer(ctx):
+            edge = 0
+            for write in param_writes(mults, shifts):  # always ready: one edge each
+                ctx.set(dut.pair_params.payload, unit.param_layout.const(write))
+                ctx.set(dut.pair_params.valid, 1)
+                await ctx.tick()
+                edge += 1
+            ctx.set(dut.pair_params.valid, 0)
+            for sample in samples:
+                ctx.set(dut.dim, sample.dim)
+                for beat in sample.beats():
+                    ctx.set(dut.vectors.payload, unit.vector_layout.const(beat))
+                    ctx.set(dut.vectors.valid, 1)
+                    while True:
+                        _, _, ready = await ctx.tick().sample(dut.vectors.ready)
+                        edge += 1
+                        if ready:
+                            break
+                    if not first_vector:
+                        first_vector.append(edge)
+            ctx.set(dut.vectors.valid, 0)
+
+        async def consumer(ctx):
+            edge = 0
+            ctx.set(dut.out.ready, 1)
+            while len(times) < len(samples):
+                _, _, valid, payload = await ctx.tick().sample(dut.out.valid, dut.out.payload)
+                edge += 1
+                if valid and payload.last:
+                    times.append(edge)
+
+        simulate(dut, [producer, consumer], max_cycles=20000)
+        return [t - first_vector[0] + 1 for t in times]
+
+    for dim in (4, 16, 32):
+        n = 9
+        pairs, beats = n * (n - 1) // 2, unit.beats(dim)
+        [alone] = arrivals([random_sample(config, rng, n, dim)])
+        measured[("alone", dim)] = alone
+        assert alone == n + pairs * beats + unit.latency, (dim, alone)
+        times = arrivals([random_sample(config, rng, n, dim) for _ in range(4)])
+        periods = np.diff(times)
+        assert list(periods) == [max(n, pairs * beats)] * 3, (dim, times)
+    times = arrivals([random_sample(config, rng, 2, 1) for _ in range(5)])
+    assert list(np.diff(times)) == [2] * 4, times
+    assert unit.latency == 9 + unit.tree_stages
+    print(preset, measured)
+
+
+def test_odd_configurations_elaborate_and_compute():
+    """One lane group covering the whole vector (lanes = emb_dim_max, one beat per pair), a
+    single pair (max_interaction_vectors = 2) and one lane."""
+    rng = np.random.default_rng(2)
+    for config in (DEFAULT.replace(max_tables=1, max_interaction_vectors=2, interaction_lanes=32),
+                   DEFAULT.replace(emb_dim_max=4, interaction_lanes=1, max_tables=2,
+                                   max_interaction_vectors=3)):
+        mults, shifts = random_params(config, rng)
+        vmax = config.max_interaction_vectors
+        samples = [random_sample(config, rng, n, d) for n in range(1, vmax + 2)
+                   for d in (1, config.emb_dim_max)]
+        got = run_samples(config, samples, mults, shifts, in_stalls=Stalls(0.3, 1),
+                          out_stalls=Stalls(0.3, 2))
+        check(config, samples, got, mults, shifts)
+
+
+def test_interaction_is_registered_with_documented_ports():
+    config = PRESETS["default"]
+    unit = get_unit("interaction").build(config)
+    assert isinstance(unit, InteractionUnit)
+    Fragment.get(unit, None)  # elaborates (and marks it used)
+    assert unit.pairs_max == 16 * 15 // 2
+    assert unit.vector_layout.size == 32 * 8 + 1
+    assert unit.out_layout.size == 8 + 2
+    assert unit.dot_width == 21
+    assert (unit.beats(1), unit.beats(16), unit.beats(17), unit.beats(32)) == (1, 1, 2, 2)
+
+
+@pytest.mark.parametrize("preset", PRESET_NAMES)
+def test_interaction_verilog_lints_clean(preset):
+    proc = lint(generate(PRESETS[preset], "interaction").verilog)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("preset", PRESET_NAMES)
+def test_interaction_cocotb(simulator, preset):
+    run_cocotb(generate(PRESETS[preset], "interaction"), simulator, "rpaccel.tb.test_interaction")
