@@ -230,3 +230,25 @@ class MLPProgram:
                 src=buf, dst=1 - buf, tag=(tag_base + n) & 0xFF))
             buf = 1 - buf
         return cmds
+
+
+def save_mlp_jobs(path, models: dict[str, list[IntLayer]], jobs: list[tuple]) -> None:
+    """Write MLP jobs for ``tb/mlp_jobs.py``: ``models`` by name, ``jobs`` as
+    ``(model name, x)`` or ``(model name, x, expected)`` tuples."""
+    arrays = {}
+    for name, layers in models.items():
+        arrays[f"m_{name}_layers"] = np.array(len(layers))
+        for i, layer in enumerate(layers):
+            arrays[f"m_{name}_l{i}_w"] = np.asarray(layer.w, dtype=np.int64)
+            arrays[f"m_{name}_l{i}_bias"] = np.asarray(layer.bias, dtype=np.int64)
+            arrays[f"m_{name}_l{i}_params"] = np.array(
+                [layer.mult, layer.shift, int(layer.relu), int(layer.score)])
+    for n, job in enumerate(jobs):
+        model, x, *expected = job
+        if model not in models:
+            raise ValueError(f"job {n} names unknown model {model!r}")
+        arrays[f"j{n}_model"] = np.array(model)
+        arrays[f"j{n}_x"] = np.asarray(x, dtype=np.int64)
+        if expected:
+            arrays[f"j{n}_expected"] = np.asarray(expected[0], dtype=np.int64)
+    np.savez(path, **arrays)

@@ -100,30 +100,3 @@ async def bad_commands_then_good(dut):
         x = rng.integers(-128, 128, size=(2, 5))
         await run_mlp(host, layers, x, bad_first=LayerCommand(**{**good, **bad}))
 
-
-@cocotb.test(skip="RPACCEL_MLP_JOBS" not in __import__("os").environ)
-async def real_model_mlps(dut):
-    """The MLPs of the trained MovieLens models on real candidates (jobs written by
-    tests/test_compute_core.py from the golden's integer trace), all partitions at once."""
-    import os
-    jobs = np.load(os.environ["RPACCEL_MLP_JOBS"], allow_pickle=False)
-    bench = await setup(dut)
-    hosts = core_hosts(dut, bench.config, CycleCounter(dut.clk), bench.rng)
-    tasks = []
-    for p, host in enumerate(hosts):
-        prefix = f"p{p}_"
-        if f"{prefix}x" not in jobs:
-            continue
-        n_layers = int(jobs[f"{prefix}layers"])
-        layers = []
-        for n in range(n_layers):
-            key = f"{prefix}l{n}_"
-            mult, shift, relu, score = (int(v) for v in jobs[f"{key}params"])
-            layers.append(IntLayer(w=jobs[f"{key}w"], bias=jobs[f"{key}bias"], mult=mult,
-                                   shift=shift, relu=bool(relu), score=bool(score)))
-        expected = jobs[f"{prefix}expected"]
-        assert np.array_equal(golden(jobs[f"{prefix}x"], layers), expected), \
-            "job file inconsistent with the golden layers"
-        tasks.append(cocotb.start_soon(run_mlp(host, layers, jobs[f"{prefix}x"])))
-    assert tasks, "no job in RPACCEL_MLP_JOBS"
-    await Combine(*tasks)

@@ -10,16 +10,14 @@ import pytest
 
 from rpaccel.gen.config import PRESETS
 from rpaccel.gen.generate import generate
-from rpaccel.gen.simulators import lint, run_cocotb
-from rpaccel.sim.mlp_program import IntLayer
-
-RANDOM_TESTS = "random_mlps_on_all_partitions,bad_commands_then_good"
+from rpaccel.gen.simulators import SIMULATORS, lint, run_cocotb, unavailable_reason
+from rpaccel.sim.mlp_program import IntLayer, save_mlp_jobs
 
 
 @pytest.mark.parametrize("preset", ["tiny", "default"])
 def test_compute_core_cocotb(simulator, preset):
     run_cocotb(generate(PRESETS[preset], "compute_core"), simulator,
-               "rpaccel.tb.test_compute_core", testcase=RANDOM_TESTS)
+               "rpaccel.tb.test_compute_core")
 
 
 #: The trained model each preset runs (the large model's weights do not fit `tiny`).
@@ -40,32 +38,42 @@ def real_mlp_jobs(tmp_path_factory):
     items = np.sort(rng.choice(setup.features.n_items, size=256, replace=False))
     batch = setup.golden.batch(user, items)
 
-    def job(prefix, layers, x, expected):
-        out = {f"{prefix}x": x, f"{prefix}expected": expected, f"{prefix}layers": len(layers)}
-        for n, quant in enumerate(layers):
-            layer = IntLayer.from_quant(quant)
-            out[f"{prefix}l{n}_w"] = layer.w
-            out[f"{prefix}l{n}_bias"] = layer.bias
-            out[f"{prefix}l{n}_params"] = np.array(
-                [layer.mult, layer.shift, layer.relu, layer.score])
-        return out
-
     files = {}
     for preset, model in REAL_MODEL.items():
         qm = setup.golden.quantized[model]
         trace = forward_int(qm, batch, trace=True)
         rows = PRESETS[preset].sub_batch
         path = tmp_path_factory.mktemp("jobs") / f"{preset}.npz"
-        np.savez(path, **job("p0_", qm.bottom, trace.dense[:rows], trace.bottom[-1][:rows]),
-                 **job("p1_", qm.top, trace.top_input[:rows], trace.scores[:rows]))
+        save_mlp_jobs(path,
+                      {"bottom": [IntLayer.from_quant(q) for q in qm.bottom],
+                       "top": [IntLayer.from_quant(q) for q in qm.top]},
+                      [("bottom", trace.dense[:rows], trace.bottom[-1][:rows]),
+                       ("top", trace.top_input[:rows], trace.scores[:rows])])
         files[preset] = path
     return files
 
 
-@pytest.mark.parametrize("preset", ["tiny", "default"])
+def real_model_cases():
+    """(simulator, preset) pairs. The 8x8 core on Icarus runs about 150k cycles at ~400
+    cycles/s (7 minutes), so that pair is a slow test (`make test-all`); Verilator runs the
+    same job in the fast suite."""
+    cases = []
+    for sim in SIMULATORS:
+        for preset in ("tiny", "default"):
+            marks = [pytest.mark.cocotb]
+            if unavailable_reason(sim):
+                marks.append(pytest.mark.skip(reason=f"{sim} unavailable: "
+                                                     f"{unavailable_reason(sim)}"))
+            if sim == "icarus" and preset == "default":
+                marks.append(pytest.mark.slow)
+            cases.append(pytest.param(sim, preset, marks=marks, id=f"{sim}-{preset}"))
+    return cases
+
+
+@pytest.mark.parametrize("simulator, preset", real_model_cases())
 def test_compute_core_runs_real_models(simulator, preset, real_mlp_jobs):
     run_cocotb(generate(PRESETS[preset], "compute_core"), simulator,
-               "rpaccel.tb.test_compute_core", testcase="real_model_mlps",
+               "rpaccel.tb.mlp_jobs",
                extra_env={"RPACCEL_MLP_JOBS": str(real_mlp_jobs[preset])})
 
 
