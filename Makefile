@@ -32,8 +32,15 @@ test: $(STAMP)
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -n $(JOBS)
 
+# Performance and quality reports (RTL cycles, utilization, top-k, NDCG) into reports/.
+bench: $(STAMP)
+	@mkdir -p reports
+	$(BIN)/rpaccel core-bench --preset default --sim verilator --json reports/core-bench-default-verilator.json
+	$(BIN)/rpaccel eval --json reports/quality.json
+
 lint: $(STAMP)
-	$(BIN)/rpaccel lint --preset default --unit pe
+	for unit in pe systolic_array vector_unit interaction mlp_engine compute_core topk; do \
+	    $(BIN)/rpaccel lint --preset default --unit $$unit | tail -1 || exit 1; done
 
 clean:
 	rm -rf build .pytest_cache

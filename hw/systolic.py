@@ -150,7 +150,7 @@ class SystolicPartition(wiring.Component):
         m = Module()
         config = self._config
         R, Cp = config.rows, config.partition_cols
-        ow, aw = config.operand_width, config.acc_width
+        ow = config.operand_width
         depth = result_fifo_depth(config)
 
         pes = [[ProcessingElement(config) for _ in range(Cp)] for _ in range(R)]

@@ -25,9 +25,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from rpaccel.gen.config import AccelConfig
+from rpaccel.sim import numerics
 
 __all__ = ["EngineGeometry", "IntLayer", "LayerCommand", "pack_weights", "pack_bias",
-           "pack_activations", "unpack_activations", "MLPProgram"]
+           "pack_activations", "unpack_activations", "MLPProgram", "reference_mlp",
+           "random_layer", "save_mlp_jobs"]
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,27 @@ class IntLayer:
     @property
     def n_out(self) -> int:
         return self.w.shape[1]
+
+
+def reference_mlp(x: np.ndarray, layers: list[IntLayer]) -> np.ndarray:
+    """The golden result of ``layers`` on rows ``x`` (``docs/numerics.md``): the last hidden
+    layer's int8 outputs, or the int32 scores (B,) if the MLP ends in a score layer."""
+    for layer in layers:
+        if layer.score:
+            return numerics.linear(x, layer.w, layer.bias)[:, 0]
+        x = numerics.mlp_layer(x, layer.w, layer.bias, layer.mult, layer.shift, relu=layer.relu)
+    return x
+
+
+def random_layer(rng: np.random.Generator, n_in: int, n_out: int, *, relu: bool = True,
+                 score: bool = False) -> IntLayer:
+    """Random int8 weights and int32 biases with a requantization scale that maps typical
+    accumulators (about ``sqrt(n_in) * 127 * 64``) onto the int8 range, so outputs exercise
+    rounding, ReLU and both saturation limits (test and benchmark stimulus)."""
+    mult, shift = numerics.quantize_multiplier(float(rng.uniform(0.2, 4.0)) / (64 * n_in))
+    return IntLayer(w=rng.integers(-127, 128, size=(n_in, n_out)),
+                    bias=rng.integers(-(1 << 12), 1 << 12, size=n_out),
+                    mult=mult, shift=shift, relu=relu, score=score)
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Awaitable, Callable, Iterable
 
 import numpy as np
-from amaranth.hdl import Shape
 from amaranth.lib import data
 from amaranth.sim import Simulator
 

@@ -21,7 +21,6 @@ import numpy as np
 
 import cocotb
 from cocotb.triggers import RisingEdge
-from amaranth.lib import data
 
 from rpaccel.sim import numerics
 from rpaccel.tb.cocotb_streams import CycleCounter, StreamDriver, StreamSink

@@ -13,7 +13,7 @@ import math
 import numpy as np
 
 import cocotb
-from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
+from cocotb.triggers import RisingEdge
 
 from rpaccel.gen.config import AccelConfig
 from rpaccel.hw import mlp_engine

@@ -12,19 +12,10 @@ import numpy as np
 import cocotb
 from cocotb.triggers import Combine
 
-from rpaccel.sim import numerics
-from rpaccel.sim.mlp_program import IntLayer, LayerCommand, MLPProgram
+from rpaccel.sim.mlp_program import LayerCommand, MLPProgram, random_layer, reference_mlp
 from rpaccel.tb.cocotb_streams import CycleCounter
 from rpaccel.tb.common import setup
 from rpaccel.tb.core_host import core_hosts
-
-
-def random_layer(rng, n_in, n_out, *, relu=True, score=False) -> IntLayer:
-    """Random int8 weights and a scale that spreads outputs over the whole int8 range."""
-    mult, shift = numerics.quantize_multiplier(float(rng.uniform(0.2, 4.0)) / (64 * n_in))
-    return IntLayer(w=rng.integers(-127, 128, size=(n_in, n_out)),
-                    bias=rng.integers(-(1 << 12), 1 << 12, size=n_out),
-                    mult=mult, shift=shift, relu=relu, score=score)
 
 
 def random_mlp(rng, config, *, score: bool):
@@ -34,14 +25,6 @@ def random_mlp(rng, config, *, score: bool):
         dims[-1] = 1
     return [random_layer(rng, dims[n], dims[n + 1], relu=bool(rng.integers(2)),
                          score=score and n == depth - 1) for n in range(depth)]
-
-
-def golden(x, layers):
-    for layer in layers:
-        if layer.score:
-            return numerics.linear(x, layer.w, layer.bias)[:, 0]
-        x = numerics.mlp_layer(x, layer.w, layer.bias, layer.mult, layer.shift, relu=layer.relu)
-    return x
 
 
 async def run_mlp(host, layers, x, *, bad_first: LayerCommand | None = None):
@@ -62,7 +45,7 @@ async def run_mlp(host, layers, x, *, bad_first: LayerCommand | None = None):
     if result is None:
         last = layers[-1]
         result = await host.read_activations(len(layers) % 2, x.shape[0], last.n_out)
-    expected = golden(x, layers)
+    expected = reference_mlp(x, layers)
     mismatch = np.argwhere(np.atleast_1d(result != expected))
     assert mismatch.size == 0, (f"partition {host.p}: {mismatch.shape[0]} mismatches, first at "
                                 f"{mismatch[0].tolist()}: got {result[tuple(mismatch[0])]} "

@@ -1,7 +1,5 @@
 """cocotb test of the processing element (hw/pe.py) against a numpy model, cycle by cycle."""
 
-import numpy as np
-
 import cocotb
 from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
 

@@ -10,31 +10,13 @@ import pytest
 
 from rpaccel.gen.config import PRESETS, AccelConfig
 from rpaccel.hw.compute_core import ComputeCore
-from rpaccel.sim import numerics
 from rpaccel.sim.mlp_program import (EngineGeometry, IntLayer, LayerCommand, MLPProgram,
-                                     pack_activations)
+                                     pack_activations, random_layer, reference_mlp)
 from rpaccel.tb.amaranth_sim import NO_STALLS, Stalls, get, put, simulate
 
 TINY = PRESETS["tiny"]                       # 4x4, 2 partitions of 4x2
 TINY_MONO = TINY.replace(partitions=1)       # 4x4 monolithic
 WIDE = PRESETS["small"]                      # 4x8, 2 partitions of 4x4
-
-
-def random_layer(rng, n_in, n_out, *, relu=True, score=False) -> IntLayer:
-    w = rng.integers(-127, 128, size=(n_in, n_out))
-    bias = rng.integers(-(1 << 12), 1 << 12, size=n_out)
-    # A scale that maps typical accumulators (~ sqrt(n_in) * 127 * 64) into the int8 range,
-    # so outputs exercise rounding, ReLU and both saturation limits.
-    mult, shift = numerics.quantize_multiplier(float(rng.uniform(0.2, 4.0)) / (64 * n_in))
-    return IntLayer(w=w, bias=bias, mult=mult, shift=shift, relu=relu, score=score)
-
-
-def golden_mlp(x, layers):
-    for layer in layers:
-        if layer.score:
-            return numerics.linear(x, layer.w, layer.bias)[:, 0]
-        x = numerics.mlp_layer(x, layer.w, layer.bias, layer.mult, layer.shift, relu=layer.relu)
-    return x
 
 
 @dataclass
@@ -97,7 +79,7 @@ def run_jobs(config: AccelConfig, jobs: dict, stalls_p: float = 0.0, seed: int =
 
 
 def check(job: Job, result: dict):
-    expected = golden_mlp(job.x, job.layers)
+    expected = reference_mlp(job.x, job.layers)
     assert all(r["error"] == 0 for r in result["responses"]), result["responses"]
     if job.layers[-1].score:
         got = [s["score"] for s in result["scores"]]
