@@ -15,7 +15,11 @@ from pathlib import Path
 from .config import PRESETS, AccelConfig, load_toml, preset
 from .errors import RpaccelError
 
-__all__ = ["main", "config_from_args"]
+__all__ = ["main", "config_from_args", "DEFAULT_UNIT"]
+
+#: The unit `gen`, `lint` and `synth` build when none is named: the largest one that exists
+#: (the accelerator's top level will take its place).
+DEFAULT_UNIT = "compute_core"
 
 
 def add_config_options(parser: argparse.ArgumentParser, *, default: str | None = "default"):
@@ -108,18 +112,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("gen", help="generate Verilog and a JSON manifest for a unit")
     add_config_options(p)
-    p.add_argument("--unit", default="pe", help=f"unit to generate: {', '.join(UNITS)}")
+    p.add_argument("--unit", default=DEFAULT_UNIT, help=f"unit to generate: {', '.join(UNITS)} "
+                        f"(default: {DEFAULT_UNIT})")
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.set_defaults(func=cmd_gen)
 
     p = sub.add_parser("lint", help="run verilator --lint-only -Wall on a generated unit")
     add_config_options(p)
-    p.add_argument("--unit", default="pe", help=f"unit: {', '.join(UNITS)}")
+    p.add_argument("--unit", default=DEFAULT_UNIT, help=f"unit: {', '.join(UNITS)} "
+                        f"(default: {DEFAULT_UNIT})")
     p.set_defaults(func=cmd_lint)
 
     p = sub.add_parser("synth", help="synthesize and place-and-route a unit; report area, Fmax")
     add_config_options(p)
-    p.add_argument("--unit", default="pe", help=f"unit: {', '.join(UNITS)}")
+    p.add_argument("--unit", default=DEFAULT_UNIT, help=f"unit: {', '.join(UNITS)} "
+                        f"(default: {DEFAULT_UNIT})")
     p.add_argument("--target", default="ecp5-85k", choices=TARGETS)
     p.add_argument("--json", type=Path, help="write the result as JSON here")
     p.set_defaults(func=cmd_synth)

@@ -22,9 +22,11 @@ __all__ = ["MLPLayerEngine", "command_layout", "response_layout", "score_layout"
 NUM_ACT_BUFFERS = 2
 
 #: Depth of the FIFOs between the engine's memories and the array. A read is issued only
-#: while the FIFO is guaranteed room for it one cycle later (the memory read latency), with
-#: margin for the buffered FIFO's output register, so rows keep flowing one per cycle.
-FEED_FIFO_DEPTH = 8
+#: while the FIFO level leaves room for the reads already in flight (``FEED_IN_FLIGHT``:
+#: the block RAM's read cycle and the register after it), so the decision is a comparison of
+#: the level with a constant (no adder on the path) and rows keep flowing one per cycle.
+FEED_FIFO_DEPTH = 16
+FEED_IN_FLIGHT = 2
 
 
 def command_layout(config: AccelConfig) -> data.StructLayout:
@@ -232,8 +234,7 @@ class MLPLayerEngine(wiring.Component):
         w_pending = Signal()
         w_valid = Signal()
         w_data = Signal.like(w_rd.data)
-        w_issue = running & (w_left != 0) & \
-            (w_fifo.level + w_pending + w_valid < FEED_FIFO_DEPTH - 2)
+        w_issue = running & (w_left != 0) & (w_fifo.level < FEED_FIFO_DEPTH - FEED_IN_FLIGHT - 1)
         with m.If(start):
             m.d.sync += [w_addr.eq(c.weight_tile * R), w_left.eq(c_it * c_ot * R)]
         with m.Elif(w_issue):
@@ -253,25 +254,35 @@ class MLPLayerEngine(wiring.Component):
         f_valid = Signal()         # ... registered: the row written into the FIFO this cycle
         f_last = Signal()          # of the row whose read is pending
         f_lane = Signal(range(max(W // R, 2)))
-        f_issue = f_active & (a_fifo.level + f_pending + f_valid < FEED_FIFO_DEPTH - 2)
-        f_chunk = f_i >> exact_log2(W // R) if W > R else f_i
+        f_issue = f_active & (a_fifo.level < FEED_FIFO_DEPTH - FEED_IN_FLIGHT - 1)
+        # The read address is a register (the RAM sees no arithmetic): `f_base` is the word
+        # of input tile f_i's chunk, chunk(f_i) * sub_batch, `f_addr` = f_base + f_b.
+        # The RAM reads `f_addr` every cycle; only issued reads are kept.
+        chunk_tiles = W // R             # input tiles per buffer word
+        f_base = Signal(range(geo.act_words))
         f_addr = Signal(range(geo.act_words))
-        m.d.comb += f_addr.eq(f_chunk * SB + f_b)
         with m.If(start):
-            m.d.sync += [f_j.eq(0), f_i.eq(0), f_b.eq(0), f_active.eq(1)]
+            m.d.sync += [f_j.eq(0), f_i.eq(0), f_b.eq(0), f_active.eq(1), f_base.eq(0),
+                         f_addr.eq(0)]
         with m.Elif(f_issue):
             with m.If(f_b == cmd.rows - 1):
                 m.d.sync += f_b.eq(0)
                 with m.If(f_i == n_it - 1):
-                    m.d.sync += f_i.eq(0)
+                    m.d.sync += [f_i.eq(0), f_base.eq(0), f_addr.eq(0)]
                     with m.If(f_j == n_ot - 1):
                         m.d.sync += f_active.eq(0)
                     with m.Else():
                         m.d.sync += f_j.eq(f_j + 1)
                 with m.Else():
                     m.d.sync += f_i.eq(f_i + 1)
+                    next_chunk = (f_i[:exact_log2(chunk_tiles)] == chunk_tiles - 1) \
+                        if chunk_tiles > 1 else 1
+                    with m.If(next_chunk):
+                        m.d.sync += [f_base.eq(f_base + SB), f_addr.eq(f_base + SB)]
+                    with m.Else():
+                        m.d.sync += f_addr.eq(f_base)
             with m.Else():
-                m.d.sync += f_b.eq(f_b + 1)
+                m.d.sync += [f_b.eq(f_b + 1), f_addr.eq(f_addr + 1)]
         m.d.sync += [f_pending.eq(f_issue), f_last.eq(f_b == cmd.rows - 1)]
         if W > R:
             m.d.sync += f_lane.eq(f_i[:exact_log2(W // R)])
@@ -380,13 +391,16 @@ class MLPLayerEngine(wiring.Component):
         groups = W // Cp
         o_chunk = o_j >> exact_log2(groups) if groups > 1 else o_j
         o_group = o_j[:exact_log2(groups)] if groups > 1 else Const(0, 1)
+        # The write goes through one register stage (address, data, lane enables), so the
+        # RAM's many blocks see registers only.
         o_addr = Signal(range(geo.act_words))
-        m.d.comb += o_addr.eq(o_chunk * SB + o_b)
         o_lanes = Signal(W)
+        o_word = Signal(ow * W)
+        o_write = Signal()
+        m.d.sync += [o_addr.eq(o_chunk * SB + o_b), o_word.eq(out_word),
+                     o_write.eq(o_take & ~cmd.score)]
         for g in range(groups):
-            with m.If(o_group == g):
-                m.d.comb += o_lanes[g * Cp:(g + 1) * Cp].eq((1 << Cp) - 1)
-        o_write = o_take & ~cmd.score
+            m.d.sync += o_lanes[g * Cp:(g + 1) * Cp].eq(Mux(o_group == g, (1 << Cp) - 1, 0))
 
         # -- host ports and buffer port sharing ------------------------------------------------
         m.d.comb += [
@@ -412,15 +426,17 @@ class MLPLayerEngine(wiring.Component):
 
         for n in range(NUM_ACT_BUFFERS):
             is_src = running & (cmd.src == n)
-            is_dst = running & (cmd.dst == n) & ~cmd.score
+            # The engine's last write lands in the cycle after its last result, when the
+            # control is already responding: the registered write carries its own select.
+            is_dst = o_write & (cmd.dst == n)
             host_w = self.act_write.valid & idle & (self.act_write.payload.buffer == n)
             m.d.comb += [
                 act_rd[n].addr.eq(Mux(is_src, f_addr, self.act_read.payload.addr)),
-                # Hold the data while a host read waits for act_data.ready.
-                act_rd[n].en.eq(Mux(is_src, f_issue, host_rd)),
+                # The feeder reads every cycle and keeps what it issued; a host read holds
+                # its data while it waits for act_data.ready.
+                act_rd[n].en.eq(Mux(is_src, 1, host_rd)),
                 act_wr[n].addr.eq(Mux(is_dst, o_addr, self.act_write.payload.addr)),
-                act_wr[n].data.eq(Mux(is_dst, out_word, self.act_write.payload.data.as_value())),
-                act_wr[n].en.eq(Mux(is_dst, Mux(o_write, o_lanes, 0),
-                                    Mux(host_w, (1 << W) - 1, 0))),
+                act_wr[n].data.eq(Mux(is_dst, o_word, self.act_write.payload.data.as_value())),
+                act_wr[n].en.eq(Mux(is_dst, o_lanes, Mux(host_w, (1 << W) - 1, 0))),
             ]
         return m
