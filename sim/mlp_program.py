@@ -28,8 +28,8 @@ from rpaccel.gen.config import AccelConfig
 from rpaccel.sim import numerics
 
 __all__ = ["EngineGeometry", "IntLayer", "LayerCommand", "pack_weights", "pack_bias",
-           "pack_activations", "unpack_activations", "MLPProgram", "reference_mlp",
-           "random_layer", "save_mlp_jobs"]
+           "activation_addresses", "pack_activations", "unpack_activations", "MLPProgram",
+           "reference_mlp", "random_layer", "model_mlps", "save_mlp_jobs", "load_mlp_jobs"]
 
 
 @dataclass(frozen=True)
@@ -124,6 +124,13 @@ def random_layer(rng: np.random.Generator, n_in: int, n_out: int, *, relu: bool 
                     mult=mult, shift=shift, relu=relu, score=score)
 
 
+def model_mlps(qm) -> dict[str, list[IntLayer]]:
+    """The engine's layers of a trained model (:class:`~rpaccel.sim.quant.QuantizedModel`):
+    ``{"bottom": [...], "top": [...]}``, the top MLP ending in its score layer."""
+    return {"bottom": [IntLayer.from_quant(q) for q in qm.bottom],
+            "top": [IntLayer.from_quant(q) for q in qm.top]}
+
+
 @dataclass(frozen=True)
 class LayerCommand:
     """One command of the engine's ``cmd`` stream (field names match its layout)."""
@@ -170,6 +177,12 @@ def pack_bias(bias: np.ndarray, geo: EngineGeometry) -> np.ndarray:
     return padded.reshape(n_ot, geo.cols)
 
 
+def activation_addresses(B: int, d: int, geo: EngineGeometry) -> list[int]:
+    """Buffer words holding rows ``0..B-1``, elements ``0..d-1``, chunk by chunk (the order
+    :func:`pack_activations` writes and :func:`unpack_activations` reads them in)."""
+    return [c * geo.sub_batch + b for c in range(math.ceil(d / geo.act_lanes)) for b in range(B)]
+
+
 def pack_activations(x: np.ndarray, geo: EngineGeometry) -> list[tuple[int, np.ndarray]]:
     """(address, W-lane word) writes that place ``x`` (B, d) into an activation buffer."""
     x = np.asarray(x, dtype=np.int64)
@@ -181,20 +194,16 @@ def pack_activations(x: np.ndarray, geo: EngineGeometry) -> list[tuple[int, np.n
     chunks = math.ceil(d / W)
     padded = np.zeros((B, chunks * W), dtype=np.int64)
     padded[:, :d] = x
-    return [(c * geo.sub_batch + b, padded[b, c * W:(c + 1) * W])
-            for c in range(chunks) for b in range(B)]
+    words = padded.reshape(B, chunks, W).transpose(1, 0, 2).reshape(chunks * B, W)
+    return list(zip(activation_addresses(B, d, geo), words))
 
 
-def unpack_activations(read_word, B: int, d: int, geo: EngineGeometry) -> np.ndarray:
-    """(B, d) activations read back with ``read_word(address) -> W lanes``."""
+def unpack_activations(words, B: int, d: int, geo: EngineGeometry) -> np.ndarray:
+    """(B, d) activations from the W-lane ``words`` read at :func:`activation_addresses`."""
     W = geo.act_lanes
-    out = np.zeros((B, d), dtype=np.int64)
-    for c in range(math.ceil(d / W)):
-        for b in range(B):
-            lanes = np.asarray(read_word(c * geo.sub_batch + b))
-            width = min(W, d - c * W)
-            out[b, c * W:c * W + width] = lanes[:width]
-    return out
+    chunks = math.ceil(d / W)
+    lanes = np.asarray(words, dtype=np.int64).reshape(chunks, B, W)
+    return lanes.transpose(1, 0, 2).reshape(B, chunks * W)[:, :d]
 
 
 @dataclass
@@ -256,8 +265,8 @@ class MLPProgram:
 
 
 def save_mlp_jobs(path, models: dict[str, list[IntLayer]], jobs: list[tuple]) -> None:
-    """Write MLP jobs for ``tb/mlp_jobs.py``: ``models`` by name, ``jobs`` as
-    ``(model name, x)`` or ``(model name, x, expected)`` tuples."""
+    """Write MLP jobs for ``tb/mlp_jobs.py`` (read back by :func:`load_mlp_jobs`): ``models``
+    by name, ``jobs`` as ``(model name, x)`` or ``(model name, x, expected)`` tuples."""
     arrays = {}
     for name, layers in models.items():
         arrays[f"m_{name}_layers"] = np.array(len(layers))
@@ -275,3 +284,26 @@ def save_mlp_jobs(path, models: dict[str, list[IntLayer]], jobs: list[tuple]) ->
         if expected:
             arrays[f"j{n}_expected"] = np.asarray(expected[0], dtype=np.int64)
     np.savez(path, **arrays)
+
+
+def load_mlp_jobs(path) -> tuple[dict[str, list[IntLayer]], list[tuple]]:
+    """The ``(models, jobs)`` written by :func:`save_mlp_jobs` (``expected`` is ``None``
+    where the job has none)."""
+    arrays = np.load(path, allow_pickle=False)
+    models = {}
+    for key in arrays.files:
+        if key.startswith("m_") and key.endswith("_layers"):
+            name = key[2:-len("_layers")]
+            layers = []
+            for i in range(int(arrays[key])):
+                mult, shift, relu, score = (int(v) for v in arrays[f"m_{name}_l{i}_params"])
+                layers.append(IntLayer(w=arrays[f"m_{name}_l{i}_w"],
+                                       bias=arrays[f"m_{name}_l{i}_bias"], mult=mult,
+                                       shift=shift, relu=bool(relu), score=bool(score)))
+            models[name] = layers
+    jobs = []
+    while f"j{len(jobs)}_x" in arrays.files:
+        n = len(jobs)
+        jobs.append((str(arrays[f"j{n}_model"]), arrays[f"j{n}_x"],
+                     arrays[f"j{n}_expected"] if f"j{n}_expected" in arrays.files else None))
+    return models, jobs

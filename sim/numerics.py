@@ -15,7 +15,7 @@ import math
 import numpy as np
 
 __all__ = [
-    "NumericsError", "qmin", "qmax", "check_range", "saturate", "linear", "requantize",
+    "NumericsError", "qmin", "qmax", "check_range", "saturate", "wrap", "linear", "requantize",
     "mlp_layer", "pool_sum", "interaction_pairs", "interaction", "topk",
     "quantize_multiplier", "quantize_tensor", "SHIFT_MAX",
 ]
@@ -52,6 +52,17 @@ def check_range(name: str, x, width: int) -> np.ndarray:
 def saturate(x, width: int = 8) -> np.ndarray:
     """Clamp to the signed ``width``-bit range (the one place clipping is the rule)."""
     return np.clip(np.asarray(x, dtype=np.int64), qmin(width), qmax(width))
+
+
+def wrap(x, width: int = 32):
+    """Two's-complement wrap-around to ``width`` bits: the modular arithmetic of the
+    hardware's accumulators (a PE's partial sum, ``acc + bias`` in the vector unit). The
+    golden functions never wrap (they raise instead); testbenches of those units use this
+    to model them. An ``int`` for a scalar, else an int64 array."""
+    half = 1 << (width - 1)
+    if np.ndim(x) == 0:
+        return (int(x) + half) % (2 * half) - half
+    return (np.asarray(x, dtype=np.int64) + half) % (2 * half) - half
 
 
 def linear(x, w, bias, *, operand_width: int = 8, acc_width: int = 32) -> np.ndarray:

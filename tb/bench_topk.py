@@ -25,19 +25,13 @@ from cocotb.triggers import RisingEdge
 from rpaccel.sim import numerics
 from rpaccel.tb.cocotb_streams import CycleCounter, StreamDriver, StreamSink
 from rpaccel.tb.common import setup
-from rpaccel.tb.topk_harness import TopKHarness
-
-
-def layouts(config):
-    harness = TopKHarness(config)
-    return {name: getattr(harness.signature.members[name].signature, "_payload_shape")
-            for name in ("load", "start", "done", "read", "result")}
+from rpaccel.tb.topk_harness import harness_layouts
 
 
 class Harness:
     def __init__(self, dut, config):
         counter = CycleCounter(dut.clk)
-        lay = layouts(config)
+        lay = harness_layouts(config)
         self.dut, self.counter = dut, counter
         self.load = StreamDriver(dut, "load", lay["load"], counter=counter)
         self.start = StreamDriver(dut, "start", lay["start"], counter=counter)

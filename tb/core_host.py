@@ -8,8 +8,6 @@ scheduler will produce them, so the RTL is exercised with the real layouts.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 import cocotb
@@ -17,7 +15,9 @@ from cocotb.triggers import RisingEdge
 
 from rpaccel.gen.config import AccelConfig
 from rpaccel.hw import mlp_engine
-from rpaccel.sim.mlp_program import EngineGeometry, LayerCommand, MLPProgram, pack_activations
+from rpaccel.sim.mlp_program import (EngineGeometry, LayerCommand, MLPProgram,
+                                     activation_addresses, pack_activations,
+                                     unpack_activations)
 from rpaccel.tb.cocotb_streams import CycleCounter, StreamDriver, StreamSink, child_rng
 
 __all__ = ["PartitionHost", "core_hosts"]
@@ -89,17 +89,37 @@ class PartitionHost:
         return (await self.resps.receive(1))[0].payload
 
     async def read_activations(self, buffer: int, rows: int, dim: int) -> np.ndarray:
-        W = self.geo.act_lanes
-        out = np.zeros((rows, dim), dtype=np.int64)
-        for c in range(math.ceil(dim / W)):
-            addrs = [c * self.geo.sub_batch + b for b in range(rows)]
-            reader = cocotb.start_soon(self.words.receive(rows))
-            await self.reads.send({"buffer": buffer, "addr": a} for a in addrs)
-            words = [t.payload for t in await reader]
-            width = min(W, dim - c * W)
-            for b, word in enumerate(words):
-                out[b, c * W:c * W + width] = word[:width]
-        return out
+        addrs = activation_addresses(rows, dim, self.geo)
+        reader = cocotb.start_soon(self.words.receive(len(addrs)))
+        await self.reads.send({"buffer": buffer, "addr": a} for a in addrs)
+        return unpack_activations([t.payload for t in await reader], rows, dim, self.geo)
+
+    async def run_program(self, program: MLPProgram, x: np.ndarray,
+                          expected: np.ndarray | None = None):
+        """Run a loaded ``program`` on rows ``x`` (loaded into buffer 0 here): every command
+        must be accepted with its tag, score rows come in order with ``last`` on the final
+        one. Returns (outputs, cycles per layer): the int32 scores of a score MLP, else the
+        last layer's int8 outputs, compared with ``expected`` when given."""
+        await self.load_activations(x, buffer=0)
+        cycles, out = [], None
+        for cmd in program.commands(x.shape[0]):
+            resp, scores = await self.run(cmd)
+            assert resp["error"] == 0 and resp["tag"] == cmd.tag, \
+                f"partition {self.p}: {resp} for {cmd}"
+            cycles.append(resp["cycles"])
+            if scores is not None:
+                assert [s["row"] for s in scores] == list(range(cmd.rows))
+                assert [s["last"] for s in scores] == [0] * (cmd.rows - 1) + [1]
+                out = np.array([s["score"] for s in scores], dtype=np.int64)
+        if out is None:
+            last = program.layers[-1]
+            out = await self.read_activations(len(program.layers) % 2, x.shape[0], last.n_out)
+        if expected is not None:
+            bad = np.argwhere(np.atleast_1d(out != expected))
+            assert bad.size == 0, (f"partition {self.p}: {bad.shape[0]} mismatches, first at "
+                                   f"{bad[0].tolist()}: got {out[tuple(bad[0])]}, expected "
+                                   f"{expected[tuple(bad[0])]}")
+        return out, cycles
 
 
 def core_hosts(dut, config: AccelConfig, counter: CycleCounter, rng: np.random.Generator,

@@ -1,13 +1,9 @@
 """cocotb: run MLP jobs from a file on the compute core and write the results back.
 
 The host side (tests, ``make demo``) describes work in an ``.npz`` file named by
-``RPACCEL_MLP_JOBS``:
-
-* models: ``m_<name>_layers`` (count) and, per layer ``i``, ``m_<name>_l<i>_w``,
-  ``..._bias`` and ``..._params`` (``mult, shift, relu, score``);
-* jobs ``0 .. jobs-1``: ``j<n>_model`` (the model name as a 0-d string array),
-  ``j<n>_x`` (the int8 input rows, at most ``sub_batch``) and optionally
-  ``j<n>_expected`` (checked here, bit for bit).
+``RPACCEL_MLP_JOBS``, written with :func:`rpaccel.sim.mlp_program.save_mlp_jobs`: models by
+name and jobs ``(model, x, expected)``, ``x`` at most ``sub_batch`` rows, ``expected``
+(optional) checked here bit for bit.
 
 Every partition loads every model once, then the jobs are dealt out round robin and the
 partitions run concurrently. The results go to ``RPACCEL_MLP_OUT`` (``.npz``): ``j<n>_out``
@@ -24,51 +20,17 @@ import numpy as np
 import cocotb
 from cocotb.triggers import Combine
 
-from rpaccel.sim.mlp_program import IntLayer, MLPProgram
+from rpaccel.sim.mlp_program import MLPProgram, load_mlp_jobs
 from rpaccel.tb.cocotb_streams import CycleCounter
 from rpaccel.tb.common import setup
-from rpaccel.tb.core_host import PartitionHost, core_hosts
-
-__all__ = ["load_models", "run_job"]
-
-
-def load_models(jobs) -> dict[str, list[IntLayer]]:
-    models = {}
-    for key in jobs.files:
-        if key.startswith("m_") and key.endswith("_layers"):
-            name = key[2:-len("_layers")]
-            layers = []
-            for i in range(int(jobs[key])):
-                mult, shift, relu, score = (int(v) for v in jobs[f"m_{name}_l{i}_params"])
-                layers.append(IntLayer(w=jobs[f"m_{name}_l{i}_w"], bias=jobs[f"m_{name}_l{i}_bias"],
-                                       mult=mult, shift=shift, relu=bool(relu), score=bool(score)))
-            models[name] = layers
-    return models
-
-
-async def run_job(host: PartitionHost, program: MLPProgram, x: np.ndarray):
-    """Run ``program`` on rows ``x``; returns (outputs, cycles per layer)."""
-    await host.load_activations(x, buffer=0)
-    cycles, out = [], None
-    for cmd in program.commands(x.shape[0]):
-        resp, scores = await host.run(cmd)
-        assert resp["error"] == 0, f"partition {host.p}: command rejected: {cmd}"
-        cycles.append(resp["cycles"])
-        if scores is not None:
-            assert [s["row"] for s in scores] == list(range(cmd.rows))
-            out = np.array([s["score"] for s in scores], dtype=np.int64)
-    if out is None:
-        last = program.layers[-1]
-        out = await host.read_activations(len(program.layers) % 2, x.shape[0], last.n_out)
-    return out, cycles
+from rpaccel.tb.core_host import core_hosts
 
 
 @cocotb.test()
 async def run_jobs(dut):
-    jobs = np.load(os.environ["RPACCEL_MLP_JOBS"], allow_pickle=False)
+    models, jobs = load_mlp_jobs(os.environ["RPACCEL_MLP_JOBS"])
     bench = await setup(dut)
     hosts = core_hosts(dut, bench.config, CycleCounter(dut.clk), bench.rng)
-    models = load_models(jobs)
     assert models, "RPACCEL_MLP_JOBS holds no model"
     programs = {}
     for host in hosts:
@@ -79,20 +41,13 @@ async def run_jobs(dut):
             programs[host.p, name] = program
             tile += len(program.weight_words) // host.geo.rows
             bias += len(program.bias_words)
-    n_jobs = sum(1 for key in jobs.files if key.startswith("j") and key.endswith("_x"))
+    n_jobs = len(jobs)
     results = {}
 
     async def worker(host):
         for n in range(host.p, n_jobs, len(hosts)):
-            model = str(jobs[f"j{n}_model"])
-            out, cycles = await run_job(host, programs[host.p, model], jobs[f"j{n}_x"])
-            if f"j{n}_expected" in jobs:
-                expected = jobs[f"j{n}_expected"]
-                bad = np.argwhere(np.atleast_1d(out != expected))
-                assert bad.size == 0, (f"job {n} ({model}) on partition {host.p}: "
-                                       f"{bad.shape[0]} mismatches, first at {bad[0].tolist()}: "
-                                       f"got {out[tuple(bad[0])]}, expected "
-                                       f"{expected[tuple(bad[0])]}")
+            model, x, expected = jobs[n]
+            out, cycles = await host.run_program(programs[host.p, model], x, expected)
             results[f"j{n}_out"] = out
             results[f"j{n}_cycles"] = np.array(cycles)
 

@@ -3,13 +3,9 @@
 import cocotb
 from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
 
+from rpaccel.sim.numerics import wrap
 from rpaccel.tb.common import setup
 
-
-def wrap(value: int, bits: int) -> int:
-    """Two's-complement wrap of an integer to ``bits`` bits."""
-    value &= (1 << bits) - 1
-    return value - (1 << bits) if value >> (bits - 1) else value
 
 
 @cocotb.test()

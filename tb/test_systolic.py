@@ -16,6 +16,7 @@ import numpy as np
 import cocotb
 
 from rpaccel.hw.systolic import act_layout, pipeline_latency, result_layout, weight_layout
+from rpaccel.sim.numerics import wrap
 from rpaccel.tb.cocotb_streams import CycleCounter, StreamDriver, StreamSink, child_rng
 from rpaccel.tb.common import setup
 
@@ -24,10 +25,6 @@ from rpaccel.tb.common import setup
 STALL_PATTERNS = {"none": (0.0, 0.0), "gaps": (0.3, 0.0), "backpress": (0.0, 0.4),
                   "both": (0.3, 0.3)}
 
-
-def wrap(values, bits):
-    half = np.int64(1) << (bits - 1)
-    return ((np.asarray(values, dtype=np.int64) + half) % (half * 2)) - half
 
 
 def random_job(config, rng, counts):

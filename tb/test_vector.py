@@ -17,6 +17,7 @@ import cocotb
 
 from rpaccel.hw.vector import VectorUnit, in_layout, out_layout
 from rpaccel.sim import numerics
+from rpaccel.sim.numerics import wrap
 from rpaccel.tb.cocotb_streams import CycleCounter, StreamDriver, StreamSink, child_rng
 from rpaccel.tb.common import setup
 
@@ -24,10 +25,6 @@ from rpaccel.tb.common import setup
 STALL_PATTERNS = {"full_rate": (0.0, 0.0), "gaps": (0.3, 0.0), "backpressure": (0.0, 0.4),
                   "gaps_and_backpressure": (0.3, 0.3)}
 
-
-def wrap(values, bits):
-    half = np.int64(1) << (bits - 1)
-    return ((np.asarray(values, dtype=np.int64) + half) % (half * 2)) - half
 
 
 def golden(config, row) -> list[int]:

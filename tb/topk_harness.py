@@ -18,12 +18,25 @@ from amaranth.lib.wiring import In, Out
 from rpaccel.gen.config import AccelConfig
 from rpaccel.hw.topk import TopKFilter, k_shape
 
-__all__ = ["TopKHarness", "harness_depth"]
+__all__ = ["TopKHarness", "harness_depth", "harness_layouts"]
 
 
 def harness_depth(config: AccelConfig) -> int:
     """Scores one query of the harness can hold."""
     return min(4096, 1 << config.id_width)
+
+
+def harness_layouts(config: AccelConfig) -> dict[str, data.StructLayout]:
+    """Payload layout of each port of :class:`TopKHarness`, by port name."""
+    depth, aw = harness_depth(config), config.acc_width
+    return {
+        "load": data.StructLayout({"addr": range(depth), "score": signed(aw)}),
+        "start": data.StructLayout({"n": range(depth + 1), "k": k_shape(config)}),
+        "done": data.StructLayout({"count": range(depth + 1), "error": 1, "in_cycles": 32,
+                                   "first_out": 32, "total": 32}),
+        "read": data.StructLayout({"addr": range(config.topk_max)}),
+        "result": data.StructLayout({"score": signed(aw), "id": config.id_width}),
+    }
 
 
 class TopKHarness(wiring.Component):
@@ -43,19 +56,13 @@ class TopKHarness(wiring.Component):
 
     def __init__(self, config: AccelConfig):
         self._config = config
-        depth = harness_depth(config)
-        aw = config.acc_width
+        lay = harness_layouts(config)
         super().__init__({
-            "load": In(stream.Signature(data.StructLayout(
-                {"addr": range(depth), "score": signed(aw)}))),
-            "start": In(stream.Signature(data.StructLayout(
-                {"n": range(depth + 1), "k": k_shape(config)}))),
-            "done": Out(stream.Signature(data.StructLayout(
-                {"count": range(depth + 1), "error": 1, "in_cycles": 32, "first_out": 32,
-                 "total": 32}))),
-            "read": In(stream.Signature(data.StructLayout({"addr": range(config.topk_max)}))),
-            "result": Out(stream.Signature(data.StructLayout(
-                {"score": signed(aw), "id": config.id_width}))),
+            "load": In(stream.Signature(lay["load"])),
+            "start": In(stream.Signature(lay["start"])),
+            "done": Out(stream.Signature(lay["done"])),
+            "read": In(stream.Signature(lay["read"])),
+            "result": Out(stream.Signature(lay["result"])),
         })
 
     def elaborate(self, platform):
@@ -65,8 +72,7 @@ class TopKHarness(wiring.Component):
         aw = cfg.acc_width
         m.submodules.topk = topk = TopKFilter(cfg)
         stim = Memory(shape=signed(aw), depth=depth, init=[])
-        res = Memory(shape=data.StructLayout({"score": signed(aw), "id": cfg.id_width}),
-                     depth=cfg.topk_max, init=[])
+        res = Memory(shape=harness_layouts(cfg)["result"], depth=cfg.topk_max, init=[])
         m.submodules.stimulus = stim
         m.submodules.results = res
         s_wr, s_rd = stim.write_port(), stim.read_port()

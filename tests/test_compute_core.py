@@ -11,7 +11,7 @@ import pytest
 from rpaccel.gen.config import PRESETS
 from rpaccel.gen.generate import generate
 from rpaccel.gen.simulators import SIMULATORS, lint, run_cocotb, unavailable_reason
-from rpaccel.sim.mlp_program import IntLayer, save_mlp_jobs
+from rpaccel.sim.mlp_program import model_mlps, save_mlp_jobs
 
 
 @pytest.mark.parametrize("preset", ["tiny", "default"])
@@ -44,9 +44,7 @@ def real_mlp_jobs(tmp_path_factory):
         trace = forward_int(qm, batch, trace=True)
         rows = PRESETS[preset].sub_batch
         path = tmp_path_factory.mktemp("jobs") / f"{preset}.npz"
-        save_mlp_jobs(path,
-                      {"bottom": [IntLayer.from_quant(q) for q in qm.bottom],
-                       "top": [IntLayer.from_quant(q) for q in qm.top]},
+        save_mlp_jobs(path, model_mlps(qm),
                       [("bottom", trace.dense[:rows], trace.bottom[-1][:rows]),
                        ("top", trace.top_input[:rows], trace.scores[:rows])])
         files[preset] = path

@@ -11,7 +11,8 @@ import pytest
 from rpaccel.gen.config import PRESETS, AccelConfig
 from rpaccel.hw.compute_core import ComputeCore
 from rpaccel.sim.mlp_program import (EngineGeometry, IntLayer, LayerCommand, MLPProgram,
-                                     pack_activations, random_layer, reference_mlp)
+                                     activation_addresses, pack_activations, random_layer,
+                                     reference_mlp, unpack_activations)
 from rpaccel.tb.amaranth_sim import NO_STALLS, Stalls, get, put, simulate
 
 TINY = PRESETS["tiny"]                       # 4x4, 2 partitions of 4x2
@@ -49,15 +50,11 @@ async def load_and_run(ctx, dut, p, job: Job, geo: EngineGeometry, stalls: Stall
     last = job.layers[-1]
     if not last.score:
         buf = len(job.layers) % 2
-        out = np.zeros((job.rows, last.n_out), dtype=np.int64)
-        W = geo.act_lanes
-        for c in range(-(-last.n_out // W)):
-            for b in range(job.rows):
-                await put(ctx, dut.act_read[p], {"buffer": buf, "addr": c * geo.sub_batch + b},
-                          stalls)
-                word = await get(ctx, dut.act_data[p], stalls)
-                width = min(W, last.n_out - c * W)
-                out[b, c * W:c * W + width] = word[:width]
+        words = []
+        for addr in activation_addresses(job.rows, last.n_out, geo):
+            await put(ctx, dut.act_read[p], {"buffer": buf, "addr": addr}, stalls)
+            words.append(await get(ctx, dut.act_data[p], stalls))
+        out = unpack_activations(words, job.rows, last.n_out, geo)
     results[p] = {"responses": responses, "scores": scores, "out": out}
 
 

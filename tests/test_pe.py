@@ -7,12 +7,9 @@ from rpaccel.gen.config import PRESETS
 from rpaccel.gen.generate import generate
 from rpaccel.gen.simulators import lint, run_cocotb, unavailable_reason
 from rpaccel.hw.pe import ProcessingElement
+from rpaccel.sim.numerics import wrap
 from rpaccel.tb.amaranth_sim import simulate
 
-
-def wrap(value, bits):
-    value &= (1 << bits) - 1
-    return value - (1 << bits) if value >> (bits - 1) else value
 
 
 def test_pe_against_model_in_amaranth_simulator():

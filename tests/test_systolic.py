@@ -17,6 +17,7 @@ from rpaccel.gen.generate import generate
 from rpaccel.gen.simulators import lint, run_cocotb, unavailable_reason
 from rpaccel.hw.systolic import (SystolicArray, act_layout, pipeline_latency, result_fifo_depth,
                                  result_layout, weight_layout)
+from rpaccel.sim.numerics import wrap
 from rpaccel.tb.amaranth_sim import Stalls, receive, send, simulate, to_python
 
 CONFIGS = {
@@ -29,12 +30,6 @@ BIG = PRESETS["default"].replace(rows=16, cols=16, partitions=2, max_layer_dim=2
 
 
 # -- golden and stimulus ---------------------------------------------------------------------
-def wrap(values, bits):
-    """Two's-complement wrap of an int64 array to ``bits`` bits."""
-    values = np.asarray(values, dtype=np.int64)
-    half = np.int64(1) << (bits - 1)
-    return ((values + half) % (half * 2)) - half
-
 
 def golden(config, tiles):
     """Expected result rows and last flags of one partition's tiles [(W, X), ...]."""

@@ -15,14 +15,11 @@ from rpaccel.gen.simulators import lint, run_cocotb
 from rpaccel.gen.units import get_unit
 from rpaccel.hw.vector import Requantizer, VectorUnit
 from rpaccel.sim import numerics
+from rpaccel.sim.numerics import wrap
 from rpaccel.tb.amaranth_sim import Stalls, receive, send, simulate
 
 PRESET_NAMES = ["tiny", "default"]
 
-
-def wrap(value: int, bits: int) -> int:
-    value &= (1 << bits) - 1
-    return value - (1 << bits) if value >> (bits - 1) else value
 
 
 def expected_row(row: dict, config) -> list[int]:
