@@ -1,7 +1,7 @@
 """The ``rpaccel`` command line.
 
 Each sub-command is a small function here that parses its options and calls the library;
-errors the user can fix (:class:`~rpaccel.gen.errors.RpaccelError`) are printed as one line
+errors the user can fix (:class:`~rpaccel.hw.errors.RpaccelError`) are printed as one line
 ``rpaccel: error: ...`` with exit status 2, never as a traceback.
 """
 
@@ -12,34 +12,16 @@ import json
 import sys
 from pathlib import Path
 
-from .config import PRESETS, AccelConfig, load_toml, preset
-from .errors import RpaccelError
+from rpaccel.hw.errors import RpaccelError
+
+from . import golden_cli
+from .options import add_config_options, config_from_args
 
 __all__ = ["main", "config_from_args", "DEFAULT_UNIT"]
 
 #: The unit `gen`, `lint` and `synth` build when none is named: the largest one that exists
 #: (the accelerator's top level will take its place).
 DEFAULT_UNIT = "compute_core"
-
-
-def add_config_options(parser: argparse.ArgumentParser, *, default: str | None = "default"):
-    group = parser.add_mutually_exclusive_group()
-    group.add_argument("--preset", metavar="NAME", default=None,
-                       help=f"named configuration: {', '.join(PRESETS)}"
-                            + (f" (default: {default})" if default else ""))
-    group.add_argument("--config", metavar="FILE", type=Path,
-                       help="configuration TOML file (flat key = value; optional preset = NAME)")
-    parser.set_defaults(_default_preset=default)
-
-
-def config_from_args(args) -> tuple[AccelConfig, str]:
-    """The configuration chosen on the command line and a name for it."""
-    if args.config is not None:
-        return load_toml(args.config), args.config.stem
-    name = args.preset or args._default_preset
-    if name is None:
-        raise RpaccelError("choose a configuration with --preset NAME or --config FILE")
-    return preset(name), name
 
 
 def _write_json(path: Path | None, text: str):
@@ -143,14 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-synth", action="store_true", help="leave out synthesis")
     p.set_defaults(func=cmd_demo)
 
-    for register in _EXTRA_COMMANDS:
-        register(sub)
+    golden_cli.register(sub)
     return parser
 
 
-#: Functions ``register(subparsers)`` adding commands that live beside their library code.
-_EXTRA_COMMANDS: list = []
-_EXTRA_COMMANDS.append(__import__("rpaccel.sim.cli_commands", fromlist=["register"]).register)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,9 +24,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from .config import AccelConfig
+from rpaccel.hw.config import AccelConfig
 from .generate import generate
-from .report import format_table
+from rpaccel.sim.report import format_table
 from .simulators import run_cocotb
 
 __all__ = ["bench_plan", "run_core_bench"]

@@ -24,9 +24,9 @@ import time
 
 import numpy as np
 
-from .cli import config_from_args
-from .errors import RpaccelError
-from .report import format_table
+from .options import config_from_args
+from rpaccel.hw.errors import RpaccelError
+from rpaccel.sim.report import format_table
 
 __all__ = ["run_demo", "rtl_cascade", "RTLMismatch"]
 

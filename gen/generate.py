@@ -18,7 +18,7 @@ from pathlib import Path
 
 from amaranth.back import verilog
 
-from .config import AccelConfig
+from rpaccel.hw.config import AccelConfig
 from .units import get_unit
 
 __all__ = ["GeneratedUnit", "generate", "top_name", "verilog_ports", "write_if_changed",

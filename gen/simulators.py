@@ -30,7 +30,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from .errors import RpaccelError
+from rpaccel.hw.errors import RpaccelError
 from .generate import GeneratedUnit, write_if_changed
 
 __all__ = ["SIMULATORS", "ToolMissing", "SimulationFailed", "prepare", "unavailable_reason",

@@ -25,8 +25,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .config import AccelConfig
-from .errors import RpaccelError
+from rpaccel.hw.config import AccelConfig
+from rpaccel.hw.errors import RpaccelError
 from .generate import generate, build_root
 
 __all__ = ["TARGETS", "SynthResult", "synthesize", "SynthFailed"]

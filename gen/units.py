@@ -1,7 +1,7 @@
 """The registry of generatable units: a name, a one-line description and a factory.
 
 ``rpaccel gen --unit NAME`` and ``rpaccel synth --unit NAME`` take these names; every unit
-is built from the one :class:`~rpaccel.gen.config.AccelConfig`. Factories import their
+is built from the one :class:`~rpaccel.hw.config.AccelConfig`. Factories import their
 hardware module lazily so that the CLI starts quickly.
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 
-from .config import AccelConfig
-from .errors import RpaccelError
+from rpaccel.hw.config import AccelConfig
+from rpaccel.hw.errors import RpaccelError
 
 __all__ = ["Unit", "UNITS", "get_unit", "UnknownUnit"]
 
@@ -50,10 +50,6 @@ UNITS: dict[str, Unit] = {unit.name: unit for unit in [
     Unit("topk_harness", "benchmark harness (test only): stimulus RAM -> top-k -> result RAM",
          "rpaccel.tb.topk_harness:TopKHarness"),
 ]}
-
-
-def register(unit: Unit) -> None:
-    UNITS[unit.name] = unit
 
 
 def get_unit(name: str) -> Unit:

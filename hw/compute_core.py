@@ -6,7 +6,7 @@ from amaranth import Module
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from rpaccel.gen.config import AccelConfig
+from rpaccel.hw.config import AccelConfig
 from rpaccel.hw import mlp_engine
 from rpaccel.hw.mlp_engine import MLPLayerEngine
 from rpaccel.hw.systolic import SystolicArray

@@ -8,11 +8,11 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import exact_log2
 
-from rpaccel.gen.config import AccelConfig
+from rpaccel.hw.config import AccelConfig
 from rpaccel.hw import systolic
 from rpaccel.hw.stream import StreamFIFO
 from rpaccel.hw.vector import VectorUnit
-from rpaccel.sim.mlp_program import EngineGeometry
+from rpaccel.hw.geometry import EngineGeometry
 
 __all__ = ["MLPLayerEngine", "command_layout", "response_layout", "score_layout",
            "weight_write_layout", "bias_write_layout", "act_write_layout", "act_read_layout",

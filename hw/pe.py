@@ -4,7 +4,7 @@ from amaranth import Module, Mux, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from rpaccel.gen.config import AccelConfig
+from rpaccel.hw.config import AccelConfig
 
 __all__ = ["ProcessingElement", "PRODUCT_LATENCY"]
 

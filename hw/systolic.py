@@ -60,7 +60,7 @@ from amaranth import Module, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from rpaccel.gen.config import AccelConfig
+from rpaccel.hw.config import AccelConfig
 from rpaccel.hw.pe import PRODUCT_LATENCY, ProcessingElement
 from rpaccel.hw.stream import StreamFIFO
 

@@ -9,7 +9,7 @@ from amaranth import Cat, Module, Mux, Shape, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from rpaccel.gen.config import AccelConfig
+from rpaccel.hw.config import AccelConfig
 
 __all__ = ["TopKFilter", "score_layout", "result_layout", "k_shape", "ERROR_COUNTER_WIDTH"]
 

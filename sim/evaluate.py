@@ -24,7 +24,7 @@ import time
 
 import numpy as np
 
-from rpaccel.gen.report import format_table
+from rpaccel.sim.report import format_table
 
 from .blas import blas_threads
 from .golden import PIPELINES, PRECISIONS, GoldenSetup, Pipeline

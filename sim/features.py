@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rpaccel.gen.errors import RpaccelError
+from rpaccel.hw.errors import RpaccelError
 
 from .data import MovieLens
 

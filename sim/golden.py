@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rpaccel.gen.errors import RpaccelError
+from rpaccel.hw.errors import RpaccelError
 
 from . import numerics
 from .data import load_movielens

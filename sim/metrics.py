@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rpaccel.gen.errors import RpaccelError
+from rpaccel.hw.errors import RpaccelError
 
 __all__ = ["MetricError", "ndcg_at_k", "recall_at_k", "hit_at_k", "ranking_metrics",
            "popularity_ranking"]

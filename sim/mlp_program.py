@@ -24,53 +24,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from rpaccel.gen.config import AccelConfig
+from rpaccel.hw.geometry import EngineGeometry
 from rpaccel.sim import numerics
 
-__all__ = ["EngineGeometry", "IntLayer", "LayerCommand", "pack_weights", "pack_bias",
+__all__ = ["IntLayer", "LayerCommand", "pack_weights", "pack_bias",
            "activation_addresses", "pack_activations", "unpack_activations", "MLPProgram",
            "reference_mlp", "random_layer", "model_mlps", "save_mlp_jobs", "load_mlp_jobs"]
-
-
-@dataclass(frozen=True)
-class EngineGeometry:
-    """Memory geometry of one partition's engine, derived from the configuration."""
-
-    rows: int          # R: input lanes of a weight tile
-    cols: int          # Cp: output lanes of a weight tile (one partition)
-    sub_batch: int
-    max_layer_dim: int
-    weight_words: int
-    bias_words: int
-
-    @classmethod
-    def of(cls, config: AccelConfig) -> "EngineGeometry":
-        return cls(rows=config.rows, cols=config.partition_cols, sub_batch=config.sub_batch,
-                   max_layer_dim=config.max_layer_dim,
-                   weight_words=config.weight_capacity // config.partition_cols,
-                   bias_words=config.bias_capacity // config.partition_cols)
-
-    @property
-    def act_lanes(self) -> int:
-        """W: int8 lanes of one activation-buffer word."""
-        return max(self.rows, self.cols)
-
-    @property
-    def act_chunks(self) -> int:
-        return math.ceil(self.max_layer_dim / self.act_lanes)
-
-    @property
-    def act_words(self) -> int:
-        return self.act_chunks * self.sub_batch
-
-    def in_tiles(self, n_in: int) -> int:
-        return math.ceil(n_in / self.rows)
-
-    def out_tiles(self, n_out: int) -> int:
-        return math.ceil(n_out / self.cols)
-
-    def weight_tiles(self, n_in: int, n_out: int) -> int:
-        return self.in_tiles(n_in) * self.out_tiles(n_out)
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from rpaccel.gen.errors import RpaccelError
+from rpaccel.hw.errors import RpaccelError
 
 from . import numerics
 from .features import TABLES, CandidateBatch, Features, Split, check_batch, lookup_rows

@@ -18,7 +18,7 @@ import cocotb
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, RisingEdge
 
-from rpaccel.gen.config import AccelConfig
+from rpaccel.hw.config import AccelConfig
 
 __all__ = ["Bench", "setup", "CLOCK_NS"]
 
@@ -31,9 +31,6 @@ class Bench:
     config: AccelConfig
     manifest: dict
     rng: np.random.Generator
-
-    async def cycles(self, n: int = 1):
-        await ClockCycles(self.dut.clk, n)
 
 
 def load_manifest() -> dict:

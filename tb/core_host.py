@@ -13,9 +13,10 @@ import numpy as np
 import cocotb
 from cocotb.triggers import RisingEdge
 
-from rpaccel.gen.config import AccelConfig
+from rpaccel.hw.config import AccelConfig
 from rpaccel.hw import mlp_engine
-from rpaccel.sim.mlp_program import (EngineGeometry, LayerCommand, MLPProgram,
+from rpaccel.hw.geometry import EngineGeometry
+from rpaccel.sim.mlp_program import (LayerCommand, MLPProgram,
                                      activation_addresses, pack_activations,
                                      unpack_activations)
 from rpaccel.tb.cocotb_streams import CycleCounter, StreamDriver, StreamSink, child_rng

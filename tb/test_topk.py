@@ -14,7 +14,7 @@ import numpy as np
 
 import cocotb
 
-from rpaccel.gen.config import AccelConfig
+from rpaccel.hw.config import AccelConfig
 from rpaccel.tb.cocotb_streams import CycleCounter, StreamDriver, StreamSink, child_rng, packets
 from rpaccel.tb.common import setup
 from rpaccel.hw.topk import TopKFilter, result_layout, score_layout

@@ -15,7 +15,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from rpaccel.gen.config import AccelConfig
+from rpaccel.hw.config import AccelConfig
 from rpaccel.hw.topk import TopKFilter, k_shape
 
 __all__ = ["TopKHarness", "harness_depth", "harness_layouts"]

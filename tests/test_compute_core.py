@@ -8,7 +8,7 @@ golden's integer trace (rpaccel.sim.quant.forward_int).
 import numpy as np
 import pytest
 
-from rpaccel.gen.config import PRESETS
+from rpaccel.hw.config import PRESETS
 from rpaccel.gen.generate import generate
 from rpaccel.gen.simulators import SIMULATORS, lint, run_cocotb, unavailable_reason
 from rpaccel.sim.mlp_program import model_mlps, save_mlp_jobs

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from rpaccel.gen.config import DEFAULT, PRESETS, AccelConfig, ConfigError, load_toml, preset
+from rpaccel.hw.config import DEFAULT, PRESETS, AccelConfig, ConfigError, load_toml, preset
 
 
 def test_presets_are_valid_and_named_as_documented():
@@ -62,7 +62,7 @@ def test_unknown_field_and_preset():
 
 
 def test_hash_is_stable_across_processes():
-    code = "from rpaccel.gen.config import PRESETS; print(PRESETS['tiny'].hash)"
+    code = "from rpaccel.hw.config import PRESETS; print(PRESETS['tiny'].hash)"
     hashes = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                              env={**os.environ, "PYTHONHASHSEED": seed}, check=True).stdout
               for seed in ("1", "2", "3")}

@@ -8,9 +8,10 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from rpaccel.gen.config import PRESETS, AccelConfig
+from rpaccel.hw.config import PRESETS, AccelConfig
 from rpaccel.hw.compute_core import ComputeCore
-from rpaccel.sim.mlp_program import (EngineGeometry, IntLayer, LayerCommand, MLPProgram,
+from rpaccel.hw.geometry import EngineGeometry
+from rpaccel.sim.mlp_program import (IntLayer, LayerCommand, MLPProgram,
                                      activation_addresses, pack_activations, random_layer,
                                      reference_mlp, unpack_activations)
 from rpaccel.tb.amaranth_sim import NO_STALLS, Stalls, get, put, simulate

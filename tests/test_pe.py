@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from rpaccel.gen.config import PRESETS
+from rpaccel.hw.config import PRESETS
 from rpaccel.gen.generate import generate
 from rpaccel.gen.simulators import lint, run_cocotb, unavailable_reason
 from rpaccel.hw.pe import ProcessingElement

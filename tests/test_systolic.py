@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from cocotb_tools.check_results import get_results
 
-from rpaccel.gen.config import PRESETS
+from rpaccel.hw.config import PRESETS
 from rpaccel.gen.generate import generate
 from rpaccel.gen.simulators import lint, run_cocotb, unavailable_reason
 from rpaccel.hw.systolic import (SystolicArray, act_layout, pipeline_latency, result_fifo_depth,

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from amaranth.hdl import Fragment
 
-from rpaccel.gen.config import PRESETS
+from rpaccel.hw.config import PRESETS
 from rpaccel.gen.generate import generate
 from rpaccel.gen.simulators import lint, run_cocotb
 from rpaccel.hw.topk import TopKFilter, k_shape, result_layout, score_layout

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from amaranth.hdl import Fragment
 
-from rpaccel.gen.config import PRESETS
+from rpaccel.hw.config import PRESETS
 from rpaccel.gen.generate import generate
 from rpaccel.gen.simulators import lint, run_cocotb
 from rpaccel.gen.units import get_unit

@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -174,10 +173,6 @@ class AccelConfig:
     def weight_tiles(self) -> int:
         """Weight tiles one partition's weight memory holds."""
         return self.weight_capacity // (self.rows * self.partition_cols)
-
-    @property
-    def max_tiles_per_dim(self) -> int:
-        return math.ceil(self.max_layer_dim / min(self.rows, self.partition_cols))
 
     @property
     def hash(self) -> str:

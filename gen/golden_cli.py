@@ -18,17 +18,17 @@ def _say(msg: str) -> None:
 
 
 def cmd_data(args) -> int:
-    from .data import FILES, ensure_dataset
+    from rpaccel.sim.data import FILES, ensure_dataset
     folder = ensure_dataset(progress=_say)
     print(f"MovieLens-100K verified in {folder} ({', '.join(FILES)}; sha256 checked)")
     return 0
 
 
 def cmd_train(args) -> int:
-    from .blas import blas_threads
-    from .data import load_movielens
-    from .features import build_features, split_interactions
-    from .models import (MODEL_NAMES, SPECS, TRAIN_CONFIGS, artifact_paths, train_hash,
+    from rpaccel.sim.blas import blas_threads
+    from rpaccel.sim.data import load_movielens
+    from rpaccel.sim.features import build_features, split_interactions
+    from rpaccel.sim.models import (MODEL_NAMES, SPECS, TRAIN_CONFIGS, artifact_paths, train_hash,
                          train_or_load)
 
     ml = load_movielens()
@@ -50,13 +50,13 @@ def cmd_train(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from .evaluate import evaluate_quality, format_report, write_report
-    from .golden import load_golden
+    from rpaccel.sim.evaluate import evaluate_quality, format_report, write_report
+    from rpaccel.sim.golden import load_golden
 
     setup = load_golden(progress=_say)
     users = None
     if args.users is not None:
-        from .golden import GoldenError
+        from rpaccel.sim.golden import GoldenError
         if args.users < 1:
             raise GoldenError(f"--users must be at least 1, not {args.users}")
         users = list(range(min(args.users, setup.split.n_users)))
