@@ -47,6 +47,8 @@ UNITS: dict[str, Unit] = {unit.name: unit for unit in [
          "rpaccel.hw.mlp_engine:MLPLayerEngine"),
     Unit("compute_core", "systolic array with one MLP layer engine per partition",
          "rpaccel.hw.compute_core:ComputeCore"),
+    Unit("csr", "control and status registers of the register map on an AXI4-Lite slave",
+         "rpaccel.hw.csr:CSRBlock"),
     Unit("topk_harness", "benchmark harness (test only): stimulus RAM -> top-k -> result RAM",
          "rpaccel.tb.topk_harness:TopKHarness"),
 ]}

@@ -89,6 +89,12 @@ class AccelConfig:
     #: Width of a candidate id.
     id_width: int = 16
 
+    # -- Top level -----------------------------------------------------------------------------
+    #: Most stages of one query's cascade (sizes descriptors, completions and CSRs).
+    max_stages: int = 4
+    #: Models the accelerator holds loaded at once (each may be loaded into any partitions).
+    model_slots: int = 4
+
     # -- System --------------------------------------------------------------------------------
     #: Data width of the AXI4 memory bus, in bits.
     mem_bus_width: int = 128
@@ -158,6 +164,10 @@ class AccelConfig:
             fail("id_width", "between 4 and 32")
         if self.topk_max > 1 << self.id_width:
             fail("topk_max", f"at most 2**id_width={1 << self.id_width}")
+        if not 1 <= self.max_stages <= 8:
+            fail("max_stages", "between 1 and 8")
+        if not 1 <= self.model_slots <= 16:
+            fail("model_slots", "between 1 and 16")
         if not (_is_pow2(self.mem_bus_width) and 32 <= self.mem_bus_width <= 1024):
             fail("mem_bus_width", "a power of two between 32 and 1024")
         if not 1.0 <= float(self.clock_mhz) <= 2000.0:
