@@ -78,7 +78,7 @@ def systemrdl(regmap: RegisterMap) -> str:
            "    default regwidth = 32;",
            "    default accesswidth = 32;"]
     for r in regmap:
-        out.append(f"    reg {{")
+        out.append("    reg {")
         out.append(f'        name = "{r.name}";')
         out.append(f'        desc = "{_rdl_string(r.desc)}";')
         for f in r.fields:
