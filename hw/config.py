@@ -94,6 +94,10 @@ class AccelConfig:
     max_stages: int = 4
     #: Models the accelerator holds loaded at once (each may be loaded into any partitions).
     model_slots: int = 4
+    #: Dense (int8) features a candidate record carries.
+    max_dense: int = 8
+    #: Embedding lookups (rows over all tables) a candidate record carries.
+    max_lookups: int = 16
 
     # -- System --------------------------------------------------------------------------------
     #: Data width of the AXI4 memory bus, in bits.
@@ -164,10 +168,14 @@ class AccelConfig:
             fail("id_width", "between 4 and 32")
         if self.topk_max > 1 << self.id_width:
             fail("topk_max", f"at most 2**id_width={1 << self.id_width}")
-        if not 1 <= self.max_stages <= 8:
-            fail("max_stages", "between 1 and 8")
+        if not 1 <= self.max_stages <= 6:
+            fail("max_stages", "between 1 and 6")
         if not 1 <= self.model_slots <= 16:
             fail("model_slots", "between 1 and 16")
+        if not 1 <= self.max_dense <= min(64, self.max_layer_dim):
+            fail("max_dense", f"between 1 and min(64, max_layer_dim={self.max_layer_dim})")
+        if not self.max_tables <= self.max_lookups <= 64:
+            fail("max_lookups", f"between max_tables={self.max_tables} and 64")
         if not (_is_pow2(self.mem_bus_width) and 32 <= self.mem_bus_width <= 1024):
             fail("mem_bus_width", "a power of two between 32 and 1024")
         if not 1.0 <= float(self.clock_mhz) <= 2000.0:
