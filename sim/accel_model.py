@@ -194,7 +194,6 @@ class AccelModel:
 
     def _embeddings(self, image, model: LoadedModel, record: dict) -> tuple[np.ndarray, bool]:
         """The pooled (tables, emb_dim) vectors of one record, and whether a lookup was bad."""
-        cfg = self.config
         D = model.emb_dim
         out = np.zeros((len(model.tables), D), dtype=np.int64)
         bad = False
