@@ -105,3 +105,26 @@ def write_exports(config: AccelConfig, out_dir: Path) -> list[Path]:
         write_if_changed(path, text)
         paths.append(path)
     return paths
+
+
+def cmd_regmap(args) -> int:
+    from .options import config_from_args
+    from .generate import build_root
+
+    config, _ = config_from_args(args)
+    out = args.out if args.out is not None else build_root() / f"regmap-{config.hash}"
+    for path in write_exports(config, out):
+        print(f"wrote {path}")
+    return 0
+
+
+def register(sub) -> None:
+    """Add ``rpaccel regmap`` to the command parser."""
+    from .options import add_config_options
+
+    p = sub.add_parser("regmap", help="write the register map as Markdown, a C header and "
+                                      "SystemRDL")
+    add_config_options(p)
+    p.add_argument("--out", type=Path, default=None,
+                   help="output folder (default: build/regmap-<config hash>)")
+    p.set_defaults(func=cmd_regmap)
