@@ -62,6 +62,9 @@ class AccelConfig:
     weight_capacity: int = 32768
     #: Bias memory per partition, in accumulator-wide elements.
     bias_capacity: int = 1024
+    #: Activation buffers per engine: a layer reads one and writes another; the others
+    #: are free for the host (or the sub-batch controller) while it runs.
+    act_buffers: int = 2
 
     # -- Feature interaction -----------------------------------------------------------------
     #: Most vectors (pooled embeddings plus the bottom-MLP output) one sample interacts.
@@ -139,6 +142,8 @@ class AccelConfig:
             fail("sub_batch", "between 1 and 4096")
         if not self.rows <= self.max_layer_dim <= 8192 or self.max_layer_dim % self.rows:
             fail("max_layer_dim", f"a multiple of rows={self.rows} up to 8192")
+        if not 2 <= self.act_buffers <= 8:
+            fail("act_buffers", "between 2 and 8")
         tile = self.rows * self.cols // self.partitions
         if self.weight_capacity < tile or self.weight_capacity % tile:
             fail("weight_capacity", f"a positive multiple of one weight tile ({tile} elements)")
