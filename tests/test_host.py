@@ -12,6 +12,7 @@ from rpaccel.sim.golden import Pipeline, load_golden
 from rpaccel.sim.host import (CascadeMismatch, GoldenTransport, HostError, JobResult,
                               allocate_models, deal, run_cascade, split_columns, sub_batches)
 from rpaccel.sim.mlp_program import model_mlps, random_layer
+from rpaccel.tb.amaranth_transport import AmaranthTransport
 
 TINY = PRESETS["tiny"]
 
@@ -79,6 +80,17 @@ def test_a_wrong_backend_is_caught(setup):
     with pytest.raises(CascadeMismatch, match="broken top MLP output differs"):
         run_cascade(setup.golden, [("small", 8)], user, cands, _WrongScores(),
                     sub_batch=TINY.sub_batch)
+
+
+def test_amaranth_backend_runs_a_real_cascade_bit_exact(setup):
+    """The same cascade host code on the hardware in Amaranth's simulator (tiny core)."""
+    user, cands = _query(setup, 24)
+    sim = run_cascade(setup.golden, [("small", 6), ("medium", 2)], user, cands,
+                      AmaranthTransport(TINY), sub_batch=TINY.sub_batch)
+    gold = run_cascade(setup.golden, [("small", 6), ("medium", 2)], user, cands,
+                       GoldenTransport(), sub_batch=TINY.sub_batch)
+    assert sim.ranking == gold.ranking and sim.backend == "Amaranth simulator"
+    assert all(s["mlp_engine_cycles"] > 0 for s in sim.stages)
 
 
 @pytest.mark.cocotb
