@@ -49,6 +49,8 @@ UNITS: dict[str, Unit] = {unit.name: unit for unit in [
          "rpaccel.hw.compute_core:ComputeCore"),
     Unit("csr", "control and status registers of the register map on an AXI4-Lite slave",
          "rpaccel.hw.csr:CSRBlock"),
+    Unit("axi_writer", "AXI4 write master: blocks of bus words in INCR bursts, never across 4 KiB",
+         "rpaccel.hw.axi_write:AxiBlockWriter"),
     Unit("topk_harness", "benchmark harness (test only): stimulus RAM -> top-k -> result RAM",
          "rpaccel.tb.topk_harness:TopKHarness"),
 ]}
