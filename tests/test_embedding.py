@@ -347,3 +347,61 @@ def test_flush_invalidates_the_dynamic_cache():
 def test_verilog_lints_clean(preset):
     proc = lint(generate(PRESETS[preset], "embedding").verilog)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+# -- real MovieLens cascade traffic -------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def golden_setup():
+    from rpaccel.sim.golden import load_golden
+    return load_golden()
+
+
+def movielens_stimulus_file(golden_setup, config, tmp_path, **options):
+    import json
+    from rpaccel.tb.unit_models.embedding import movielens_stimulus
+    stim = movielens_stimulus(golden_setup, config, "2-stage", [5], max_candidates=40,
+                              static_rows=64, **options)
+    path = tmp_path / "stimulus.json"
+    path.write_text(json.dumps(stim))
+    return stim, path
+
+
+def test_movielens_stream_in_amaranth(golden_setup, tmp_path):
+    """One test user's 2-stage cascade (first 40 candidates of each stage), the 64 hottest
+    rows in the static cache: the pooled vectors equal embedding_vectors, the counters the model's."""
+    config = PRESETS["default"]
+    stim, _ = movielens_stimulus_file(golden_setup, config, tmp_path)
+    tables = {tuple(k): np.array(v) for k, v in stim["tables"]}
+    tset = TableSet.build(config, tables, {tuple(k): tuple(v) for k, v in stim["static"]})
+    lookups = [Lookup(*lk) for lk in stim["lookups"]]
+    out = run(config, tset, lookups, idle=0.1, backpressure=0.1, seed=13,
+              memory={"latency": (5, 40)})
+    assert out["want"] == stim["expected"]
+    check_pooled(out["payloads"], stim["expected"])
+    check_counters(out)
+    assert out["counters"]["static_hits"] > 0 and out["counters"]["dynamic_hits"] > 0
+
+
+TOPS = ["embedding", "embedding_harness"]
+
+
+def _build_args(top):
+    from rpaccel.tb.embedding_harness import AXI_MEM_MODEL
+    return [str(AXI_MEM_MODEL)] if top == "embedding_harness" else None
+
+
+@pytest.mark.parametrize("top", TOPS)
+@pytest.mark.parametrize("preset", PRESET_NAMES)
+def test_embedding_cocotb(simulator, preset, top):
+    run_cocotb(generate(PRESETS[preset], top), simulator, "rpaccel.tb.test_embedding",
+               build_args=_build_args(top))
+
+
+@pytest.mark.parametrize("top", TOPS)
+def test_embedding_cocotb_movielens(simulator, top, golden_setup, tmp_path):
+    config = PRESETS["default"]
+    _, path = movielens_stimulus_file(golden_setup, config, tmp_path)
+    run_cocotb(generate(config, top), simulator, "rpaccel.tb.test_embedding",
+               testcase="movielens_cascade_stream", build_args=_build_args(top),
+               extra_env={"RPACCEL_EMB_STIMULUS": str(path)})

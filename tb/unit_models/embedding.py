@@ -20,7 +20,7 @@ from rpaccel.sim.cache_model import (EmbeddingCacheModel, Lookup, TableDescripto
                                      place_tables)
 
 __all__ = ["TableSet", "random_tables", "random_lookups", "bags_to_lookups",
-           "expected_pooled", "static_writes", "check_pooled", "movielens_lookups",
+           "expected_pooled", "static_writes", "check_pooled", "movielens_stimulus",
            "check_address"]
 
 
@@ -184,39 +184,42 @@ def check_address(tset: TableSet, addr: int, beats: int, bus_bytes: int) -> None
     raise AssertionError(f"burst {addr:#x}..{end:#x} is outside every table's region")
 
 
-def movielens_lookups(setup, config: AccelConfig, pipeline: str, users, *,
-                      models: tuple | None = None, max_candidates: int | None = None):
-    """The lookup stream of a golden cascade on test users: for each stage of ``pipeline``
-    (``sim.golden.PIPELINES``) and each of its input candidates, the 7 single-valued rows and
-    the genre bag of that stage's model. Returns (tables, lookups, expected vectors) with
-    ``tables`` keyed ``(model number, table)`` (model number = the stage's model's index in
-    ``models``) and the expected vectors from ``sim.quant.embedding_vectors``."""
+def movielens_stimulus(setup, config: AccelConfig, pipeline: str, users, *,
+                       max_candidates: int | None = None, static_rows: int | None = None) -> dict:
+    """A real cascade stream as a JSON-able dict: the stage models' tables renumbered
+    hottest-first (``sim.cache_study``), the static plan for ``static_rows`` (default
+    ``static_cache_rows``), the
+    lookups, and the expected vectors from ``sim.quant.embedding_vectors`` on the original
+    (not renumbered) candidates, so the renumbering is checked too."""
+    from rpaccel.sim.cache_model import hotness_order, plan_static
+    from rpaccel.sim.cache_study import cascade_traffic, training_counts
     from rpaccel.sim.golden import PIPELINES
     from rpaccel.sim.quant import embedding_vectors
 
     golden = setup.golden
-    pipe = PIPELINES[pipeline]
-    models = models or tuple(dict.fromkeys(s.model for s in pipe.stages))
+    traffic = cascade_traffic(setup, pipeline, users, max_candidates=max_candidates)
+    counts = training_counts(setup.features, setup.split)
+    models = tuple(dict.fromkeys(s.model for s in PIPELINES[pipeline].stages))
     tables = {}
     for mi, name in enumerate(models):
         for t, rows in enumerate(golden.quantized[name].tables):
-            tables[(mi, t)] = np.asarray(rows, dtype=np.int64)
-    lookups, expected = [], []
+            tables[(mi, t)] = np.asarray(rows, dtype=np.int64)[hotness_order(counts[t])]
+    capacity = config.static_cache_rows if static_rows is None else static_rows
+    static = plan_static(traffic.table_rows, traffic.counts, capacity)
+    expected = []
     for user in users:
-        result = golden.run(pipe, int(user), setup.split.test_candidates(int(user)))
-        for stage_no, stage in enumerate(result.stages):
-            mi = models.index(stage.model)
+        result = golden.run(PIPELINES[pipeline], int(user),
+                            setup.split.test_candidates(int(user)))
+        for stage in result.stages:
             cands = stage.candidates[:max_candidates] if max_candidates else stage.candidates
-            batch = golden.batch(int(user), cands)
-            vecs = embedding_vectors(golden.quantized[stage.model], batch)
-            n_single = batch.sparse.shape[1]
-            for c in range(len(cands)):
-                cand = [(mi, t, [int(batch.sparse[c, t])]) for t in range(n_single)]
-                cand.append((mi, n_single, [int(g) for g in np.flatnonzero(batch.genres[c])]))
-                lookups += bags_to_lookups([cand], stage=stage_no)
+            vecs = embedding_vectors(golden.quantized[stage.model], golden.batch(int(user), cands))
+            for c in range(vecs.shape[0]):
                 for t in range(vecs.shape[1]):
                     vec = [0] * config.emb_dim_max
                     vec[:vecs.shape[2]] = [int(v) for v in vecs[c, t]]
                     expected.append({"data": vec, "last": int(t == vecs.shape[1] - 1),
                                      "error": 0})
-    return tables, lookups, expected
+    return {"pipeline": pipeline, "users": [int(u) for u in users],
+            "tables": [[list(k), v.tolist()] for k, v in sorted(tables.items())],
+            "static": [[list(k), list(v)] for k, v in sorted(static.items())],
+            "lookups": [list(lk) for lk in traffic.lookups], "expected": expected}
