@@ -189,6 +189,12 @@ class Access(NamedTuple):
     error: bool
 
 
+_BAD = Access(KIND_BAD, None, True)
+_STATIC = Access(KIND_STATIC, None, False)
+_HIT = Access(KIND_HIT, None, False)
+_HIT_POISONED = Access(KIND_HIT, None, True)
+
+
 @dataclass
 class EmbeddingCacheModel:
     """The classification and counters of :class:`~rpaccel.hw.embedding.EmbeddingSubsystem`.
@@ -214,6 +220,15 @@ class EmbeddingCacheModel:
         if self.stage_ways is None:
             self.stage_ways = ((1 << cfg.dynamic_cache_ways) - 1,) * STAGES
         self.flush()
+        sets = cfg.dynamic_cache_sets
+        self._sets = sets
+        self._set_mask = max(sets - 1, 0)
+        self._set_bits = max(sets.bit_length() - 1, 0)
+        self._mt_hash = [[set_index(cfg, mdl, t, 0) for t in range(cfg.max_tables)]
+                         for mdl in range(cfg.emb_models)]
+        self._beats = [row_beats(cfg, d) for d in range(cfg.emb_dim_max + 1)]
+        self._bus_bytes = bus_bytes(cfg)
+        self._all_ways = (1 << cfg.dynamic_cache_ways) - 1
         self._bag_count = 0
         self._bag_error = False
         self.vectors: list = []  # per delivered vector: error flag
@@ -255,62 +270,71 @@ class EmbeddingCacheModel:
             elif ages[w] < old:
                 ages[w] += 1
 
+    def _set(self, model: int, table: int, row: int) -> int:
+        # set_index() with the configuration's constants hoisted (the study runs millions)
+        mask, bits = self._set_mask, self._set_bits
+        return (row & mask) ^ ((row >> bits) & mask) ^ self._mt_hash[model][table]
+
     def access(self, lk: Lookup) -> Access:
         """Classify one lookup beat and update the counters (the RTL's stage B)."""
         cfg, c = self.config, self.counters
+        model, table, row, bag_end, _, empty, stage = lk
         c["lookups"] += 1
-        desc = self.tables.get((lk.model, lk.table))
-        bad = (lk.empty or desc is None or lk.model >= cfg.emb_models
-               or not 0 <= lk.row < desc.rows or self._bag_count >= cfg.max_bag)
-        if lk.bag_end or lk.empty:
+        desc = self.tables.get((model, table))
+        bad = (empty or desc is None or not 0 <= row < desc.rows
+               or self._bag_count >= cfg.max_bag)
+        ends = bag_end or empty
+        if ends:
             self._bag_count = 0
         elif self._bag_count != cfg.max_bag:
             self._bag_count += 1
         if bad:
             c["bad_lookups"] += 1
-            result = Access(KIND_BAD, None, True)
+            result = _BAD
         else:
             c["static_accesses"] += 1
-            if lk.row < desc.static_rows:
+            if row < desc.static_rows:
                 c["static_hits"] += 1
-                result = Access(KIND_STATIC, None, False)
+                result = _STATIC
             else:
-                result = self._dynamic(lk, desc)
+                result = self._dynamic(model, table, row, stage, desc)
         self._bag_error = self._bag_error or result.error
-        if lk.bag_end or lk.empty:
+        if ends:
             self.vectors.append(self._bag_error)
             c["vectors"] += 1
             c["bad_vectors"] += int(self._bag_error)
             self._bag_error = False
         return result
 
-    def _dynamic(self, lk: Lookup, desc: TableDescriptor) -> Access:
+    def _dynamic(self, model, table, row, stage, desc: TableDescriptor) -> Access:
         cfg, c = self.config, self.counters
         c["dynamic_accesses"] += 1
-        key = (lk.model, lk.table, lk.row)
-        burst = (desc.address(lk.row), row_beats(cfg, desc.dim))
-        error = bool(self.error_address and self.error_address(burst[0]))
-        if cfg.dynamic_cache_sets:
-            s = set_index(cfg, lk.model, lk.table, lk.row)
-            if key in self.tags[s]:
-                way = self.tags[s].index(key)
+        key = (model, table, row)
+        if self._sets:
+            s = self._set(model, table, row)
+            tags = self.tags[s]
+            if key in tags:
+                way = tags.index(key)
                 c["dynamic_hits"] += 1
                 self._touch(s, way)
-                return Access(KIND_HIT, None, self.poison[s][way])
+                return _HIT_POISONED if self.poison[s][way] else _HIT
+        addr = desc.base + (row << desc.row_shift)
+        beats = self._beats[desc.dim]
+        error = bool(self.error_address and self.error_address(addr))
         c["dynamic_misses"] += 1
         c["bursts"] += 1
-        c["beats"] += burst[1]
-        c["bytes"] += burst[1] * bus_bytes(cfg)
+        c["beats"] += beats
+        c["bytes"] += beats * self._bus_bytes
         c["axi_errors"] += int(error)
-        mask = self.stage_ways[lk.stage] & ((1 << cfg.dynamic_cache_ways) - 1)
-        if cfg.dynamic_cache_sets and mask:
+        mask = self.stage_ways[stage] & self._all_ways
+        if self._sets and mask:
             way = self._victim(s, mask)
             c["dynamic_fills"] += 1
-            c["dynamic_evictions"] += int(self.tags[s][way] is not None)
-            self.tags[s][way] = key
+            c["dynamic_evictions"] += int(tags[way] is not None)
+            tags[way] = key
             self.poison[s][way] = error
             self._touch(s, way)
-        return Access(KIND_MISS, burst, error)
+        return Access(KIND_MISS, (addr, beats), error)
 
     def run(self, lookups: Iterable[Lookup]) -> list[Access]:
         return [self.access(lk) for lk in lookups]

@@ -195,7 +195,7 @@ def study(traffics: list[Traffic], base: AccelConfig, capacities: list[int], *,
     out = {"capacities": capacities, "ways": ways, "traffic": {}}
     for tr in traffics:
         rows_total = sum(tr.table_rows.values())
-        entry = {"queries": tr.queries, "lookups": len(tr.lookups), "table_rows": rows_total,
+        entry = {"capacities": list(capacities), "queries": tr.queries, "lookups": len(tr.lookups), "table_rows": rows_total,
                  "static_only": [], "dynamic_only": [], "static_dynamic": [], "split": []}
         stages = 1 + max(lk.stage for lk in tr.lookups)
         for cap in capacities:
