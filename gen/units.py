@@ -51,6 +51,10 @@ UNITS: dict[str, Unit] = {unit.name: unit for unit in [
          "rpaccel.hw.csr:CSRBlock"),
     Unit("axi_writer", "AXI4 write master: blocks of bus words in INCR bursts, never across 4 KiB",
          "rpaccel.hw.axi_write:AxiBlockWriter"),
+    Unit("embedding", "embedding subsystem: AXI4 row reader, static and dynamic caches, bag pooling",
+         "rpaccel.hw.embedding:EmbeddingSubsystem"),
+    Unit("embedding_harness", "test only: embedding subsystem on the HDL AXI4 memory model",
+         "rpaccel.tb.embedding_harness:EmbeddingHarness"),
     Unit("topk_harness", "benchmark harness (test only): stimulus RAM -> top-k -> result RAM",
          "rpaccel.tb.topk_harness:TopKHarness"),
 ]}

@@ -83,6 +83,14 @@ class AccelConfig:
     dynamic_cache_sets: int = 64
     #: Ways of the dynamic embedding cache.
     dynamic_cache_ways: int = 4
+    #: Most rows one multi-hot bag pools (a longer bag is flagged as bad input).
+    max_bag: int = 8
+    #: Table sets (models) whose descriptors the embedding subsystem holds at once.
+    emb_models: int = 4
+    #: Width of an embedding row index (a table has at most 2**emb_row_width rows).
+    emb_row_width: int = 20
+    #: Row lookups the embedding subsystem keeps in flight (misses outstanding on the bus).
+    emb_inflight: int = 16
 
     # -- Top-k filtering -----------------------------------------------------------------------
     #: Largest k a top-k unit keeps.
@@ -105,6 +113,8 @@ class AccelConfig:
     # -- System --------------------------------------------------------------------------------
     #: Data width of the AXI4 memory bus, in bits.
     mem_bus_width: int = 128
+    #: Address width of the AXI4 memory bus, in bits.
+    mem_addr_width: int = 32
     #: Clock frequency the design is built for, in MHz (reports convert cycles to time with it).
     clock_mhz: float = 125.0
 
@@ -165,6 +175,14 @@ class AccelConfig:
             fail("dynamic_cache_sets", "zero or a power of two")
         if not 1 <= self.dynamic_cache_ways <= 16:
             fail("dynamic_cache_ways", "between 1 and 16")
+        if not 1 <= self.max_bag <= 255:
+            fail("max_bag", "between 1 and 255")
+        if not (_is_pow2(self.emb_models) and self.emb_models <= 16):
+            fail("emb_models", "a power of two between 1 and 16")
+        if not 4 <= self.emb_row_width <= 28:
+            fail("emb_row_width", "between 4 and 28")
+        if not 2 <= self.emb_inflight <= 256:
+            fail("emb_inflight", "between 2 and 256")
         if not 1 <= self.topk_max <= 4096:
             fail("topk_max", "between 1 and 4096")
         if not self.partitions <= self.topk_units <= 16:
@@ -183,6 +201,8 @@ class AccelConfig:
             fail("max_lookups", f"between max_tables={self.max_tables} and 64")
         if not (_is_pow2(self.mem_bus_width) and 32 <= self.mem_bus_width <= 1024):
             fail("mem_bus_width", "a power of two between 32 and 1024")
+        if not 16 <= self.mem_addr_width <= 64:
+            fail("mem_addr_width", "between 16 and 64")
         if not 1.0 <= float(self.clock_mhz) <= 2000.0:
             fail("clock_mhz", "between 1 and 2000")
 
