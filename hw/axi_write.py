@@ -13,14 +13,13 @@ from amaranth.lib.wiring import In, Out
 
 from .config import AccelConfig
 
-__all__ = ["axi4_write_signature", "write_job_layout", "write_beat_layout", "AxiBlockWriter",
-           "WRITE_ADDR_WIDTH", "MAX_BURST"]
+from .axi import BURST_INCR, PAGE_BYTES as PAGE
 
-#: Address width of the write port (the read port's is the same).
-WRITE_ADDR_WIDTH = 32
+__all__ = ["axi4_write_signature", "write_job_layout", "write_beat_layout", "AxiBlockWriter",
+           "MAX_BURST"]
+
 #: Longest INCR burst, in beats (AXI4).
 MAX_BURST = 256
-PAGE = 4096
 
 
 def axi4_write_signature(addr_width: int, data_width: int, id_width: int = 1) -> wiring.Signature:
@@ -37,7 +36,7 @@ def axi4_write_signature(addr_width: int, data_width: int, id_width: int = 1) ->
 
 def write_job_layout(config: AccelConfig) -> data.StructLayout:
     """One block: ``bytes`` (1..65535) from the bus-word-aligned byte address ``addr``."""
-    return data.StructLayout({"addr": unsigned(WRITE_ADDR_WIDTH), "bytes": unsigned(16)})
+    return data.StructLayout({"addr": unsigned(config.mem_addr_width), "bytes": unsigned(16)})
 
 
 def write_beat_layout(config: AccelConfig) -> data.StructLayout:
@@ -75,7 +74,7 @@ class AxiBlockWriter(wiring.Component):
             "jobs": In(stream.Signature(write_job_layout(config))),
             "data": In(stream.Signature(write_beat_layout(config))),
             "done": Out(stream.Signature(data.StructLayout({"error": 1}))),
-            "bus": Out(axi4_write_signature(WRITE_ADDR_WIDTH, config.mem_bus_width)),
+            "bus": Out(axi4_write_signature(config.mem_addr_width, config.mem_bus_width)),
             "bytes_written": Out(32), "bursts": Out(32), "clear": In(1),
         })
 
@@ -87,7 +86,7 @@ class AxiBlockWriter(wiring.Component):
         log_b = B.bit_length() - 1
         in_reset = ResetSignal()
 
-        addr = Signal(WRITE_ADDR_WIDTH)        # next burst's address
+        addr = Signal(cfg.mem_addr_width)      # next burst's address
         beats_left = Signal(range((1 << 16) // B + 2))   # beats of the job not yet in a burst
         last_bytes = Signal(range(B + 1))      # valid bytes of the job's final beat
         burst_left = Signal(range(MAX_BURST + 1))        # beats of the current burst to send
@@ -101,7 +100,7 @@ class AxiBlockWriter(wiring.Component):
         m.d.comb += limit.eq(Mux(page_beats < MAX_BURST, page_beats, MAX_BURST))
         m.d.comb += burst.eq(Mux(beats_left < limit, beats_left, limit))
 
-        m.d.comb += [bus.awsize.eq(log_b), bus.awburst.eq(0b01), bus.awid.eq(0),
+        m.d.comb += [bus.awsize.eq(log_b), bus.awburst.eq(BURST_INCR), bus.awid.eq(0),
                      bus.awlock.eq(0), bus.awcache.eq(0b0011), bus.awprot.eq(0),
                      bus.awaddr.eq(addr), bus.awlen.eq(burst - 1)]
         b_fire = bus.bvalid & bus.bready
