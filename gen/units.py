@@ -55,6 +55,8 @@ UNITS: dict[str, Unit] = {unit.name: unit for unit in [
          "rpaccel.hw.embedding:EmbeddingSubsystem"),
     Unit("embedding_harness", "test only: embedding subsystem on the HDL AXI4 memory model",
          "rpaccel.tb.embedding_harness:EmbeddingHarness"),
+    Unit("axi_read_arbiter", "AXI4 read arbiter: client read ports onto one, ARID per client",
+         "rpaccel.hw.axi_arbiter:AxiReadArbiter"),
     Unit("topk_harness", "benchmark harness (test only): stimulus RAM -> top-k -> result RAM",
          "rpaccel.tb.topk_harness:TopKHarness"),
 ]}
