@@ -57,6 +57,8 @@ UNITS: dict[str, Unit] = {unit.name: unit for unit in [
          "rpaccel.tb.embedding_harness:EmbeddingHarness"),
     Unit("axi_read_arbiter", "AXI4 read arbiter: client read ports onto one, ARID per client",
          "rpaccel.hw.axi_arbiter:AxiReadArbiter"),
+    Unit("command", "command processor: ring fetch, model and static loads, query hand-off, "
+         "completions", "rpaccel.hw.command:CommandProcessor"),
     Unit("axi_read_harness", "test only: AXI4 word readers of several word sizes",
          "rpaccel.tb.axi_read_harness:AxiReadHarness"),
     Unit("topk_harness", "benchmark harness (test only): stimulus RAM -> top-k -> result RAM",
