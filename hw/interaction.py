@@ -6,7 +6,7 @@ job for the weight-stationary systolic array, with cycles and measured area.
 
 import math
 
-from amaranth import Cat, Module, Mux, Signal, Value, signed, unsigned
+from amaranth import Cat, Module, Mux, ResetSignal, Signal, Value, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -80,12 +80,17 @@ class InteractionUnit(wiring.Component):
                                        shift: unsigned(6)}))
         Writes the requantization of pair ``index`` (its position in
         ``numerics.interaction_pairs``) into a memory of
-        ``max_interaction_vectors * (max_interaction_vectors - 1) / 2`` entries. Always ready;
-        an index beyond the memory is ignored. The host writes these when it loads a model:
-        a write while a sample is in the unit may or may not reach that sample.
+        ``max_interaction_vectors * (max_interaction_vectors - 1) / 2`` entries. Ready except
+        during reset; an index beyond the memory is ignored. The host writes these when it
+        loads a model: a write while a sample is in the unit may or may not reach that
+        sample.
     out : Out(stream.Signature({data: signed(operand_width), last, error}))
         The ``n(n-1)/2`` results of a sample in ``interaction_pairs`` order, ``last`` on the
         final one, ``error`` low.
+
+    Reset: while ``rst`` is high, ``vectors.ready`` and ``pair_params.ready`` are low and
+    ``out.valid`` is low: nothing is taken (so nothing is lost) and nothing is offered. A
+    sample cut by the reset is forgotten; the pair parameters written before it stay.
 
     Bad input: a sample of fewer than 2 or more than ``max_interaction_vectors`` vectors,
     or a ``dim`` of 0 or above ``emb_dim_max``, is consumed up to its ``last`` and
@@ -190,13 +195,18 @@ class InteractionUnit(wiring.Component):
         pwrite = pmem.write_port()
         pread = pmem.read_port()
 
+        # Reset contract: while rst is high no ready is high and nothing is offered (the
+        # registers hold their old values during the first reset cycle, so gate the
+        # handshakes combinationally).
+        in_reset = ResetSignal()
         pp = self.pair_params.payload
         m.d.comb += [
-            self.pair_params.ready.eq(1),
+            self.pair_params.ready.eq(~in_reset),
             pwrite.addr.eq(pp.index),
             pwrite.data.mult.eq(pp.mult),
             pwrite.data.shift.eq(pp.shift),
-            pwrite.en.eq(self.pair_params.valid & (pp.index < self._pairs_max)),
+            pwrite.en.eq(self.pair_params.valid & self.pair_params.ready
+                         & (pp.index < self._pairs_max)),
         ]
 
         # -- loader: one vector per cycle into the free half of the double buffer ----------------
@@ -217,7 +227,7 @@ class InteractionUnit(wiring.Component):
         cur_beats = (cur_dim + (lanes - 1)) >> log_lanes
         take = Signal()
         m.d.comb += [
-            vin.ready.eq(loaded != 2),
+            vin.ready.eq((loaded != 2) & ~in_reset),
             take.eq(vin.valid & vin.ready),
             vwrite.addr.eq(Cat(wb, count)),
             vwrite.en.eq(take & (count < vmax)),
@@ -354,7 +364,7 @@ class InteractionUnit(wiring.Component):
             for k in range(Requantizer.LATENCY):
                 result = stage(result, f"rq{k}")
         m.d.comb += [
-            out.valid.eq(result["valid"]),
+            out.valid.eq(result["valid"] & ~in_reset),
             out.payload.last.eq(result["last"]),
             out.payload.error.eq(result["error"]),
             out.payload.data.eq(Mux(result["error"], 0, rq.result)),

@@ -12,7 +12,7 @@ from amaranth.lib.wiring import In, Out
 from rpaccel.hw.config import AccelConfig
 
 __all__ = ["TopKFilter", "InsertionTopK", "score_layout", "result_layout", "k_shape",
-           "topk_structure", "INSERTION_MAX", "ERROR_COUNTER_WIDTH"]
+           "topk_structure", "first_result_delays", "INSERTION_MAX", "ERROR_COUNTER_WIDTH"]
 
 #: Largest ``topk_max`` built as the parallel insertion array; above it the pipelined heap
 #: (:mod:`rpaccel.hw.topk_heap`). docs/architecture.md ("Top-k filter") gives the figures.
@@ -90,6 +90,23 @@ def topk_structure(config: AccelConfig) -> str:
     """``"insertion"`` (parallel insertion array) for ``topk_max <= INSERTION_MAX``, else
     ``"heap"`` (two pipelined heaps in memories)."""
     return "insertion" if config.topk_max <= INSERTION_MAX else "heap"
+
+
+def first_result_delays(config: AccelConfig, n: int, k: int) -> tuple[int, ...]:
+    """The possible numbers of cycles from a valid query's last candidate transfer to its
+    first result's, with ``topk.ready`` high and the unit otherwise idle (the previous
+    queries' results gone); the results then follow one per cycle.
+
+    Insertion array: always :attr:`InsertionTopK.LATENCY` (4). Heap: ``2 * L + 5`` or
+    ``2 * L + 6`` with ``L = min(k, ceil(n / 2))``, the larger heap's size (each heap pops one
+    entry per two cycles; which of the two depends on the phase of the heaps' two-cycle issue
+    slot when the last candidate arrives). An error beat comes ``first_result_delays(config,
+    n, 0)`` after the bad query's last beat (``L = 0``).
+    """
+    if topk_structure(config) == "insertion":
+        return (InsertionTopK.LATENCY,)
+    heap = min(k, -(-n // 2))
+    return (2 * heap + 5, 2 * heap + 6)
 
 
 class InsertionTopK(wiring.Component):
