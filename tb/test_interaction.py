@@ -2,11 +2,13 @@
 ``numerics.interaction``, on Verilator and Icarus.
 
 The pair parameters are written through ``pair_params``, then samples (n = 2, 9, max and
-random; D = 1, lanes, not a multiple of lanes, emb_dim_max; three bad samples among them)
+random; D = 1, 4 (packed), lanes, not a multiple of lanes, emb_dim_max; three bad samples
+among them)
 are driven with random valid gaps while the results are taken with random backpressure,
 the pattern being a test parameter. A scoreboard compares every output beat with the golden
 in order. A second test measures in RTL the cycles of one sample alone and the period of
-back-to-back samples against the documented formulas.
+back-to-back samples against the documented formulas; a third resets the unit mid-stream.
+Samples, expected beats and scoreboard: ``rpaccel.tb.unit_models.interaction``.
 
 Payloads are packed and unpacked with the hardware's own layouts
 (``rpaccel.hw.interaction``); the streams are driven and taken with
@@ -18,7 +20,7 @@ import numpy as np
 import cocotb
 from cocotb.triggers import FallingEdge, ReadOnly
 
-from rpaccel.hw.interaction import (beats_per_pair, out_layout, param_layout, pipeline_latency,
+from rpaccel.hw.interaction import (issue_cycles, out_layout, param_layout, pipeline_latency,
                                     vector_layout)
 from rpaccel.tb.cocotb_streams import CycleCounter, StreamDriver, StreamSink, child_rng
 from rpaccel.tb.common import setup
@@ -83,30 +85,33 @@ async def random_samples_vs_numpy(dut, stalls):
 
 @cocotb.test()
 async def cycle_counts_in_rtl(dut):
-    """n = 9 (the MovieLens models), D = 16: one sample alone takes
-    n + pairs * ceil(D / lanes) + latency cycles from its first vector to its last result;
-    back-to-back samples leave one every max(n, pairs * ceil(D / lanes)) cycles."""
+    """n = 9 (the MovieLens models), D = 4 (packed where the lanes allow) and 16: one sample
+    alone takes n + issue_cycles(n, D) + latency cycles from its first vector to its last
+    result; back-to-back samples leave one every max(n, issue_cycles(n, D)) cycles."""
     bench = await setup(dut)
     config, rng = bench.config, bench.rng
     io = Streams(bench, 0.0, 0.0)
     mults, shifts = random_params(config, rng)
     await io.write_params(mults, shifts)
-    n, dim = 9, 16
-    pairs, beats = n * (n - 1) // 2, beats_per_pair(config, dim)
-    for count in (1, 4):
-        samples = [random_sample(config, rng, n, dim) for _ in range(count)]
-        sending = cocotb.start_soon(io.send_samples(samples))
-        results = await io.out.receive(pairs * count)
-        firsts = await sending
-        assert [t.payload for t in results] == expected_beats(config, samples, mults, shifts)
-        lasts = [t.cycle for t in results if t.payload["last"]]
-        if count == 1:
-            cycles = lasts[0] - firsts[0] + 1
-            assert cycles == n + pairs * beats + pipeline_latency(config), cycles
-            dut._log.info("one sample (n=%d, D=%d): %d cycles", n, dim, cycles)
-        else:
-            assert list(np.diff(lasts)) == [max(n, pairs * beats)] * (count - 1), lasts
-            dut._log.info("back to back: one sample every %d cycles", lasts[1] - lasts[0])
+    n = 9
+    for dim in (4, 16):
+        issue = issue_cycles(config, n, dim)
+        for count in (1, 4):
+            samples = [random_sample(config, rng, n, dim) for _ in range(count)]
+            want = expected_beats(config, samples, mults, shifts)
+            sending = cocotb.start_soon(io.send_samples(samples))
+            results = await io.out.receive(len(want))
+            firsts = await sending
+            check(config, samples, [t.payload for t in results], mults, shifts)
+            lasts = [t.cycle for t in results if t.payload["last"]]
+            if count == 1:
+                cycles = lasts[0] - firsts[0] + 1
+                assert cycles == n + issue + pipeline_latency(config), (dim, cycles)
+                dut._log.info("one sample (n=%d, D=%d): %d cycles", n, dim, cycles)
+            else:
+                assert list(np.diff(lasts)) == [max(n, issue)] * (count - 1), (dim, lasts)
+                dut._log.info("D=%d back to back: one sample every %d cycles", dim,
+                              lasts[1] - lasts[0])
 
 
 @cocotb.test()

@@ -14,9 +14,9 @@ from rpaccel.hw.config import DEFAULT, PRESETS
 from rpaccel.gen.generate import generate
 from rpaccel.gen.simulators import lint, run_cocotb
 from rpaccel.gen.units import get_unit
-from rpaccel.hw.interaction import InteractionUnit
+from rpaccel.hw.interaction import InteractionUnit, issue_cycles, pack_factor
 from rpaccel.tb.amaranth_sim import NO_STALLS, Stalls, WithReset, receive, send, simulate
-from rpaccel.tb.unit_models.interaction import (ERROR_BEAT, check, expected, mixed_samples,
+from rpaccel.tb.unit_models.interaction import (check, error_beat, expected, mixed_samples,
                                                 param_writes, random_params, random_sample)
 
 PRESET_NAMES = ["tiny", "default"]
@@ -75,8 +75,8 @@ def test_golden_samples_reach_the_corners():
     config = PRESETS["default"]
     rng = np.random.default_rng(21)
     mults, shifts = random_params(config, rng)
-    values = [b["data"] for s in mixed_samples(config, rng)
-              for b in expected(config, s, mults, shifts)]
+    values = [v for s in mixed_samples(config, rng)
+              for b in expected(config, s, mults, shifts) for v in b["data"][:b["count"]]]
     assert {-128, 127, 0} <= set(values)
     assert len(set(values)) > 100
 
@@ -105,7 +105,7 @@ def test_bad_samples_are_dropped_with_one_error_beat(preset):
         got = run_samples(config, samples, mults, shifts, in_stalls=Stalls(p, 8),
                           out_stalls=Stalls(p, 9))
         check(config, samples, got, mults, shifts)
-    assert sum(expected(config, s, mults, shifts) == [ERROR_BEAT] for s in samples) == 7
+    assert sum(expected(config, s, mults, shifts) == [error_beat(config)] for s in samples) == 7
 
 
 def test_pair_params_can_be_rewritten_and_out_of_range_index_is_ignored():
@@ -197,8 +197,9 @@ def test_interaction_cycle_counts(preset):
     """Measured in cycles, no stalls, the first vector transferred on cycle 1:
 
     * one sample (n = 9, the MovieLens models) alone: its last result is transferred on cycle
-      n + pairs * ceil(D / lanes) + latency, for D = 4, 16, 32;
-    * back-to-back samples: one every max(n, pairs * ceil(D / lanes)) cycles (double
+      n + issue_cycles(n, D) + latency, for D = 4, 16, 32, where issue_cycles is
+      pairs * ceil(D / lanes) unpacked and sum(ceil(i / P)) packed P pairs per cycle;
+    * back-to-back samples: one every max(n, issue_cycles(n, D)) cycles (double
       buffering hides the load), including short samples (n = 2) where the load dominates.
     """
     config = PRESETS[preset]
@@ -249,13 +250,18 @@ def test_interaction_cycle_counts(preset):
 
     for dim in (4, 16, 32):
         n = 9
-        pairs, beats = n * (n - 1) // 2, unit.beats(dim)
+        cycles = issue_cycles(config, n, dim)
         [alone] = arrivals([random_sample(config, rng, n, dim)])
         measured[("alone", dim)] = alone
-        assert alone == n + pairs * beats + unit.latency, (dim, alone)
+        assert alone == n + cycles + unit.latency, (dim, alone)
         times = arrivals([random_sample(config, rng, n, dim) for _ in range(4)])
         periods = np.diff(times)
-        assert list(periods) == [max(n, pairs * beats)] * 3, (dim, times)
+        measured[("period", dim)] = int(periods[0])
+        assert list(periods) == [max(n, cycles)] * 3, (dim, times)
+    # The documented table (docs/architecture.md): 9 vectors, D = 4 packs 4 pairs per cycle
+    # on default (16 lanes) and 2 on tiny (8 lanes).
+    assert {d: issue_cycles(config, 9, d) for d in (4, 16, 32)} == \
+        {"tiny": {4: 20, 16: 72, 32: 144}, "default": {4: 12, 16: 36, 32: 72}}[preset]
     times = arrivals([random_sample(config, rng, 2, 1) for _ in range(5)])
     assert list(np.diff(times)) == [2] * 4, times
     assert unit.latency == 9 + unit.tree_stages
@@ -285,7 +291,8 @@ def test_interaction_is_registered_with_documented_ports():
     Fragment.get(unit, None)  # elaborates (and marks it used)
     assert unit.pairs_max == 16 * 15 // 2
     assert unit.vector_layout.size == 32 * 8 + 1
-    assert unit.out_layout.size == 8 + 2
+    assert unit.out_layout.size == 4 * 8 + 3 + 2       # 4 results, count 0..4, last, error
+    assert [pack_factor(config, d) for d in (1, 4, 5, 8, 9, 16, 32)] == [4, 4, 2, 2, 1, 1, 1]
     assert unit.dot_width == 21
     assert (unit.beats(1), unit.beats(16), unit.beats(17), unit.beats(32)) == (1, 1, 2, 2)
 

@@ -11,14 +11,16 @@ from __future__ import annotations
 import numpy as np
 
 from rpaccel.hw.config import AccelConfig
-from rpaccel.hw.interaction import pairs_max
+from rpaccel.hw.interaction import pack_max, pair_groups, pairs_max
 from rpaccel.sim import numerics
 
-__all__ = ["ERROR_BEAT", "Sample", "random_params", "random_sample", "dims_for",
+__all__ = ["error_beat", "Sample", "random_params", "random_sample", "dims_for",
            "mixed_samples", "param_writes", "expected", "expected_beats", "check"]
 
-#: The one beat that stands for a rejected sample.
-ERROR_BEAT = {"data": 0, "last": 1, "error": 1}
+
+def error_beat(config: AccelConfig) -> dict:
+    """The one beat that stands for a rejected sample."""
+    return {"data": [0] * pack_max(config), "count": 0, "last": 1, "error": 1}
 
 
 class Sample:
@@ -98,16 +100,24 @@ def param_writes(mults, shifts) -> list[dict]:
 
 
 def expected(config: AccelConfig, sample: Sample, mults, shifts) -> list[dict]:
-    """The golden output beats of one sample (one error beat for a bad sample)."""
+    """The golden output beats of one sample (one error beat for a bad sample): the results
+    in ``interaction_pairs`` order, in the groups of ``hw.interaction.pair_groups`` (one
+    beat each, unused elements 0)."""
     n, dim = sample.n, sample.dim
     if not (2 <= n <= config.max_interaction_vectors and 1 <= dim <= config.emb_dim_max):
-        return [ERROR_BEAT]
+        return [error_beat(config)]
     pairs = n * (n - 1) // 2
     values = numerics.interaction(sample.vectors[None, :, :dim], mults[:pairs], shifts[:pairs],
                                   width=config.operand_width, acc_width=config.acc_width,
                                   mult_width=config.requant_mult_width)[0]
-    return [{"data": int(v), "last": int(p == pairs - 1), "error": 0}
-            for p, v in enumerate(values)]
+    width, groups = pack_max(config), pair_groups(config, n, dim)
+    beats, at = [], 0
+    for g, size in enumerate(groups):
+        chunk = [int(v) for v in values[at:at + size]]
+        at += size
+        beats.append({"data": chunk + [0] * (width - size), "count": size,
+                      "last": int(g == len(groups) - 1), "error": 0})
+    return beats
 
 
 def expected_beats(config: AccelConfig, samples, mults, shifts) -> list[dict]:
