@@ -124,9 +124,12 @@ class InteractionUnit(wiring.Component):
         during reset; an index beyond the memory is ignored. The host writes these when it
         loads a model: a write while a sample is in the unit may or may not reach that
         sample.
-    out : Out(stream.Signature({data: signed(operand_width), last, error}))
-        The ``n(n-1)/2`` results of a sample in ``interaction_pairs`` order, ``last`` on the
-        final one, ``error`` low.
+    out : Out(stream.Signature({data: ArrayLayout(signed(operand_width), pack_max),
+                                count, last, error}))
+        The ``n(n-1)/2`` results of a sample in ``interaction_pairs`` order, ``count`` per
+        beat (``data[0 .. count-1]``, the other elements 0) in the groups of
+        :func:`pair_groups`: one result per beat unpacked, up to ``P`` consecutive pairs of
+        one row per beat when packed; ``last`` on the final beat, ``error`` low.
 
     Reset: while ``rst`` is high, ``vectors.ready`` and ``pair_params.ready`` are low and
     ``out.valid`` is low: nothing is taken (so nothing is lost) and nothing is offered. A
@@ -138,26 +141,36 @@ class InteractionUnit(wiring.Component):
     next sample is processed normally.
 
     Architecture: the vectors of a sample are stored in one half of a double buffer
-    (``2 * max_interaction_vectors`` vectors) while the other half is computed on, so the
-    next sample loads while the current one computes. A pair takes
-    ``ceil(D / interaction_lanes)`` cycles on ``interaction_lanes`` int8 multipliers and an
-    adder tree, accumulated over those cycles, then goes through a :class:`Requantizer`.
+    (``2 * max_interaction_vectors`` words of ``emb_dim_max`` elements) while the other half
+    is computed on, so the next sample loads while the current one computes. Unpacked
+    (``D > lanes / 2``), a pair takes ``ceil(D / interaction_lanes)`` cycles on
+    ``interaction_lanes`` int8 multipliers and an adder tree, accumulated over those cycles,
+    then goes through a :class:`Requantizer`. Packed (``D <= lanes / 2``), the sample's
+    vectors are stored in slots of ``S = lanes / P`` elements (:func:`pack_factor` ``P`` up
+    to :data:`PACK_MAX`), so the ``P`` vectors ``j .. j + P - 1`` of a group are one
+    lanes-wide chunk of one word: each lane group ``g`` multiplies vector ``i`` by vector
+    ``j + g``, its sum is node ``g`` of the adder tree's level ``log2(S)``, and ``P``
+    requantizers (pair parameters in ``P`` banks, pair ``p`` in bank ``p mod P``) finish
+    the ``P`` pairs together. A group never spans two rows (that would need up to ``2P``
+    vector reads a cycle instead of two), so a row of ``i`` pairs takes ``ceil(i / P)``
+    cycles.
 
     Timing, without stalls on ``out``:
 
     * loading a sample takes ``n`` cycles (one vector per cycle);
     * its first pair is issued on the cycle after its last vector is transferred (when the
-      previous sample has finished issuing), and pairs are issued back to back:
-      ``n(n-1)/2 * ceil(D / lanes)`` cycles (1 cycle for a bad sample);
-    * a pair's result is offered :attr:`latency` cycles after its last issue cycle
+      previous sample has finished issuing), and groups are issued back to back:
+      :func:`issue_cycles` (``n(n-1)/2 * ceil(D / lanes)`` unpacked,
+      ``sum(ceil(i / P), i = 1 .. n-1)`` packed; 1 cycle for a bad sample), one ``out`` beat
+      per group;
+    * a group's results are offered :attr:`latency` cycles after its last issue cycle
       (``9 + ceil(log2(lanes) / 2)``: vector read, chunk select, multiply, adder tree with a
       register every two levels, accumulate, requantize).
 
-    So one sample alone takes ``n + pairs * ceil(D / lanes) + latency`` cycles from its first
-    vector to its last result, and back-to-back samples take
-    ``max(n, pairs * ceil(D / lanes))`` cycles each. Flow control on ``out`` is one global
-    advance (``~out.valid | out.ready``) over the compute pipeline; loading depends only on a
-    free buffer, never on ``out``.
+    So one sample alone takes ``n + issue_cycles + latency`` cycles from its first vector to
+    its last result, and back-to-back samples take ``max(n, issue_cycles)`` cycles each.
+    Flow control on ``out`` is one global advance (``~out.valid | out.ready``) over the
+    compute pipeline; loading depends only on a free buffer, never on ``out``.
     """
 
     def __init__(self, config: AccelConfig):

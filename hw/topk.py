@@ -54,6 +54,14 @@ def result_layout(config: AccelConfig) -> data.StructLayout:
     })
 
 
+def _k_out_of_range(k, topk_max: int):
+    """``k == 0 or k > topk_max``; the second test is left out when ``k``'s field cannot
+    exceed ``topk_max`` (``topk_max = 2**n - 1``), where it would be a constant comparison."""
+    if topk_max >= (1 << len(k)) - 1:
+        return k == 0
+    return (k == 0) | (k > topk_max)
+
+
 def _rank_key(score, cand_id):
     """An unsigned value that orders candidates exactly as docs/numerics.md does: a larger key
     is a better candidate (higher score; on equal scores, lower id).
@@ -257,7 +265,7 @@ class InsertionTopK(wiring.Component):
         m.d.comb += [
             self.scores.ready.eq(~p_valid | advance),
             accept.eq(self.scores.valid & self.scores.ready),
-            in_bad_now.eq(Mux(in_first, (payload.k == 0) | (payload.k > K), in_bad)),
+            in_bad_now.eq(Mux(in_first, _k_out_of_range(payload.k, K), in_bad)),
         ]
         with m.If(accept):
             m.d.sync += [p_key.eq(_rank_key(payload.score, payload.id)), p_k.eq(payload.k),

@@ -13,7 +13,7 @@ from amaranth.lib.wiring import In, Out
 
 from .config import AccelConfig
 from .topk import ERROR_COUNTER_WIDTH, k_shape, result_layout, score_layout
-from .topk import _rank_key as rank_key, _unkey as unkey
+from .topk import _k_out_of_range, _rank_key as rank_key, _unkey as unkey
 
 __all__ = ["HeapTopK", "heap_levels"]
 
@@ -157,7 +157,7 @@ class HeapTopK(wiring.Component):
                 Mux(target, ~buf_valid[1] | issuing[1], ~buf_valid[0] | issuing[0])
                 & (~in_first | (in_state == _FREE))),
             accept.eq(self.scores.valid & self.scores.ready),
-            bad_now.eq(Mux(in_first, (payload.k == 0) | (payload.k > K),
+            bad_now.eq(Mux(in_first, _k_out_of_range(payload.k, K),
                            Mux(in_bank, q_bad[1], q_bad[0]))),
         ]
         for h in range(2):
