@@ -11,7 +11,7 @@ from amaranth.lib.wiring import In, Out
 
 from rpaccel.hw.config import AccelConfig
 
-__all__ = ["TopKFilter", "InsertionTopK", "score_layout", "result_layout", "k_shape",
+__all__ = ["TopKFilter", "TopKPorts", "InsertionTopK", "score_layout", "result_layout", "k_shape",
            "topk_structure", "first_result_delays", "INSERTION_MAX", "ERROR_COUNTER_WIDTH"]
 
 #: Largest ``topk_max`` built as the parallel insertion array; above it the pipelined heap
@@ -117,32 +117,32 @@ def first_result_delays(config: AccelConfig, n: int, k: int) -> tuple[int, ...]:
     return (2 * heap + 5, 2 * heap + 6)
 
 
-class InsertionTopK(wiring.Component):
-    """Exact top-k of a stream of (score, id) candidates, one candidate per cycle.
+class TopKPorts(wiring.Component):
+    """The ports of every top-k structure (:class:`TopKFilter` documents them), built from
+    the configuration."""
 
-    A query is a packet of ``N >= 1`` beats on ``scores``, the last one marked ``last``. The
-    unit emits its ``min(k, N)`` best candidates on ``topk``, best first, ``last`` on the
-    final one. Better means a higher score; equal scores go to the lower id, exactly as
-    ``rpaccel.sim.numerics.topk`` (docs/numerics.md). ``k`` is read on the first beat of
-    each packet; its value on later beats is ignored.
+    def __init__(self, config: AccelConfig):
+        if not isinstance(config, AccelConfig):
+            raise TypeError(f"config must be an AccelConfig, not {config!r}")
+        self._config = config
+        super().__init__({
+            "scores": In(stream.Signature(score_layout(config))),
+            "topk": Out(stream.Signature(result_layout(config))),
+            "errors": Out(unsigned(ERROR_COUNTER_WIDTH)),
+        })
 
-    Ports
-    -----
-    scores : In(stream.Signature(score_layout(config)))
-        Candidates. ``ready`` is a function of registers only (not of ``valid`` or the
-        payload); it is low only while the unit cannot take another beat (see *Throughput*).
-    topk : Out(stream.Signature(result_layout(config)))
-        Results, sorted best first; ``error`` is 0 on every result beat.
-    errors : Out(unsigned(ERROR_COUNTER_WIDTH))
-        Number of rejected queries since reset (wraps); a query is counted on the cycle its
-        error beat is first offered.
+    @property
+    def config(self) -> AccelConfig:
+        return self._config
 
-    Bad input
-    ---------
-    A query whose ``k`` is 0 or larger than ``topk_max`` is rejected: all of its beats are
-    consumed and discarded, exactly one beat with ``error=1, last=1`` (score and id 0) is
-    emitted in its place, in order with the other queries' results, ``errors`` counts it,
-    and the next query is processed normally. Nothing hangs.
+
+class InsertionTopK(TopKPorts):
+    """Exact top-k on a parallel insertion array, one candidate per cycle: the structure
+    :class:`TopKFilter` uses for ``topk_max <= INSERTION_MAX``.
+
+    Same ports, payloads and error behaviour as :class:`TopKFilter`, whose docstring is the
+    contract; this one gives the timing and the structure. ``scores.ready`` is low only
+    while the unit cannot take another beat (see *Throughput*).
 
     Latency
     -------
@@ -214,20 +214,6 @@ class InsertionTopK(wiring.Component):
 
     #: Cycles from the last input beat's transfer to the first result's (see *Latency*).
     LATENCY = 4
-
-    def __init__(self, config: AccelConfig):
-        if not isinstance(config, AccelConfig):
-            raise TypeError(f"config must be an AccelConfig, not {config!r}")
-        self._config = config
-        super().__init__({
-            "scores": In(stream.Signature(score_layout(config))),
-            "topk": Out(stream.Signature(result_layout(config))),
-            "errors": Out(unsigned(ERROR_COUNTER_WIDTH)),
-        })
-
-    @property
-    def config(self) -> AccelConfig:
-        return self._config
 
     def elaborate(self, platform):
         m = Module()
@@ -384,7 +370,7 @@ class InsertionTopK(wiring.Component):
         return m
 
 
-class TopKFilter(wiring.Component):
+class TopKFilter(TopKPorts):
     """Exact top-k of a stream of (score, id) candidates, one candidate per cycle, for any
     ``k`` up to ``topk_max`` chosen per query.
 
@@ -429,19 +415,6 @@ class TopKFilter(wiring.Component):
     at any ``k`` and overlap consecutive queries; their docstrings give the exact timing.
     """
 
-    def __init__(self, config: AccelConfig):
-        if not isinstance(config, AccelConfig):
-            raise TypeError(f"config must be an AccelConfig, not {config!r}")
-        self._config = config
-        super().__init__({
-            "scores": In(stream.Signature(score_layout(config))),
-            "topk": Out(stream.Signature(result_layout(config))),
-            "errors": Out(unsigned(ERROR_COUNTER_WIDTH)),
-        })
-
-    @property
-    def config(self) -> AccelConfig:
-        return self._config
 
     @property
     def structure(self) -> str:

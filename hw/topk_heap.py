@@ -7,12 +7,10 @@ only in memory bits.
 """
 
 from amaranth import Array, Cat, Module, Mux, Signal
-from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
-from amaranth.lib.wiring import In, Out
 
 from .config import AccelConfig
-from .topk import ERROR_COUNTER_WIDTH, k_shape, result_layout, score_layout
+from .topk import ERROR_COUNTER_WIDTH, TopKPorts, k_shape
 from .topk import _k_out_of_range, _rank_key as rank_key, _unkey as unkey
 
 __all__ = ["HeapTopK", "heap_levels"]
@@ -66,7 +64,7 @@ class _LevelStore:
                      rp.addr.eq(self.r_addr), self.r_data.eq(rp.data)]
 
 
-class HeapTopK(wiring.Component):
+class HeapTopK(TopKPorts):
     """Exact streaming top-k on two pipelined binary min-heaps in memories.
 
     Same ports, payloads and error behaviour as :class:`~rpaccel.hw.topk.TopKFilter`
@@ -100,18 +98,12 @@ class HeapTopK(wiring.Component):
     query's candidates go in while the previous query pops and the one before drains out.
 
     Timing (output always ready): one candidate per cycle within a query at any ``k``; the
-    first result comes ``2 * max(L0, L1) + c`` cycles after the last candidate, where
-    ``L_h = min(k, n_h)`` are the heaps' sizes and ``c`` is a small constant
-    (:meth:`first_result_delay` gives it exactly); results then come one per cycle.
+    first result comes ``2 * L + 5`` or ``2 * L + 6`` cycles after the last candidate, with
+    ``L = min(k, ceil(N / 2))`` the larger heap's size
+    (:func:`~rpaccel.hw.topk.first_result_delays`); results then come one per cycle. A query
+    holds its bank from its first candidate until its last result is in the output
+    register, so the next-but-one query waits for that.
     """
-
-    def __init__(self, config: AccelConfig):
-        self._config = config
-        super().__init__({
-            "scores": In(stream.Signature(score_layout(config))),
-            "topk": Out(stream.Signature(result_layout(config))),
-            "errors": Out(ERROR_COUNTER_WIDTH),
-        })
 
     def elaborate(self, platform):
         m = Module()
