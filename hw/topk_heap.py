@@ -355,9 +355,14 @@ class HeapTopK(TopKPorts):
                 p0 = p1 = 0
             pick1 = Signal(name=f"h{h}_s{j}_pick1")
             move = Signal(name=f"h{h}_s{j}_move")
-            m.d.comb += pick1.eq(p1 & beats(m, c0, c1, f"h{h}_s{j}_c"))
+            # Three comparisons side by side rather than "pick the smaller child, then compare
+            # with it": one carry chain deep instead of two.
+            m.d.comb += [
+                pick1.eq(p1 & beats(m, c0, c1, f"h{h}_s{j}_c")),
+                move.eq(Mux(pick1, beats(m, op["v"], c1, f"h{h}_s{j}_m1"),
+                            p0 & beats(m, op["v"], c0, f"h{h}_s{j}_m0"))),
+            ]
             low_child = Mux(pick1, c1, c0)
-            m.d.comb += move.eq(p0 & beats(m, op["v"], low_child, f"h{h}_s{j}_m"))
             at_target = op["tlevel"] == j
             v_below = Signal(name=f"h{h}_s{j}_vbelow")      # v < own node
             m.d.comb += v_below.eq(beats(m, own, op["v"], f"h{h}_s{j}_t"))
