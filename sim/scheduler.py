@@ -321,11 +321,11 @@ class Scheduler:
             m.static_rows[int(t)] = max(m.static_rows[int(t)], int(rank) + 1)
 
     # -- building the image -----------------------------------------------------------------
-    @staticmethod
-    def row_bytes(dim: int) -> int:
-        """Bytes a table row of ``dim`` int8 elements takes in memory: a power of two of at
-        least 4, so rows never straddle a bus word or a 4 KiB page."""
-        return max(4, 1 << (dim - 1).bit_length())
+    def row_bytes(self, dim: int) -> int:
+        """Bytes a table row of ``dim`` int8 elements takes in memory (its stride): a power
+        of two of at least one bus word, so a row never straddles a bus word or a 4 KiB
+        page and the embedding subsystem reads it in whole beats."""
+        return max(self.config.mem_bus_width // 8, 1 << (dim - 1).bit_length())
 
     def _compile(self, image: MemoryImage) -> tuple[list, list]:
         """Place every model and the static rows; returns the ring entries that load them."""
