@@ -24,8 +24,8 @@ class AxiReadArbiter(wiring.Component):
 
     Ports
     -----
-    clients : In(axi4_read_signature(addr, data, 1)).array(n)
-        One port per client (the client is the manager, with a 1-bit ID of its own).
+    clients : In(axi4_read_signature(addr, data, client_id_width)).array(n)
+        One port per client (the client is the manager, with IDs of its own).
     bus : Out(axi4_read_signature(addr, data, id_width))
         ARID = ``{client index, client ARID}`` (the usual interconnect ID extension), RID
         split back the same way. An address is taken from a client into a four-entry
@@ -41,16 +41,18 @@ class AxiReadArbiter(wiring.Component):
     #: processor, the record fetchers and the embedding subsystem.
     DEFAULT_CLIENTS = 3
 
-    def __init__(self, config: AccelConfig, clients: int = DEFAULT_CLIENTS):
+    def __init__(self, config: AccelConfig, clients: int = DEFAULT_CLIENTS, *,
+                 client_id_width: int = 1):
         if clients < 1:
             raise ValueError(f"an arbiter needs at least one client, not {clients!r}")
         self._config = config
         self._n = clients
         self._index_width = max(1, (clients - 1).bit_length())
-        self._id_width = 1 + self._index_width
+        self._client_id = client_id_width
+        self._id_width = client_id_width + self._index_width
         aw, dw = config.mem_addr_width, config.mem_bus_width
         super().__init__({
-            "clients": In(axi4_read_signature(aw, dw, 1)).array(clients),
+            "clients": In(axi4_read_signature(aw, dw, client_id_width)).array(clients),
             "bus": Out(axi4_read_signature(aw, dw, self._id_width)),
         })
 
@@ -101,9 +103,10 @@ class AxiReadArbiter(wiring.Component):
         # R: to the client named by RID.
         ready = Signal()
         for i, c in enumerate(self.clients):
-            mine = bus.rid[1:] == i
+            cid = self._client_id
+            mine = bus.rid[cid:] == i
             m.d.comb += [c.rdata.eq(bus.rdata), c.rresp.eq(bus.rresp), c.rlast.eq(bus.rlast),
-                         c.rid.eq(bus.rid[0]), c.rvalid.eq(bus.rvalid & mine & ~in_reset)]
+                         c.rid.eq(bus.rid[:cid]), c.rvalid.eq(bus.rvalid & mine & ~in_reset)]
             with m.If(mine):
                 m.d.comb += ready.eq(c.rready)
         m.d.comb += bus.rready.eq(ready & ~in_reset)

@@ -130,6 +130,17 @@ class CommandProcessor(wiring.Component):
             "query_done": In(stream.Signature(query_done_layout(cfg))),
         })
 
+    @staticmethod
+    def read_id_width(config: AccelConfig) -> int:
+        """Width of ``rd_bus``'s ARID: the index of one of its word readers plus their own
+        1-bit ID."""
+        geo = EngineGeometry.of(config)
+        sizes = {d.COMMAND_BYTES, engine_word_bytes(geo.cols * config.operand_width),
+                 engine_word_bytes(geo.cols * config.acc_width), d.LAYER_BYTES,
+                 d.TABLE_BYTES, d.PAIR_BYTES,
+                 engine_word_bytes(config.emb_dim_max * config.operand_width)}
+        return max(1, (len(sizes) - 1).bit_length()) + 1
+
     @property
     def word_sizes(self) -> list[int]:
         return self._sizes

@@ -93,6 +93,11 @@ class CSRBlock(wiring.Component):
             "regs": Out(wiring.Signature(members)),
         })
 
+    @staticmethod
+    def address_width(config: AccelConfig) -> int:
+        """Width of ``s_axil``'s addresses for ``config``."""
+        return max(2, (register_map(config).size - 1).bit_length())
+
     @property
     def regmap(self) -> RegisterMap:
         return self._map

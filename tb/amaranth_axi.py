@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from .amaranth_sim import NO_STALLS, Stalls
 
-__all__ = ["AxiMemory"]
+__all__ = ["AxiMemory", "axil_write", "axil_read"]
 
 OKAY, DECERR = 0, 3
 
@@ -90,3 +90,41 @@ class AxiMemory:
                 ctx.set(bus.bvalid, bool(responses))
                 ctx.set(bus.bresp, responses[0] if responses else 0)
         return serve
+
+
+async def axil_write(ctx, bus, offset: int, value: int, strb: int = 0xF) -> int:
+    """One AXI4-Lite write from the host (Amaranth simulator); returns BRESP."""
+    ctx.set(bus.awaddr, offset)
+    ctx.set(bus.awvalid, 1)
+    ctx.set(bus.wdata, value)
+    ctx.set(bus.wstrb, strb)
+    ctx.set(bus.wvalid, 1)
+    ctx.set(bus.bready, 1)
+    aw = w = False
+    while True:
+        _, _, awr, wr, bv, br = await ctx.tick().sample(bus.awready, bus.wready, bus.bvalid,
+                                                        bus.bresp)
+        aw |= bool(awr)
+        w |= bool(wr)
+        if aw:
+            ctx.set(bus.awvalid, 0)
+        if w:
+            ctx.set(bus.wvalid, 0)
+        if bv:
+            ctx.set(bus.bready, 0)
+            return br
+
+
+async def axil_read(ctx, bus, offset: int) -> tuple[int, int]:
+    """One AXI4-Lite read from the host; returns (RRESP, RDATA)."""
+    ctx.set(bus.araddr, offset)
+    ctx.set(bus.arvalid, 1)
+    ctx.set(bus.rready, 1)
+    while True:
+        _, _, arr, rv, rd, rr = await ctx.tick().sample(bus.arready, bus.rvalid, bus.rdata,
+                                                        bus.rresp)
+        if arr:
+            ctx.set(bus.arvalid, 0)
+        if rv:
+            ctx.set(bus.rready, 0)
+            return rr, rd

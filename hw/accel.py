@@ -1,0 +1,239 @@
+"""RPAccel, the top level (first version): one AXI4-Lite slave for the registers, one AXI4
+master to memory, an interrupt, and inside: the CSR block, the command processor, the query
+engine, one stage runner and top-k unit per partition over the compute core, and the
+embedding subsystem.
+
+The host drives it only through the registers (``hw/regmap.py``), the command ring and
+memory (``hw/descriptors.py``): write the ring base, size, completion base and memory
+region, set ``CTRL.ENABLE`` (and ``IRQ_ENABLE``), move ``RING_TAIL``; the accelerator
+fetches, loads, ranks and writes completions and results, and raises ``irq`` while
+``IRQ_STATUS`` has a cause and ``IRQ_ENABLE`` is set.
+
+What this version does and does not do yet (docs/architecture.md, "Top level"): queries
+run one at a time, each stage on the lowest partition of its mask with that partition's
+top-k unit, sub-batches of a stage in sequence. Needs ``act_buffers >= 3``.
+"""
+
+from __future__ import annotations
+
+from amaranth import Cat, Module, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from . import embedding
+from .axi import axi4_read_signature
+from .axi_arbiter import AxiReadArbiter
+from .axi_write import AxiBlockWriter, axi4_write_signature
+from .command import CommandProcessor
+from .compute_core import ComputeCore
+from .config import AccelConfig, ConfigError
+from .csr import CSRBlock, axi_lite_signature
+from .query import QueryEngine
+from .regmap import counter_names
+from .stage import StageRunner
+from .topk import TopKFilter
+from .write_mux import WriteJobMux
+
+__all__ = ["RPAccel", "axi4_signature"]
+
+
+def axi4_signature(addr_width: int, data_width: int, id_width: int) -> wiring.Signature:
+    """A whole AXI4 manager port: the read channels (``axi4_read_signature``) and the write
+    channels (``axi4_write_signature``) under one name, so ``cocotbext-axi``'s
+    ``AxiBus.from_prefix(dut, "m_axi_")`` binds both."""
+    members = dict(axi4_read_signature(addr_width, data_width, id_width).members.items())
+    members.update(axi4_write_signature(addr_width, data_width, 1).members.items())
+    return wiring.Signature(members)
+
+
+def _connect_read(m, client, port):
+    """A read manager ``client`` onto an arbiter ``port`` whose ID may be wider."""
+    for name in ("araddr", "arlen", "arsize", "arburst", "arlock", "arcache", "arprot",
+                 "arvalid"):
+        m.d.comb += getattr(port, name).eq(getattr(client, name))
+    m.d.comb += port.arid.eq(client.arid)
+    for name in ("arready", "rdata", "rresp", "rlast", "rvalid"):
+        m.d.comb += getattr(client, name).eq(getattr(port, name))
+    m.d.comb += [client.rid.eq(port.rid), port.rready.eq(client.rready)]
+
+
+class RPAccel(wiring.Component):
+    """The accelerator. Ports: ``s_axil`` (registers), ``m_axi`` (memory), ``irq``."""
+
+    def __init__(self, config: AccelConfig):
+        if config.act_buffers < 3:
+            raise ConfigError(f"act_buffers must be at least 3 for the top level, not "
+                              f"{config.act_buffers!r}")
+        self._config = config
+        self._csr_width = CSRBlock.address_width(config)
+        cp_ids = CommandProcessor.read_id_width(config)
+        self._client_id = cp_ids
+        self._read_clients = 2 + config.partitions      # command, embedding, runners
+        arb = AxiReadArbiter(config, self._read_clients, client_id_width=cp_ids)
+        self._id_width = arb.id_width
+        # the parts, built here so that tests can watch their ports
+        self.csr = CSRBlock(config)
+        self.command = CommandProcessor(config)
+        self.queries = QueryEngine(config)
+        self.core = ComputeCore(config)
+        self.embedding = embedding.EmbeddingSubsystem(config)
+        self.writer = AxiBlockWriter(config)
+        self.write_mux = WriteJobMux(config, 2)
+        self.reads = arb
+        self.stages = [StageRunner(config) for _ in range(config.partitions)]
+        self.topk_units = [TopKFilter(config) for _ in range(config.partitions)]
+        super().__init__({
+            "s_axil": In(axi_lite_signature(self._csr_width)),
+            "m_axi": Out(axi4_signature(config.mem_addr_width, config.mem_bus_width,
+                                        self._id_width)),
+            "irq": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self._config
+        P, aw = cfg.partitions, cfg.mem_addr_width
+        m.submodules.csr = csr = self.csr
+        m.submodules.command = cp = self.command
+        m.submodules.queries = qe = self.queries
+        m.submodules.core = core = self.core
+        m.submodules.embedding = emb = self.embedding
+        m.submodules.writer = writer = self.writer
+        m.submodules.write_mux = wmux = self.write_mux
+        m.submodules.reads = arb = self.reads
+        runners, units = self.stages, self.topk_units
+        for p in range(P):
+            m.submodules[f"stage{p}"] = runners[p]
+            m.submodules[f"topk{p}"] = units[p]
+
+        wiring.connect(m, wiring.flipped(self.s_axil), csr.s_axil)
+        r = csr.regs
+
+        # -- memory port ------------------------------------------------------------------------
+        _connect_read(m, cp.rd_bus, arb.clients[0])
+        _connect_read(m, emb.m_axi, arb.clients[1])
+        for p in range(P):
+            _connect_read(m, runners[p].rd_bus, arb.clients[2 + p])
+        for name, member in arb.bus.signature.members.items():
+            if member.flow == Out:
+                m.d.comb += getattr(self.m_axi, name).eq(getattr(arb.bus, name))
+            else:
+                m.d.comb += getattr(arb.bus, name).eq(getattr(self.m_axi, name))
+        for name, member in writer.bus.signature.members.items():
+            if member.flow == Out:
+                m.d.comb += getattr(self.m_axi, name).eq(getattr(writer.bus, name))
+            else:
+                m.d.comb += getattr(writer.bus, name).eq(getattr(self.m_axi, name))
+        wiring.connect(m, cp.wr_jobs, wmux.jobs[0])
+        wiring.connect(m, cp.wr_data, wmux.data[0])
+        wiring.connect(m, wmux.done[0], cp.wr_done)
+        wiring.connect(m, qe.wr_jobs, wmux.jobs[1])
+        wiring.connect(m, qe.wr_data, wmux.data[1])
+        wiring.connect(m, wmux.done[1], qe.wr_done)
+        wiring.connect(m, wmux.out_jobs, writer.jobs)
+        wiring.connect(m, wmux.out_data, writer.data)
+        wiring.connect(m, writer.done, wmux.out_done)
+
+        # -- command processor, query engine, stages -------------------------------------------
+        wiring.connect(m, cp.query, qe.query)
+        wiring.connect(m, qe.done, cp.query_done)
+        m.d.comb += qe.model_info.eq(cp.model_info)
+        for p in range(P):
+            run = runners[p]
+            wiring.connect(m, cp.weight_write[p], core.weight_write[p])
+            wiring.connect(m, cp.bias_write[p], core.bias_write[p])
+            wiring.connect(m, qe.jobs[p], run.job)
+            wiring.connect(m, run.done, qe.job_done[p])
+            wiring.connect(m, qe.positions[p], run.positions)
+            wiring.connect(m, run.cmd, core.cmd[p])
+            wiring.connect(m, core.resp[p], run.resp)
+            wiring.connect(m, run.act_write, core.act_write[p])
+            wiring.connect(m, run.act_read, core.act_read[p])
+            wiring.connect(m, core.act_data[p], run.act_data)
+            wiring.connect(m, core.scores[p], run.scores)
+            wiring.connect(m, run.topk, units[p].scores)
+            wiring.connect(m, units[p].topk, qe.results[p])
+        # The model table and the embedding subsystem are shared: the one running stage
+        # (this version runs one at a time) uses them; the others are idle.
+        active = Signal(range(P))
+        for p in range(P - 1, -1, -1):
+            with m.If(~runners[p].job.ready):
+                m.d.comb += active.eq(p)
+        lk = emb.lookups
+        for p in range(P):
+            run = runners[p]
+            m.d.comb += [run.layer_data.eq(cp.layer_data), run.pair_data.eq(cp.pair_data)]
+            with m.If(active == p):
+                m.d.comb += [cp.layer_addr.eq(run.layer_addr), cp.pair_addr.eq(run.pair_addr),
+                             lk.valid.eq(run.lookups.valid), lk.payload.eq(run.lookups.payload),
+                             run.lookups.ready.eq(lk.ready)]
+        for p in range(P):
+            pv = runners[p].pooled
+            m.d.comb += [pv.payload.eq(emb.pooled.payload),
+                         pv.valid.eq(emb.pooled.valid & (active == p))]
+            with m.If(active == p):
+                m.d.comb += emb.pooled.ready.eq(pv.ready)
+        wiring.connect(m, cp.emb_descriptors, emb.descriptors)
+        wiring.connect(m, cp.static_write, emb.static_write)
+
+        # -- registers ----------------------------------------------------------------------------
+        m.d.comb += [
+            cp.enable.eq(r.CTRL__ENABLE),
+            cp.ring_base.eq(Cat(r.RING_BASE_LO__VALUE, r.RING_BASE_HI__VALUE)[:aw]),
+            cp.ring_log2.eq(r.RING_ENTRIES__LOG2),
+            cp.tail.eq(r.RING_TAIL__INDEX),
+            cp.completion_base.eq(Cat(r.COMPLETION_BASE_LO__VALUE,
+                                      r.COMPLETION_BASE_HI__VALUE)[:aw]),
+            cp.region_base.eq(Cat(r.REGION_BASE_LO__VALUE, r.REGION_BASE_HI__VALUE)[:aw]),
+            cp.region_size.eq(Cat(r.REGION_SIZE_LO__VALUE, r.REGION_SIZE_HI__VALUE)[:aw + 1]),
+            r.RING_HEAD__INDEX.eq(cp.head),
+            r.STATUS__BUSY.eq(cp.busy),
+            r.STATUS__RING_EMPTY.eq(cp.head == r.RING_TAIL__INDEX),
+            r.STATUS__ERROR.eq(r.IRQ_STATUS__ERROR),
+            r.IRQ_STATUS__DONE_set.eq(cp.done_pulse),
+            r.IRQ_STATUS__ERROR_set.eq(cp.error_pulse),
+            r.ERROR__CODE.eq(cp.last_error),
+            r.ERROR__INDEX.eq(cp.last_error_index),
+            r.ERROR_COUNT__VALUE.eq(cp.errors),
+            self.irq.eq(r.CTRL__IRQ_ENABLE & (r.IRQ_STATUS__DONE | r.IRQ_STATUS__ERROR)),
+        ]
+        for s in range(min(cfg.max_stages, embedding.STAGES)):
+            m.d.comb += emb.stage_ways[s].eq(getattr(r, f"DYNAMIC_WAYS{s}__MASK"))
+
+        # -- 64-bit performance counters --------------------------------------------------------
+        clear = r.CTRL__CLEAR_COUNTERS
+        bus = self.m_axi
+        B = cfg.mem_bus_width // 8
+        outstanding = Signal(16)
+        ar_fire = bus.arvalid & bus.arready
+        r_last = bus.rvalid & bus.rready & bus.rlast
+        m.d.sync += outstanding.eq(outstanding + ar_fire - r_last)
+        queries_done = qe.done.valid & qe.done.ready
+        increments = {
+            "CYCLES": 1, "BUSY_CYCLES": cp.busy, "QUERIES_DONE": queries_done,
+            "COMMANDS_DONE": cp.done_pulse,
+            "MEM_READ_BURSTS": ar_fire,
+            "MEM_READ_BYTES": (bus.rvalid & bus.rready) * B,
+            "MEM_READ_LATENCY": outstanding,
+            "MEM_WRITE_BYTES": sum((bus.wvalid & bus.wready & bus.wstrb[i]) for i in range(B)),
+        }
+        for p in range(P):
+            increments[f"ENGINE{p}_BUSY"] = core.busy[p]
+        emb_names = {"STATIC_ACCESSES": "static_accesses", "STATIC_HITS": "static_hits",
+                     "DYNAMIC_ACCESSES": "dynamic_accesses", "DYNAMIC_HITS": "dynamic_hits",
+                     "DYNAMIC_MISSES": "dynamic_misses", "DYNAMIC_FILLS": "dynamic_fills",
+                     "DYNAMIC_EVICTIONS": "dynamic_evictions"}
+        for name, _ in counter_names(cfg):
+            value = Signal(64, name=f"counter_{name.lower()}")
+            if name in emb_names:
+                # the embedding subsystem counts (32 bits, cleared with the others)
+                m.d.comb += value.eq(getattr(emb.counters, emb_names[name]))
+            else:
+                with m.If(clear):
+                    m.d.sync += value.eq(0)
+                with m.Else():
+                    m.d.sync += value.eq(value + increments[name])
+            m.d.comb += [getattr(r, f"{name}_LO__VALUE").eq(value[:32]),
+                         getattr(r, f"{name}_HI__VALUE").eq(value[32:])]
+        m.d.comb += emb.clear_counters.eq(clear)
+        return m
