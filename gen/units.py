@@ -47,12 +47,12 @@ UNITS: dict[str, Unit] = {unit.name: unit for unit in [
          "rpaccel.hw.mlp_engine:MLPLayerEngine"),
     Unit("compute_core", "systolic array with one MLP layer engine per partition",
          "rpaccel.hw.compute_core:ComputeCore"),
+    Unit("topk_harness", "benchmark harness (test only): stimulus RAM -> top-k -> result RAM",
+         "rpaccel.tb.topk_harness:TopKHarness"),
     Unit("embedding", "embedding subsystem: AXI4 row reader, static and dynamic caches, bag pooling",
          "rpaccel.hw.embedding:EmbeddingSubsystem"),
     Unit("embedding_harness", "test only: embedding subsystem on the HDL AXI4 memory model",
          "rpaccel.tb.embedding_harness:EmbeddingHarness"),
-    Unit("topk_harness", "benchmark harness (test only): stimulus RAM -> top-k -> result RAM",
-         "rpaccel.tb.topk_harness:TopKHarness"),
 ]}
 
 
