@@ -201,8 +201,8 @@ class EmbeddingSubsystem(wiring.Component):
         Host writes of static-cache rows (always ready); before the queries that use them.
     stage_ways : In(ArrayLayout(unsigned(dynamic_cache_ways), STAGES))
         Per cascade stage, the dynamic-cache ways its misses may fill (RecPipe's capacity
-        split); 0 = the stage never fills (static-only). Hits are found in any way. Reset
-        value all ones.
+        split); 0 = the stage never fills (static-only). Hits are found in any way. Its
+        ``init`` is all ones (the value when an Amaranth parent leaves it undriven).
     flush : In(1)
         A pulse invalidates the dynamic cache: new lookups wait, then one set per cycle is
         cleared (``dynamic_cache_sets`` cycles). ``busy`` is high meanwhile.
