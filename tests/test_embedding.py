@@ -400,6 +400,12 @@ def test_embedding_cocotb(simulator, preset, top):
                build_args=_build_args(top))
 
 
+def test_axi_memory_model_cocotb(simulator):
+    """The HDL memory model alone under cocotbext-axi's AxiMaster (writes, reads, errors)."""
+    run_cocotb(generate(PRESETS["tiny"], "axi_memory_harness"), simulator,
+               "rpaccel.tb.test_embedding_memory", build_args=_build_args("embedding_harness"))
+
+
 @pytest.mark.parametrize("top", TOPS)
 def test_embedding_cocotb_movielens(simulator, top, golden_setup, tmp_path):
     """A real 2-stage cascade stream (first 40 candidates per stage; 10 on Icarus, which is
