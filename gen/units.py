@@ -55,6 +55,8 @@ UNITS: dict[str, Unit] = {unit.name: unit for unit in [
          "rpaccel.hw.embedding:EmbeddingSubsystem"),
     Unit("embedding_harness", "test only: embedding subsystem on the HDL AXI4 memory model",
          "rpaccel.tb.embedding_harness:EmbeddingHarness"),
+    Unit("axi_memory_harness", "test only: the HDL AXI4 memory model alone (reads and writes)",
+         "rpaccel.tb.embedding_harness:AxiMemoryHarness"),
     Unit("axi_read_arbiter", "AXI4 read arbiter: client read ports onto one, ARID per client",
          "rpaccel.hw.axi_arbiter:AxiReadArbiter"),
     Unit("command", "command processor: ring fetch, model and static loads, query hand-off, "

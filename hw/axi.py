@@ -7,7 +7,7 @@ The signature members are flat and named as in the AXI4 specification (``araddr`
 ``_``). Directions are those of a manager (master): ``Out`` is driven by the accelerator.
 """
 
-from amaranth import Module, Signal, unsigned
+from amaranth import Cat, Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -109,12 +109,11 @@ class AxiRowReader(wiring.Component):
         assembled = Signal(n_slots * width)
         slot = Signal(range(n_slots + 1))
         error = Signal()
+        # Built slot by slot with Mux (no default-then-override of one signal): Icarus
+        # re-runs a combinational block that overrides part of its own output forever.
         current = Signal(n_slots * width)
-        m.d.comb += current.eq(assembled)
-        with m.Switch(slot):
-            for i in range(n_slots):
-                with m.Case(i):
-                    m.d.comb += current.word_select(i, width).eq(bus.rdata)
+        m.d.comb += current.eq(Cat(*(Mux(slot == i, bus.rdata, assembled.word_select(i, width))
+                                     for i in range(n_slots))))
         beat_error = bus.rresp[1]                      # SLVERR (10) and DECERR (11)
         m.d.comb += [
             self.rows.valid.eq(bus.rvalid & bus.rlast),

@@ -201,8 +201,8 @@ class EmbeddingSubsystem(wiring.Component):
         Host writes of static-cache rows (always ready); before the queries that use them.
     stage_ways : In(ArrayLayout(unsigned(dynamic_cache_ways), STAGES))
         Per cascade stage, the dynamic-cache ways its misses may fill (RecPipe's capacity
-        split); 0 = the stage never fills (static-only). Hits are found in any way. Reset
-        value all ones.
+        split); 0 = the stage never fills (static-only). Hits are found in any way. Its
+        ``init`` is all ones (the value when an Amaranth parent leaves it undriven).
     flush : In(1)
         A pulse invalidates the dynamic cache: new lookups wait, then one set per cycle is
         cleared (``dynamic_cache_sets`` cycles). ``busy`` is high meanwhile.
@@ -417,17 +417,20 @@ class EmbeddingSubsystem(wiring.Component):
             touched = Signal(range(ways))
             m.d.comb += touched.eq(Mux(hit, hit_way, victim))
             m.d.comb += evict.eq(alloc & cur.tags[victim].valid)
+            # Every field of the new set word is assigned once (no default-then-override:
+            # Icarus re-runs such a combinational block forever).
             new = Signal(set_l)
-            m.d.comb += new.eq(cur)
             touched_age = cur.ages[touched]
             for i in range(ways):
-                with m.If(touched == i):
-                    m.d.comb += new.ages[i].eq(0)
-                with m.Elif(cur.ages[i] < touched_age):
-                    m.d.comb += new.ages[i].eq(cur.ages[i] + 1)
-            with m.If(alloc):
-                m.d.comb += [new.tags[victim].valid.eq(1), new.tags[victim].model.eq(b.model),
-                             new.tags[victim].table.eq(b.table), new.tags[victim].row.eq(b.row)]
+                fill_here = alloc & (victim == i)
+                m.d.comb += [
+                    new.ages[i].eq(Mux(touched == i, 0, Mux(cur.ages[i] < touched_age,
+                                                            cur.ages[i] + 1, cur.ages[i]))),
+                    new.tags[i].valid.eq(fill_here | cur.tags[i].valid),
+                    new.tags[i].model.eq(Mux(fill_here, b.model, cur.tags[i].model)),
+                    new.tags[i].table.eq(Mux(fill_here, b.table, cur.tags[i].table)),
+                    new.tags[i].row.eq(Mux(fill_here, b.row, cur.tags[i].row)),
+                ]
             m.d.comb += line.eq(b_set * ways + touched)
 
             # Flush walks the sets; it owns the write port (lookups are held off meanwhile).

@@ -357,11 +357,12 @@ def golden_setup():
     return load_golden()
 
 
-def movielens_stimulus_file(golden_setup, config, tmp_path, **options):
+def movielens_stimulus_file(golden_setup, config, tmp_path, *, latency=30, **options):
     import json
     from rpaccel.tb.unit_models.embedding import movielens_stimulus
-    stim = movielens_stimulus(golden_setup, config, "2-stage", [5], max_candidates=40,
-                              static_rows=64, **options)
+    options = {"max_candidates": 40, "static_rows": 64, **options}
+    stim = movielens_stimulus(golden_setup, config, "2-stage", [5], **options)
+    stim["latency"] = latency
     path = tmp_path / "stimulus.json"
     path.write_text(json.dumps(stim))
     return stim, path
@@ -392,16 +393,45 @@ def _build_args(top):
 
 
 @pytest.mark.parametrize("top", TOPS)
-@pytest.mark.parametrize("preset", PRESET_NAMES)
+@pytest.mark.parametrize("preset", [
+    "tiny", pytest.param("default", marks=pytest.mark.slow)])
 def test_embedding_cocotb(simulator, preset, top):
     run_cocotb(generate(PRESETS[preset], top), simulator, "rpaccel.tb.test_embedding",
                build_args=_build_args(top))
 
 
+def test_axi_memory_model_cocotb(simulator):
+    """The HDL memory model alone under cocotbext-axi's AxiMaster (writes, reads, errors)."""
+    run_cocotb(generate(PRESETS["tiny"], "axi_memory_harness"), simulator,
+               "rpaccel.tb.test_embedding_memory", build_args=_build_args("embedding_harness"))
+
+
 @pytest.mark.parametrize("top", TOPS)
 def test_embedding_cocotb_movielens(simulator, top, golden_setup, tmp_path):
-    config = PRESETS["default"]
-    _, path = movielens_stimulus_file(golden_setup, config, tmp_path)
+    """A real 2-stage cascade stream (first 40 candidates per stage; 10 on Icarus, which is
+    slower) on the tiny preset: multi-beat rows (32-byte rows of the large model on a 64-bit
+    bus), the 64 hottest rows static."""
+    config = PRESETS["tiny"]
+    _, path = movielens_stimulus_file(golden_setup, config, tmp_path,
+                                      max_candidates=40 if simulator == "verilator" else 10)
     run_cocotb(generate(config, top), simulator, "rpaccel.tb.test_embedding",
                testcase="movielens_cascade_stream", build_args=_build_args(top),
-               extra_env={"RPACCEL_EMB_STIMULUS": str(path)})
+               extra_env={"RPACCEL_EMB_STIMULUS": str(path)}, test_dir=tmp_path)
+
+
+@pytest.mark.slow
+def test_embedding_cocotb_movielens_full_query(golden_setup, tmp_path):
+    """Performance run (figures in docs/architecture.md): one test user's whole 2-stage
+    cascade (every candidate of both stages) on the HDL memory model at latency 100, the
+    default static plan (static_cache_rows hottest rows); checked like every other run, the
+    rows per cycle are in embedding_movielens.json beside the results."""
+    config = PRESETS["default"]
+    _, path = movielens_stimulus_file(golden_setup, config, tmp_path, latency=100,
+                                      max_candidates=None, static_rows=None)
+    run_cocotb(generate(config, "embedding_harness"), "verilator", "rpaccel.tb.test_embedding",
+               testcase="movielens_cascade_stream", build_args=_build_args("embedding_harness"),
+               extra_env={"RPACCEL_EMB_STIMULUS": str(path)}, test_dir=tmp_path)
+    import json
+    figures = json.loads((tmp_path / "embedding_movielens.json").read_text())
+    print(f"MovieLens 2-stage, user 5: {figures['rows']} rows in {figures['cycles']} cycles = "
+          f"{figures['rows'] / figures['cycles']:.3f} rows/cycle; {figures}")
