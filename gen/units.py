@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from rpaccel.hw.config import AccelConfig
 from rpaccel.hw.errors import RpaccelError
 
-__all__ = ["Unit", "UNITS", "get_unit", "UnknownUnit", "benches"]
+__all__ = ["Unit", "UNITS", "get_unit", "UnknownUnit", "benches", "declared_cocotb_tests"]
 
 
 class UnknownUnit(RpaccelError, LookupError):
@@ -81,3 +81,19 @@ def get_unit(name: str) -> Unit:
 def benches() -> dict[str, Unit]:
     """``{bench module: unit}`` of every registered unit with a cocotb bench."""
     return {unit.bench: unit for unit in UNITS.values() if unit.bench is not None}
+
+
+def declared_cocotb_tests(bench: str) -> list[tuple[str, bool]]:
+    """``(name, skip)`` of every cocotb test module ``bench`` declares, parametrized ones
+    expanded, as cocotb's regression manager discovers them (importing the module does
+    not need a simulator)."""
+    from cocotb.regression import Test, TestGenerator
+
+    module = importlib.import_module(bench)
+    tests = []
+    for obj in vars(module).values():
+        if isinstance(obj, Test):
+            tests.append((obj.name, bool(obj.skip)))
+        elif isinstance(obj, TestGenerator):
+            tests += [(test.name, bool(test.skip)) for test in obj.generate_tests()]
+    return tests
