@@ -145,7 +145,6 @@ def test_vector_unit_verilog_lints_clean(preset):
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-@pytest.mark.parametrize("preset", [*PRESET_NAMES, "narrow"])
+@pytest.mark.parametrize("preset", PRESET_NAMES)
 def test_vector_unit_cocotb(simulator, preset):
-    config = NARROW if preset == "narrow" else PRESETS[preset]
-    run_bench(generate(config, "vector_unit"), simulator)
+    run_bench(generate(PRESETS[preset], "vector_unit"), simulator)
