@@ -152,10 +152,12 @@ def test_file_lock_excludes_other_processes(tmp_path):
 
 
 # -- waveforms ---------------------------------------------------------------------------------
-def test_waves_are_fst_on_both_simulators(simulator):
-    """``waves=True`` (what ``RPACCEL_WAVES=1`` sets) writes an FST file beside the results:
-    FST's first block is the header block (type 0), where a VCD would start with text."""
-    results = run_bench(generate(PRESETS["tiny"], "pe"), simulator, waves=True, quiet=True)
+def test_waves_are_fst_on_both_simulators(simulator, monkeypatch):
+    """``RPACCEL_WAVES=1`` makes a run write an FST file beside its results: FST's first
+    block is the header block (type 0), where a VCD would start with text."""
+    monkeypatch.setenv("RPACCEL_WAVES", "1")
+    results = run_bench(generate(PRESETS["tiny"], "pe"), simulator, quiet=True)
+    assert results.parent.name == f"{simulator}-waves"
     wave = waves_file(results)
     assert wave.suffix == ".fst" and wave.exists(), sorted(p.name for p in wave.parent.iterdir())
     head = wave.read_bytes()[:16]
