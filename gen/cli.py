@@ -14,7 +14,7 @@ from pathlib import Path
 
 from rpaccel.hw.errors import RpaccelError
 
-from . import golden_cli
+from . import cache_study_cli, golden_cli
 from .options import add_config_options, config_from_args
 
 __all__ = ["main", "config_from_args", "DEFAULT_UNIT"]
@@ -126,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     golden_cli.register(sub)
+    cache_study_cli.register(sub)
     return parser
 
 

@@ -14,9 +14,10 @@ from rpaccel.gen.units import UNITS, Unit, benches, declared_cocotb_tests
 from rpaccel.hw.config import PRESETS
 
 TB = Path(__file__).resolve().parents[1] / "tb"
-#: Bench modules whose registry line their owners are adding (topk, interaction); a new
-#: bench that is neither registered nor listed here fails the suite.
-PENDING = {"rpaccel.tb.test_topk", "rpaccel.tb.test_interaction"}
+#: Bench modules whose registry line their owners are adding (topk, interaction, embedding:
+#: the embedding bench reads its manifest at import, so it cannot be counted without a
+#: simulator yet); a new bench that is neither registered nor listed here fails the suite.
+PENDING = {"rpaccel.tb.test_topk", "rpaccel.tb.test_interaction", "rpaccel.tb.test_embedding"}
 
 
 @pytest.mark.parametrize("bench", sorted(benches()))
