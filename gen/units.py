@@ -79,6 +79,11 @@ UNITS: dict[str, Unit] = {unit.name: unit for unit in [
     Unit("axi_read_arbiter", "AXI4 read arbiter: client read ports onto one, ARID per client",
          "rpaccel.hw.axi_arbiter:AxiReadArbiter",
          bench="rpaccel.tb.test_axi_arbiter", cocotb_tests=2),
+    Unit("command", "command processor: ring fetch, model and static loads, query hand-off, "
+         "completions", "rpaccel.hw.command:CommandProcessor"),
+    Unit("stage_runner", "stage runner: records, dense, bottom MLP, embeddings, interaction, "
+         "top MLP, scores to a top-k unit (needs act_buffers >= 3)",
+         "rpaccel.hw.stage:StageRunner"),
     Unit("axi_read_harness", "test only: AXI4 word readers of several word sizes",
          "rpaccel.tb.axi_read_harness:AxiReadHarness",
          bench="rpaccel.tb.test_axi_read", cocotb_tests=2),

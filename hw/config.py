@@ -93,8 +93,9 @@ class AccelConfig:
     emb_inflight: int = 16
 
     # -- Top-k filtering -----------------------------------------------------------------------
-    #: Largest k a top-k unit keeps.
-    topk_max: int = 64
+    #: Largest k a top-k unit keeps (the quality report's cascades keep 256 after the small
+    #: model; above 32 the unit is a pipelined heap in block RAM, see hw/topk.py).
+    topk_max: int = 256
     #: Number of top-k filter units (at least one per partition).
     topk_units: int = 2
     #: Width of a candidate id.

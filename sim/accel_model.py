@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from rpaccel.hw import descriptors as d
+from rpaccel.hw.command import MAX_LAYERS, engine_word_bytes
 from rpaccel.hw.config import AccelConfig
 from rpaccel.hw.geometry import EngineGeometry
 from rpaccel.hw.regmap import ERROR_CODES
@@ -77,7 +78,7 @@ class AccelModel:
             raise Rejected("ADDRESS_RANGE")
 
     def _lanes(self, image, addr: int, n_words: int, lanes: int, width: int) -> np.ndarray:
-        nbytes = -(-(lanes * width) // 8)
+        nbytes = engine_word_bytes(lanes * width)
         raw = image.read(addr, n_words * nbytes)
         out = np.zeros((n_words, lanes), dtype=np.int64)
         mask, sign = (1 << width) - 1, 1 << (width - 1)
@@ -124,14 +125,16 @@ class AccelModel:
         mask = c["partition_mask"]
         if c["slot"] >= cfg.model_slots or mask == 0 or mask >> cfg.partitions:
             raise Rejected("BAD_PARTITION")
+        n_layers = c["n_bottom"] + c["n_top"]
+        pairs_max = cfg.max_interaction_vectors * (cfg.max_interaction_vectors - 1) // 2
         if (c["weight_word_base"] + c["weight_words"] > g.weight_words or
                 c["bias_word_base"] + c["bias_words"] > g.bias_words or
                 c["n_tables"] > cfg.max_tables or c["emb_dim"] > cfg.emb_dim_max or
-                c["n_dense"] > cfg.max_dense):
+                c["n_dense"] > cfg.max_dense or n_layers > MAX_LAYERS or
+                c["n_pairs"] > pairs_max):
             raise Rejected("BAD_PARTITION")
-        w_bytes = -(-(g.cols * cfg.operand_width) // 8)
-        b_bytes = -(-(g.cols * cfg.acc_width) // 8)
-        n_layers = c["n_bottom"] + c["n_top"]
+        w_bytes = engine_word_bytes(g.cols * cfg.operand_width)
+        b_bytes = engine_word_bytes(g.cols * cfg.acc_width)
         for addr, n in ((c["weights_addr"], c["weight_words"] * w_bytes),
                         (c["bias_addr"], c["bias_words"] * b_bytes),
                         (c["layers_addr"], n_layers * d.LAYER_BYTES),
@@ -152,10 +155,6 @@ class AccelModel:
         tables = [d.unpack(d.table_layout(cfg), image.read(c["tables_addr"] + i * d.TABLE_BYTES,
                                                           d.TABLE_BYTES))
                   for i in range(c["n_tables"])]
-        for t in tables:
-            self._check(ring, t["base_addr"], t["rows"] * t["row_bytes"])
-            if t["static_rows"] and t["static_base"] + t["static_rows"] > cfg.static_cache_rows:
-                raise Rejected("ADDRESS_RANGE")
         pairs = [d.unpack(d.pair_layout(cfg), image.read(c["pairs_addr"] + i * d.PAIR_BYTES,
                                                         d.PAIR_BYTES))
                  for i in range(c["n_pairs"])]

@@ -38,6 +38,7 @@ from typing import Protocol
 import numpy as np
 
 from rpaccel.hw import descriptors as d
+from rpaccel.hw.command import engine_word_bytes
 from rpaccel.hw.config import AccelConfig
 from rpaccel.hw.errors import RpaccelError
 from rpaccel.hw.geometry import EngineGeometry
@@ -320,11 +321,11 @@ class Scheduler:
             m.static_rows[int(t)] = max(m.static_rows[int(t)], int(rank) + 1)
 
     # -- building the image -----------------------------------------------------------------
-    @staticmethod
-    def row_bytes(dim: int) -> int:
-        """Bytes a table row of ``dim`` int8 elements takes in memory: a power of two of at
-        least 4, so rows never straddle a bus word or a 4 KiB page."""
-        return max(4, 1 << (dim - 1).bit_length())
+    def row_bytes(self, dim: int) -> int:
+        """Bytes a table row of ``dim`` int8 elements takes in memory (its stride): a power
+        of two of at least one bus word, so a row never straddles a bus word or a 4 KiB
+        page and the embedding subsystem reads it in whole beats."""
+        return max(self.config.mem_bus_width // 8, 1 << (dim - 1).bit_length())
 
     def _compile(self, image: MemoryImage) -> tuple[list, list]:
         """Place every model and the static rows; returns the ring entries that load them."""
@@ -361,7 +362,8 @@ class Scheduler:
                 h = m.static_rows[t]
                 tables.append(d.pack(d.table_layout(cfg), {
                     "base_addr": base, "rows": rows.shape[0], "row_bytes": row_bytes,
-                    "dim": rows.shape[1], "static_rows": h, "static_base": static_next},
+                    "dim": rows.shape[1], "static_rows": h,
+                    "static_base": static_next if h else 0},
                     d.TABLE_BYTES))
                 if h:
                     padded = np.zeros((h, cfg.emb_dim_max), dtype=np.int64)
@@ -393,10 +395,11 @@ class Scheduler:
     @staticmethod
     def _words(words: np.ndarray, width: int) -> bytes:
         """Engine memory words (rows of lanes) as little-endian bytes, lanes of ``width``
-        bits packed from bit 0, each word padded to whole bytes."""
+        bits packed from bit 0, each word padded to a power of two of bytes
+        (``hw/command.engine_word_bytes``), so the word reader unpacks whole words."""
         words = np.asarray(words, dtype=np.int64)
         lanes = words.shape[1]
-        nbytes = -(-(lanes * width) // 8)
+        nbytes = engine_word_bytes(lanes * width)
         out = bytearray()
         mask = (1 << width) - 1
         for row in words:
