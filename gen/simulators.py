@@ -17,24 +17,31 @@ This is the one place that knows how the simulators are installed here:
   otherwise identical); the generated Verilog itself is unchanged.
 
 Tests, the CLI and the benchmarks all go through :func:`run_cocotb`, so every build of a
-configuration lands in one folder per (unit, configuration hash, simulator).
+configuration lands in one folder per (unit, configuration hash, simulator). A unit's own
+bench runs through :func:`run_bench`, which also checks that exactly the number of cocotb
+tests the unit registry (``gen/units.py``) names ran, none skipped.
+
+Waveforms: ``RPACCEL_WAVES=1`` (or ``waves=True``) makes every run write an FST file beside
+its results XML, ``<module>.<pid>.fst`` in the build (or test) folder, on both simulators
+(:func:`waves_file`); such builds get their own ``<sim>-waves`` folder.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import os
 import shutil
 import subprocess
 from pathlib import Path
+from xml.etree import ElementTree
 
 from rpaccel.hw.errors import RpaccelError
-from .generate import GeneratedUnit, write_if_changed
+from rpaccel.sim.files import file_lock, write_if_changed
+from .generate import GeneratedUnit
 
 __all__ = ["SIMULATORS", "ToolMissing", "SimulationFailed", "prepare", "unavailable_reason",
-           "run_cocotb", "lint", "WAIVERS", "verilator_root"]
+           "run_cocotb", "run_bench", "lint", "WAIVERS", "verilator_root", "waves_requested",
+           "results_summary", "waves_file", "fst_unavailable_reason"]
 
 SIMULATORS = ("verilator", "icarus")
 
@@ -120,18 +127,6 @@ def lint(verilog: Path) -> subprocess.CompletedProcess:
         capture_output=True, text=True, cwd=Path(verilog).parent)
 
 
-@contextlib.contextmanager
-def _locked(directory: Path):
-    """Serialise builds of one folder across processes (pytest-xdist workers)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    with open(directory / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
 def icarus_source(generated: GeneratedUnit, build_dir: Path) -> Path:
     """The Verilog Icarus compiles: ``always @*`` as ``always_comb`` (see the module doc)."""
     text = generated.verilog.read_text().replace("always @*", "always_comb")
@@ -143,6 +138,51 @@ def icarus_source(generated: GeneratedUnit, build_dir: Path) -> Path:
 def waves_requested() -> bool:
     """Waveforms are switched on for every run with ``RPACCEL_WAVES=1`` (FST on both simulators)."""
     return os.environ.get("RPACCEL_WAVES", "") not in ("", "0")
+
+
+def waves_file(results: Path) -> Path:
+    """The FST waveform a run with waves writes beside its results XML ``results``."""
+    return Path(str(results).removesuffix(".results.xml") + ".fst")
+
+
+def _wave_options(sim: str, wave: Path) -> tuple[list[str], list[str], list[str]]:
+    """(build args, test args, plusargs) that make ``sim`` write an FST file at ``wave``.
+
+    The cocotb 2.1 runner's own ``waves=True`` gives VCD (``--trace``) on Verilator and
+    FST to a fixed path on Icarus. ``--trace-fst`` after its ``--trace`` selects FST for
+    the Verilator model, whose main program takes ``--trace-file``; Icarus's dump module
+    takes ``+dumpfile_path``. Each run gets its own file, named after its results.
+    """
+    if sim == "verilator":
+        return ["--trace-fst"], ["--trace-file", str(wave)], []
+    return [], [], [f"+dumpfile_path={wave}"]
+
+
+def fst_unavailable_reason(sim: str) -> str | None:
+    """None if ``sim`` can write FST waveforms here, otherwise what to install.
+
+    Verilator's FST writer is compiled into the model and needs the lz4 and zlib headers;
+    Icarus has its own."""
+    if sim != "verilator":
+        return None
+    probe = "#include <lz4.h>\n#include <zlib.h>\n"
+    proc = subprocess.run([_cxx() or "c++", "-E", "-x", "c++", "-", "-o", os.devnull],
+                          input=probe, capture_output=True, text=True)
+    if proc.returncode:
+        return ("FST waveforms on Verilator need the lz4 and zlib development headers: "
+                "install them, e.g. `apt-get install liblz4-dev zlib1g-dev`")
+    return None
+
+
+def results_summary(results: Path) -> dict:
+    """``{"tests", "failed", "skipped", "names"}`` of a cocotb results XML: every test
+    case's name, the number that failed (failure or error) and were skipped."""
+    names, failed, skipped = [], 0, 0
+    for case in ElementTree.parse(results).getroot().iter("testcase"):
+        names.append(case.get("name"))
+        failed += case.find("failure") is not None or case.find("error") is not None
+        skipped += case.find("skipped") is not None
+    return {"tests": len(names), "failed": failed, "skipped": skipped, "names": names}
 
 
 def run_cocotb(generated: GeneratedUnit, sim: str, test_module: str, *,
@@ -169,17 +209,28 @@ def run_cocotb(generated: GeneratedUnit, sim: str, test_module: str, *,
     prepare(sim)
     waves = waves_requested() if waves is None else waves
     args = list(build_args or [])
+    env = {"RPACCEL_MANIFEST": str(generated.manifest), **(extra_env or {})}
+    stem = f"{test_module.rsplit('.', 1)[-1]}.{os.getpid()}"
     suffix = ("-waves" if waves else "") + ("-opt" if optimize else "")
     if args:
         suffix += "-" + hashlib.sha256(" ".join(args).encode()).hexdigest()[:8]
     build_dir = generated.directory / (sim + suffix)
+    run_dir = Path(test_dir) if test_dir is not None else build_dir
+    results = run_dir / f"{stem}.results.xml"
+    test_args, plusargs = [], []
+    if waves:
+        reason = fst_unavailable_reason(sim)
+        if reason:
+            raise ToolMissing(reason)
+        wave_build, test_args, plusargs = _wave_options(sim, waves_file(results))
+        args += wave_build
     if sim == "verilator":
         args = [str(WAIVERS), "-Wno-fatal", *([] if optimize else ["-CFLAGS", "-O0"]), *args]
         if os.cpu_count() and os.cpu_count() > 1:
             args += ["-j", "0"]
     runner = get_runner(sim)
     build_log = build_dir / "build.log" if quiet else None
-    with _locked(build_dir):
+    with file_lock(build_dir / ".lock"):
         source = icarus_source(generated, build_dir) if sim == "icarus" else generated.verilog
         try:
             runner.build(sources=[source], hdl_toplevel=generated.top,
@@ -188,15 +239,12 @@ def run_cocotb(generated: GeneratedUnit, sim: str, test_module: str, *,
         except (RuntimeError, subprocess.CalledProcessError) as err:
             raise SimulationFailed(f"{sim} build of {generated.top} failed ({err}); "
                                    f"see {build_log or 'the output above'}") from None
-    env = {"RPACCEL_MANIFEST": str(generated.manifest), **(extra_env or {})}
-    run_dir = Path(test_dir) if test_dir is not None else build_dir
-    stem = f"{test_module.rsplit('.', 1)[-1]}.{os.getpid()}"
-    results = run_dir / f"{stem}.results.xml"
     test_log = run_dir / f"{stem}.log" if quiet else None
     try:
         runner.test(hdl_toplevel=generated.top, test_module=test_module, build_dir=build_dir,
                     test_dir=run_dir, extra_env=env, waves=waves, seed=seed,
-                    testcase=testcase, results_xml=str(results), log_file=test_log)
+                    testcase=testcase, results_xml=str(results), log_file=test_log,
+                    test_args=test_args, plusargs=plusargs)
     except SystemExit as exc:
         raise SimulationFailed(f"{sim} simulation of {generated.top} ({test_module}) failed "
                                f"with exit code {exc.code}; see "
@@ -209,4 +257,29 @@ def run_cocotb(generated: GeneratedUnit, sim: str, test_module: str, *,
         raise SimulationFailed(f"{failed} of {total} cocotb tests failed in {test_module} "
                                f"on {sim} ({generated.top}, config {generated.config.hash})"
                                + (f"; see {test_log}" if test_log else ""))
+    return results
+
+
+def run_bench(generated: GeneratedUnit, sim: str, *, testcase: str | None = None,
+              **options) -> Path:
+    """Run the unit's own cocotb bench (named in :mod:`rpaccel.gen.units`) on ``sim``.
+
+    Without ``testcase``, every cocotb test the registry expects must have run and passed,
+    none skipped: a bench whose tests were renamed, dropped, added or skipped fails with
+    :class:`SimulationFailed` naming the tests that ran, so the count in the registry and
+    the bench cannot drift apart. ``options`` go to :func:`run_cocotb`.
+    """
+    from .units import get_unit
+
+    spec = get_unit(generated.unit)
+    if spec.bench is None:
+        raise SimulationFailed(f"unit {spec.name!r} has no cocotb bench in the registry")
+    results = run_cocotb(generated, sim, spec.bench, testcase=testcase, **options)
+    if testcase is None:
+        ran = results_summary(results)
+        if (ran["tests"], ran["skipped"]) != (spec.cocotb_tests, 0):
+            raise SimulationFailed(
+                f"{spec.bench} ran {ran['tests']} cocotb tests ({ran['skipped']} skipped) on "
+                f"{sim}; the unit registry expects {spec.cocotb_tests}, none skipped: "
+                f"{', '.join(ran['names'])}")
     return results

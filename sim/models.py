@@ -29,8 +29,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
-import tempfile
 import time
 import zipfile
 from dataclasses import dataclass
@@ -42,7 +40,8 @@ from rpaccel.hw.errors import RpaccelError
 
 from . import numerics
 from .blas import blas_threads
-from .data import data_root, dataset_checksum, file_lock
+from .data import dataset_checksum
+from .files import atomic_write, data_root, file_lock
 from .features import DENSE, TABLES, CandidateBatch, Features, Split, check_batch, lookup_rows
 
 __all__ = ["ModelSpec", "TrainConfig", "MODEL_NAMES", "SPECS", "TRAIN_CONFIGS", "FloatModel",
@@ -465,19 +464,6 @@ def artifact_paths(name: str, thash: str, root: Path | None = None) -> tuple[Pat
     return folder / f"{name}-{thash}.npz", folder / f"{name}-{thash}.json"
 
 
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_model(model: FloatModel, meta: dict, npz: Path, meta_path: Path) -> None:
     """Write the arrays, then the metadata (the metadata's presence marks completion)."""
     arrays = model.arrays()
@@ -488,9 +474,8 @@ def save_model(model: FloatModel, meta: dict, npz: Path, meta_path: Path) -> Non
         with open(tmp, "wb") as handle:
             np.savez(handle, **arrays)
 
-    _atomic_write(npz, write_npz)
-    _atomic_write(meta_path, lambda tmp: Path(tmp).write_text(
-        json.dumps(meta, indent=2, sort_keys=True) + "\n"))
+    atomic_write(npz, write_npz)
+    atomic_write(meta_path, json.dumps(meta, indent=2, sort_keys=True) + "\n")
 
 
 def load_model(meta_path: Path, features: Features | None = None) -> tuple[FloatModel, dict]:

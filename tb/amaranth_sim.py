@@ -11,7 +11,9 @@ Payloads are given and returned as plain Python values: an ``int``, or a ``dict`
 models stay free of Amaranth types.
 
 Waveforms: set ``RPACCEL_WAVES=1`` and every :func:`simulate` call writes
-``build/waves/<name>.vcd``.
+``<build root>/waves/<name>.vcd`` (``rpaccel.sim.files.build_root``). Amaranth 0.5's
+simulator writes VCD only; the RTL simulators write FST for the same switch
+(``rpaccel.gen.simulators``).
 """
 
 from __future__ import annotations
@@ -133,7 +135,8 @@ def simulate(dut, testbenches: Iterable[Callable[..., Awaitable]], *, max_cycles
 
     sim.add_testbench(watchdog, background=True)
     if os.environ.get("RPACCEL_WAVES", "") not in ("", "0"):
-        out = Path(os.environ.get("RPACCEL_BUILD", "build")) / "waves"
+        from rpaccel.sim.files import build_root
+        out = Path(build_root(), "waves")
         out.mkdir(parents=True, exist_ok=True)
         with sim.write_vcd(str(out / f"{name or type(dut).__name__}.vcd")):
             sim.run()

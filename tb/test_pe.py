@@ -1,11 +1,15 @@
-"""cocotb test of the processing element (hw/pe.py) against a numpy model, cycle by cycle."""
+"""cocotb test of the processing element (hw/pe.py) against its model, cycle by cycle.
+
+Stimulus, expected outputs and the scoreboard are those of ``tb/unit_models/pe.py``, the
+same the Amaranth-simulator test in ``tests/test_pe.py`` uses; widths come from the
+configuration in the manifest.
+"""
 
 import cocotb
 from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
 
-from rpaccel.sim.numerics import wrap
 from rpaccel.tb.common import setup
-
+from rpaccel.tb.unit_models.pe import PEModel, random_inputs
 
 
 @cocotb.test()
@@ -14,39 +18,20 @@ async def random_mac_and_weight_loads(dut):
     is checked against the cell's definition: ``psum_out`` one cycle after ``psum_in`` plus
     the product of the activation and weight one cycle before that."""
     bench = await setup(dut)
-    ow, aw = bench.config.operand_width, bench.config.acc_width
-    rng = bench.rng
-    lo, hi = -(1 << (ow - 1)), 1 << (ow - 1)
-    weights = [0, 0]  # the model's two banks (reset value 0)
-    product = 0       # the cell's product register: act * weight of the previous cycle
+    model = PEModel(bench.config)
     cycles = 2000
-    for cycle in range(cycles):
-        act = int(rng.integers(lo, hi))
-        bank = int(rng.integers(0, 2))
-        # Extreme partial sums included, so wrap-around is exercised too.
-        psum = int(rng.choice([rng.integers(-(1 << 20), 1 << 20),
-                               rng.integers(-(1 << (aw - 1)), 1 << (aw - 1))]))
-        shift = int(rng.random() < 0.3)
-        load_bank = int(rng.integers(0, 2))
-        weight_in = int(rng.integers(lo, hi))
+    for cycle, inputs in enumerate(random_inputs(bench.config, bench.rng, cycles)):
         await FallingEdge(dut.clk)  # drive between edges; sample after the next rising edge
-        dut.act_in.value = act
-        dut.bank_in.value = bank
-        dut.psum_in.value = psum
-        dut.weight_in.value = weight_in
-        dut.weight_shift.value = shift
-        dut.weight_bank.value = load_bank
+        for name, value in inputs._asdict().items():
+            getattr(dut, name).value = value
         await ReadOnly()
-        assert dut.weight_out.value.to_signed() == weights[load_bank], f"cycle {cycle}: weight_out"
-        expected = wrap(psum + product, aw)
+        assert dut.weight_out.value.to_signed() == model.weight_out(inputs), \
+            f"cycle {cycle}: weight_out"
         await RisingEdge(dut.clk)
         await ReadOnly()
-        got = dut.psum_out.value.to_signed()
-        assert got == expected, (f"cycle {cycle}: psum_out {got} != {expected} "
-                                 f"(psum_in {psum} + registered product {product})")
-        assert dut.act_out.value.to_signed() == act, f"cycle {cycle}: act_out"
-        assert int(dut.bank_out.value) == bank, f"cycle {cycle}: bank_out"
-        product = act * weights[bank]
-        if shift:
-            weights[load_bank] = weight_in
+        expected = model.step(inputs)
+        model.check(cycle, inputs, expected, {
+            "psum_out": dut.psum_out.value.to_signed(),
+            "act_out": dut.act_out.value.to_signed(),
+            "bank_out": int(dut.bank_out.value)})
     dut._log.info("checked %d cycles", cycles)

@@ -1,24 +1,25 @@
 """cocotb test of the systolic array (hw/systolic.py) against numpy, on Verilator and Icarus.
 
 Every partition gets its own random tiles (1 row, fewer than R, R and more rows) at the same
-time. Weights and activations go in through :class:`~rpaccel.tb.cocotb_streams.StreamDriver`
+time; stimulus, expected rows and scoreboard are the unit model's
+(``tb/unit_models/systolic.py``, shared with ``tests/test_systolic.py``), operands over the
+configuration's ``operand_width`` range. Weights and activations go in through :class:`~rpaccel.tb.cocotb_streams.StreamDriver`
 with random valid gaps, results come out through :class:`~rpaccel.tb.cocotb_streams.StreamSink`
 with random backpressure; the stall pattern is a test parameter. A scoreboard per partition
-compares each result row, in order, with ``x @ W`` (int64, wrapped to ``acc_width``).
+compares each result row, in order, with ``x @ W`` (wrapped to ``acc_width``).
 A second test checks in RTL the documented latency and one row per cycle across tile
 boundaries, from the transfer cycles the drivers stamp.
 
 Payloads are packed and unpacked with the hardware's own layouts (``rpaccel.hw.systolic``).
 """
 
-import numpy as np
-
 import cocotb
 
 from rpaccel.hw.systolic import act_layout, pipeline_latency, result_layout, weight_layout
-from rpaccel.sim.numerics import wrap
 from rpaccel.tb.cocotb_streams import CycleCounter, StreamDriver, StreamSink, child_rng
 from rpaccel.tb.common import setup
+from rpaccel.tb.unit_models.systolic import (act_beats, check_results, mixed_row_counts,
+                                             random_tiles, weight_beats)
 
 #: Probability of an idle cycle before each input beat, of ready low on results. (Names of
 #: at most 10 characters: cocotb names the tests after them, e.g. ``.../stalls=both``.)
@@ -27,39 +28,12 @@ STALL_PATTERNS = {"none": (0.0, 0.0), "gaps": (0.3, 0.0), "backpress": (0.0, 0.4
 
 
 
-def random_job(config, rng, counts):
-    """Tiles [(W (R x Cp), X (B x R)), ...] of full-range int8 values, B from ``counts``."""
-    R, Cp = config.rows, config.partition_cols
-    return [(rng.integers(-128, 128, (R, Cp)), rng.integers(-128, 128, (b, R))) for b in counts]
-
-
-def beats(tiles):
-    """The weights and activation payloads of ``tiles``, as the streams carry them."""
-    weights = [[int(v) for v in row] for w, _ in tiles for row in w]
-    acts = [{"data": [int(v) for v in row], "last": int(i == len(x) - 1)}
-            for _, x in tiles for i, row in enumerate(x)]
-    return weights, acts
-
-
-def scoreboard(config, p, tiles, transfers):
-    expected = np.concatenate([wrap(x.astype(np.int64) @ w.astype(np.int64), config.acc_width)
-                               for w, x in tiles])
-    lasts = [int(i == len(x) - 1) for _, x in tiles for i in range(len(x))]
-    assert len(transfers) == len(expected), \
-        f"partition {p}: {len(transfers)} results, expected {len(expected)}"
-    for i, (item, exp, last) in enumerate(zip(transfers, expected, lasts)):
-        row = item.payload
-        assert row["data"] == exp.tolist() and row["last"] == last, (
-            f"partition {p} row {i}: got {row['data']} last={row['last']}, "
-            f"expected {exp.tolist()} last={last}")
-
-
 def start_partition(bench, counter, p, tiles, idle, backpressure):
     """Start the weight and activation drivers and the result sink of partition ``p``;
     returns the tasks (weights, acts, results), each resolving to its transfer cycles /
     transfers."""
     dut, config, rng = bench.dut, bench.config, bench.rng
-    weights, acts = beats(tiles)
+    weights, acts = weight_beats(tiles), act_beats(tiles)
     w_drv = StreamDriver(dut, f"weights__{p}", weight_layout(config), counter=counter,
                          rng=child_rng(rng), idle=idle)
     a_drv = StreamDriver(dut, f"acts__{p}", act_layout(config), counter=counter,
@@ -76,17 +50,14 @@ async def random_tiles_vs_numpy(dut, stalls):
     """All partitions at once, each with its own tile count and row counts."""
     bench = await setup(dut)
     config, rng = bench.config, bench.rng
-    R = config.rows
     idle, backpressure = STALL_PATTERNS[stalls]
     counter = CycleCounter(dut.clk)
     jobs, tasks = [], []
     for p in range(config.partitions):
-        counts = [1, R - 1, R, 2 * R + 1] + [int(b) for b in rng.integers(1, 2 * R, 4 + p)]
-        rng.shuffle(counts)
-        jobs.append(random_job(config, rng, counts))
+        jobs.append(random_tiles(config, rng, mixed_row_counts(config, rng, p)))
         tasks.append(start_partition(bench, counter, p, jobs[p], idle, backpressure))
     for p, (w_task, a_task, r_task) in enumerate(tasks):
-        scoreboard(config, p, jobs[p], await r_task)
+        check_results(config, p, jobs[p], [t.payload for t in await r_task])
         rows = sum(len(x) for _, x in jobs[p])
         assert int(getattr(dut, f"busy__{p}").value) == rows
     dut._log.info("stalls %s: checked %s rows in %d cycles", stalls,
@@ -104,13 +75,13 @@ async def latency_and_back_to_back_throughput(dut):
     tiles_per_partition = 4
     rows = tiles_per_partition * 2 * R
     counter = CycleCounter(dut.clk)
-    jobs = [random_job(config, rng, [2 * R] * tiles_per_partition)
+    jobs = [random_tiles(config, rng, [2 * R] * tiles_per_partition)
             for _ in range(config.partitions)]
     tasks = [start_partition(bench, counter, p, jobs[p], 0.0, 0.0)
              for p in range(config.partitions)]
     for p, (w_task, a_task, r_task) in enumerate(tasks):
         results = await r_task
-        scoreboard(config, p, jobs[p], results)
+        check_results(config, p, jobs[p], [t.payload for t in results])
         weight_cycles, accepted = await w_task, await a_task
         first = weight_cycles[0] + R
         assert accepted == list(range(first, first + rows)), \

@@ -10,14 +10,13 @@ import pytest
 
 from rpaccel.hw.config import PRESETS
 from rpaccel.gen.generate import generate
-from rpaccel.gen.simulators import SIMULATORS, lint, run_cocotb, unavailable_reason
+from rpaccel.gen.simulators import SIMULATORS, lint, run_bench, run_cocotb, unavailable_reason
 from rpaccel.sim.mlp_program import model_mlps, save_mlp_jobs
 
 
 @pytest.mark.parametrize("preset", ["tiny", "default"])
 def test_compute_core_cocotb(simulator, preset):
-    run_cocotb(generate(PRESETS[preset], "compute_core"), simulator,
-               "rpaccel.tb.test_compute_core")
+    run_bench(generate(PRESETS[preset], "compute_core"), simulator)
 
 
 #: The trained model each preset runs (the large model's weights do not fit `tiny`).

@@ -1,9 +1,9 @@
 """MLP layer engine and compute core (hw/mlp_engine.py, hw/compute_core.py) in the Amaranth
-simulator against the golden integer layers (rpaccel.sim.numerics)."""
+simulator against the golden integer layers (rpaccel.sim.numerics); jobs, bad commands and
+the scoreboard are the unit model's (tb/unit_models/mlp_engine.py), shared with the cocotb
+bench tb/test_compute_core.py."""
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -11,25 +11,16 @@ import pytest
 from rpaccel.hw.config import PRESETS, AccelConfig
 from rpaccel.hw.compute_core import ComputeCore
 from rpaccel.hw.geometry import EngineGeometry
-from rpaccel.sim.mlp_program import (IntLayer, LayerCommand, MLPProgram,
-                                     activation_addresses, pack_activations, random_layer,
-                                     reference_mlp, unpack_activations)
+from rpaccel.sim.mlp_program import (IntLayer, MLPProgram, activation_addresses,
+                                     pack_activations, random_layer, unpack_activations)
+from rpaccel.sim.numerics import qmax, qmin
 from rpaccel.tb.amaranth_sim import NO_STALLS, Stalls, get, put, simulate
+from rpaccel.tb.unit_models.mlp_engine import (Job, bad_commands, check_job, good_command,
+                                               random_activations)
 
 TINY = PRESETS["tiny"]                       # 4x4, 2 partitions of 4x2
 TINY_MONO = TINY.replace(partitions=1)       # 4x4 monolithic
 WIDE = PRESETS["small"]                      # 4x8, 2 partitions of 4x4
-
-
-@dataclass
-class Job:
-    """A whole MLP to run on one partition."""
-    layers: list
-    x: np.ndarray
-
-    @property
-    def rows(self):
-        return self.x.shape[0]
 
 
 async def load_and_run(ctx, dut, p, job: Job, geo: EngineGeometry, stalls: Stalls,
@@ -76,16 +67,8 @@ def run_jobs(config: AccelConfig, jobs: dict, stalls_p: float = 0.0, seed: int =
     return results
 
 
-def check(job: Job, result: dict):
-    expected = reference_mlp(job.x, job.layers)
-    assert all(r["error"] == 0 for r in result["responses"]), result["responses"]
-    if job.layers[-1].score:
-        got = [s["score"] for s in result["scores"]]
-        assert [s["row"] for s in result["scores"]] == list(range(job.rows))
-        assert [s["last"] for s in result["scores"]] == [0] * (job.rows - 1) + [1]
-        np.testing.assert_array_equal(got, expected)
-    else:
-        np.testing.assert_array_equal(result["out"], expected)
+def check(job: Job, result: dict, partition: int = 0):
+    check_job(partition, job, result["responses"], result["scores"], result["out"])
 
 
 @pytest.mark.parametrize("config", [TINY, TINY_MONO, WIDE], ids=["tiny", "tiny-p1", "small"])
@@ -96,7 +79,7 @@ def test_single_layer_shapes(config, shape):
     B, n_in, n_out = shape
     rng = np.random.default_rng(hash(shape) % 2**32)
     job = Job([random_layer(rng, n_in, n_out, relu=bool(rng.integers(2)))],
-              rng.integers(-128, 128, size=(B, n_in)))
+              random_activations(config, rng, B, n_in))
     check(job, run_jobs(config, {0: job})[0])
 
 
@@ -105,7 +88,7 @@ def test_full_sub_batch_and_score_layer():
     B = TINY.sub_batch
     layers = [random_layer(rng, 6, 10), random_layer(rng, 10, 7),
               random_layer(rng, 7, 1, score=True)]
-    job = Job(layers, rng.integers(-128, 128, size=(B, 6)))
+    job = Job(layers, random_activations(TINY, rng, B, 6))
     check(job, run_jobs(TINY, {0: job})[0])
 
 
@@ -116,9 +99,9 @@ def test_all_partitions_busy_with_different_shapes(stalls_p):
     rng = np.random.default_rng(11)
     jobs = {
         0: Job([random_layer(rng, 5, 9), random_layer(rng, 9, 1, score=True)],
-               rng.integers(-128, 128, size=(11, 5))),
+               random_activations(TINY, rng, 11, 5)),
         1: Job([random_layer(rng, 12, 3), random_layer(rng, 3, 6, relu=False)],
-               rng.integers(-128, 128, size=(4, 12))),
+               random_activations(TINY, rng, 4, 12)),
     }
     results = run_jobs(TINY, jobs, stalls_p=stalls_p, seed=3)
     for p, job in jobs.items():
@@ -133,36 +116,32 @@ def test_few_rows_under_backpressure_keep_accumulations_exact(rows):
     rng = np.random.default_rng(rows)
     layers = [random_layer(rng, 23, 9), random_layer(rng, 9, 17),
               random_layer(rng, 17, 1, score=True)]
-    job = Job(layers, rng.integers(-128, 128, size=(rows, 23)))
+    job = Job(layers, random_activations(TINY, rng, rows, 23))
     for config in (TINY, TINY.replace(rows=2, cols=4, partitions=2)):
         check(job, run_jobs(config, {0: job}, stalls_p=0.6, seed=rows)[0])
 
 
 def test_extreme_values_saturate_and_wrap_exactly():
+    """The ends of the operand range (-128 and 127 for int8) in weights and activations."""
     rng = np.random.default_rng(5)
     n_in = 9
-    w = np.full((n_in, 3), -127)
-    w[:, 1] = 127
+    lo, hi = qmin(TINY.operand_width), qmax(TINY.operand_width)
+    w = np.full((n_in, 3), -hi)
+    w[:, 1] = hi
     layer = IntLayer(w=w, bias=np.array([0, -5, (1 << 20)]), mult=1 << 15, shift=8, relu=False)
-    x = np.full((3, n_in), -128)
-    x[1] = 127
-    x[2] = rng.integers(-128, 128, n_in)
+    x = np.full((3, n_in), lo)
+    x[1] = hi
+    x[2] = random_activations(TINY, rng, 1, n_in)[0]
     job = Job([layer], x)
     check(job, run_jobs(TINY, {0: job})[0])
 
 
-@pytest.mark.parametrize("bad", [
-    dict(rows=0), dict(in_dim=0), dict(out_dim=0), dict(rows=TINY.sub_batch + 1),
-    dict(in_dim=TINY.max_layer_dim + 1), dict(src=1, dst=1), dict(score=True, out_dim=2),
-    dict(weight_tile=TINY.weight_tiles - 1, in_dim=8, out_dim=8),
-])
+@pytest.mark.parametrize("bad", bad_commands(TINY), ids=lambda bad: ",".join(
+    f"{k}={v}" for k, v in bad.items()))
 def test_bad_command_sets_error_and_next_command_works(bad):
     rng = np.random.default_rng(2)
-    job = Job([random_layer(rng, 5, 3)], rng.integers(-128, 128, size=(3, 5)))
-    fields = dict(rows=2, in_dim=5, out_dim=3, weight_tile=0, bias_word=0, mult=1, shift=0,
-                  relu=False, score=False, src=0, dst=1, tag=99)
-    fields.update(bad)
-    results = run_jobs(TINY, {0: job}, extra_commands={0: [LayerCommand(**fields)]})
+    job = Job([random_layer(rng, 5, 3)], random_activations(TINY, rng, 3, 5))
+    results = run_jobs(TINY, {0: job}, extra_commands={0: [good_command(tag=99, **bad)]})
     first, *rest = results[0]["responses"]
     assert first["error"] == 1 and first["tag"] == 99
     check(job, {**results[0], "responses": rest})
@@ -173,7 +152,7 @@ def test_back_to_back_tiles_sustain_one_row_per_cycle():
     16 rows; with tiles back to back it takes 256 cycles plus a fixed fill/drain overhead."""
     rng = np.random.default_rng(9)
     config = TINY_MONO
-    job = Job([random_layer(rng, 16, 16)], rng.integers(-128, 128, size=(16, 16)))
+    job = Job([random_layer(rng, 16, 16)], random_activations(config, rng, 16, 16))
     result = run_jobs(config, {0: job})[0]
     check(job, result)
     cycles = result["responses"][0]["cycles"]

@@ -5,39 +5,31 @@ import pytest
 
 from rpaccel.hw.config import PRESETS
 from rpaccel.gen.generate import generate
-from rpaccel.gen.simulators import lint, run_cocotb, unavailable_reason
+from rpaccel.gen.simulators import lint, run_bench, unavailable_reason
 from rpaccel.hw.pe import ProcessingElement
-from rpaccel.sim.numerics import wrap
 from rpaccel.tb.amaranth_sim import simulate
-
+from rpaccel.tb.unit_models.pe import PEModel, random_inputs
 
 
 def test_pe_against_model_in_amaranth_simulator():
-    """Random inputs every cycle; ``psum_out`` in cycle t+1 must be ``psum_in`` of cycle t
-    plus the product registered in cycle t-1 (activation, bank and weights of that cycle)."""
+    """Random inputs every cycle (tb/unit_models/pe.py); ``weight_out`` before each edge and
+    ``psum_out``, ``act_out``, ``bank_out`` after it must be what the model says: the partial
+    sum plus the product registered one cycle earlier, the activation and bank passed on."""
     config = PRESETS["tiny"]
     dut = ProcessingElement(config)
-    rng = np.random.default_rng(1)
+    model = PEModel(config)
+    stimulus = list(random_inputs(config, np.random.default_rng(1), 500))
     checked = []
 
     async def bench(ctx):
-        weights = [0, 0]
-        product = 0  # the product register (reset value 0)
-        for cycle in range(500):
-            act, bank = int(rng.integers(-128, 128)), int(rng.integers(2))
-            psum = int(rng.integers(-(1 << 31), 1 << 31))
-            shift, wbank, win = int(rng.random() < 0.3), int(rng.integers(2)), int(rng.integers(-128, 128))
-            for sig, val in ((dut.act_in, act), (dut.bank_in, bank), (dut.psum_in, psum),
-                             (dut.weight_shift, shift), (dut.weight_bank, wbank),
-                             (dut.weight_in, win)):
-                ctx.set(sig, val)
-            assert ctx.get(dut.weight_out) == weights[wbank]
+        for cycle, inputs in enumerate(stimulus):
+            for name, value in inputs._asdict().items():
+                ctx.set(getattr(dut, name), value)
+            assert ctx.get(dut.weight_out) == model.weight_out(inputs), cycle
             await ctx.tick()
-            assert ctx.get(dut.psum_out) == wrap(psum + product, 32), cycle
-            assert ctx.get(dut.act_out) == act and ctx.get(dut.bank_out) == bank
-            product = act * weights[bank]
-            if shift:
-                weights[wbank] = win
+            expected = model.step(inputs)
+            model.check(cycle, inputs, expected,
+                        {name: ctx.get(getattr(dut, name)) for name in expected})
             checked.append(cycle)
 
     simulate(dut, [bench], max_cycles=1000)
@@ -61,5 +53,7 @@ def test_pe_verilog_compiles_under_icarus(tmp_path):
     assert proc.returncode == 0, proc.stderr
 
 
-def test_pe_cocotb(simulator):
-    run_cocotb(generate(PRESETS["default"], "pe"), simulator, "rpaccel.tb.test_pe")
+@pytest.mark.parametrize("config", [PRESETS["default"], PRESETS["default"].replace(
+    operand_width=6, acc_width=20)], ids=["default", "ow6-aw20"])
+def test_pe_cocotb(simulator, config):
+    run_bench(generate(config, "pe"), simulator)

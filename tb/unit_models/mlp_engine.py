@@ -1,0 +1,109 @@
+"""Model of the MLP layer engine and the compute core (hw/mlp_engine.py, hw/compute_core.py).
+
+A :class:`Job` is a whole MLP (integer layers, ``rpaccel.sim.mlp_program.IntLayer``) and its
+input rows for one partition. The engine must answer every layer command with
+``error = 0`` and its tag, stream a score layer's int32 scores in row order with ``last``
+on the final one, and leave the golden's result (``reference_mlp``, docs/numerics.md) in
+the activation buffer or on the score stream. Bad commands (:func:`bad_commands`) must be
+answered with ``error = 1`` and change nothing.
+
+The memory images and commands themselves come from the host layer
+(``rpaccel.sim.mlp_program``); this module holds the stimulus (random MLPs and
+activations over the configuration's operand range), the expected results and the
+scoreboard, used by ``tests/test_mlp_engine.py`` (Amaranth simulator) and
+``tb/test_compute_core.py`` (cocotb).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from rpaccel.hw.config import AccelConfig
+from rpaccel.sim.mlp_program import IntLayer, LayerCommand, random_layer, reference_mlp
+from rpaccel.sim.numerics import qmax, qmin
+
+__all__ = ["Job", "random_activations", "random_mlp", "good_command", "bad_commands",
+           "check_outputs", "check_job"]
+
+
+@dataclass
+class Job:
+    """A whole MLP to run on one partition: ``layers`` on the rows ``x`` (B x n_in)."""
+    layers: list[IntLayer]
+    x: np.ndarray
+
+    @property
+    def rows(self) -> int:
+        return self.x.shape[0]
+
+    @property
+    def expected(self) -> np.ndarray:
+        """The golden result: the int32 scores (B,) of a score MLP, else the last layer's
+        outputs (B, n_out)."""
+        return reference_mlp(self.x, self.layers)
+
+
+def random_activations(config: AccelConfig, rng: np.random.Generator, rows: int,
+                       dim: int) -> np.ndarray:
+    """``rows x dim`` input activations over the whole signed ``operand_width`` range."""
+    width = config.operand_width
+    return rng.integers(qmin(width), qmax(width), size=(rows, dim), endpoint=True)
+
+
+def random_mlp(config: AccelConfig, rng: np.random.Generator, *, score: bool) -> list[IntLayer]:
+    """1 to 3 random layers of random widths up to half ``max_layer_dim`` (not multiples of
+    R or Cp in general); with ``score`` the last is a one-output score layer."""
+    depth = int(rng.integers(1, 4))
+    dims = [int(rng.integers(1, config.max_layer_dim // 2 + 1)) for _ in range(depth + 1)]
+    if score:
+        dims[-1] = 1
+    return [random_layer(rng, dims[n], dims[n + 1], relu=bool(rng.integers(2)),
+                         score=score and n == depth - 1) for n in range(depth)]
+
+
+def good_command(**changes) -> LayerCommand:
+    """A valid command (2 rows of a 5 -> 3 layer from buffer 0 to 1), with ``changes``."""
+    fields = dict(rows=2, in_dim=5, out_dim=3, weight_tile=0, bias_word=0, mult=1, shift=0,
+                  relu=False, score=False, src=0, dst=1, tag=0)
+    return LayerCommand(**{**fields, **changes})
+
+
+def bad_commands(config: AccelConfig) -> list[dict]:
+    """Changes that make :func:`good_command` invalid, one rule each: no rows, no inputs, no
+    outputs, more rows than the sub-batch, inputs beyond ``max_layer_dim``, source and
+    destination the same buffer (both), a score layer with more than one output, and
+    weight tiles beyond the weight memory."""
+    return [dict(rows=0), dict(in_dim=0), dict(out_dim=0), dict(rows=config.sub_batch + 1),
+            dict(in_dim=config.max_layer_dim + 1), dict(src=0, dst=0), dict(src=1, dst=1),
+            dict(score=True, out_dim=2),
+            dict(weight_tile=config.weight_tiles - 1, in_dim=8, out_dim=8)]
+
+
+def check_outputs(partition: int, got: np.ndarray, expected: np.ndarray) -> None:
+    """Scoreboard of a result: ``got`` equals ``expected`` element for element; the message
+    counts the mismatches and shows the first."""
+    got, expected = np.asarray(got), np.asarray(expected)
+    assert got.shape == expected.shape, \
+        f"partition {partition}: result shape {got.shape}, expected {expected.shape}"
+    bad = np.argwhere(np.atleast_1d(got != expected))
+    assert bad.size == 0, (f"partition {partition}: {bad.shape[0]} mismatches, first at "
+                           f"{bad[0].tolist()}: got {np.atleast_1d(got)[tuple(bad[0])]}, "
+                           f"expected {np.atleast_1d(expected)[tuple(bad[0])]}")
+
+
+def check_job(partition: int, job: Job, responses: list[dict], scores: list[dict] | None,
+              out: np.ndarray | None) -> None:
+    """Scoreboard of a whole job: every response ``error = 0``; for a score MLP the score
+    payloads (``scores``) numbered 0..B-1 with ``last`` on the final one and equal to the
+    golden, else the activations read back (``out``) equal to it."""
+    assert all(r["error"] == 0 for r in responses), \
+        f"partition {partition}: a command was rejected: {responses}"
+    if job.layers[-1].score:
+        assert scores is not None, f"partition {partition}: no scores"
+        assert [s["row"] for s in scores] == list(range(job.rows))
+        assert [s["last"] for s in scores] == [0] * (job.rows - 1) + [1]
+        check_outputs(partition, [s["score"] for s in scores], job.expected)
+    else:
+        check_outputs(partition, out, job.expected)
