@@ -94,7 +94,7 @@ def systemrdl(regmap: RegisterMap) -> str:
 def write_exports(config: AccelConfig, out_dir: Path) -> list[Path]:
     """Write ``rpaccel_regs.md``, ``rpaccel_regs.h`` and ``rpaccel_regs.rdl`` into
     ``out_dir``; returns the paths."""
-    from .generate import write_if_changed
+    from rpaccel.sim.files import write_if_changed
 
     regmap = register_map(config)
     out_dir = Path(out_dir)
