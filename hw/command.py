@@ -279,6 +279,7 @@ class CommandProcessor(wiring.Component):
                     r.jobs.payload.count.eq(n)]
 
         resume = Signal()                     # return to DECODE after this completion
+        resume_query = Signal()               # return to QUERY after this completion
 
         def capture(done):
             """The completion of a finished query."""
@@ -356,12 +357,19 @@ class CommandProcessor(wiring.Component):
                         m.next = "COMPLETE"
 
             with m.State("QUERY"):
+                # While the query engine is busy with an earlier query, that query's
+                # results may come back first: write its completion, then offer again.
                 m.d.comb += [self.busy.eq(1), self.query.valid.eq(1),
                              self.query.payload.index.eq(index),
                              self.query.payload.entry.eq(rq)]
                 with m.If(self.query.ready):
                     m.d.sync += out.eq(out + 1)
                     m.next = "IDLE"
+                with m.Elif(self.query_done.valid):
+                    m.d.comb += self.query_done.ready.eq(1)
+                    m.d.sync += [capture(self.query_done.payload), out.eq(out - 1),
+                                 resume_query.eq(1)]
+                    m.next = "COMPLETE"
 
             # weights and biases: one word at a time to every partition of the mask
             for kind, size, base, n, ports, nxt in (
@@ -504,6 +512,9 @@ class CommandProcessor(wiring.Component):
                     with m.If(resume):
                         m.d.sync += resume.eq(0)
                         m.next = "DECODE"
+                    with m.Elif(resume_query):
+                        m.d.sync += resume_query.eq(0)
+                        m.next = "QUERY"
                     with m.Else():
                         m.next = "IDLE"
         with m.If(~(self.wr_done.valid & self.wr_done.ready)):
