@@ -294,34 +294,34 @@ class InteractionUnit(wiring.Component):
         cur_dim = Mux(first, self.dim, dim_kept)
         dim_ok = (cur_dim != 0) & (cur_dim <= emb)
         cur_beats = (cur_dim + (lanes - 1)) >> log_lanes
+        # Comb logic here is plain expressions (Mux chains), not Switch/If: Icarus runs the
+        # `always_comb` blocks those become once per bit of a partly assigned vector.
         cur_lp = Signal(range(lp_max + 1))       # log2 of this sample's pack factor
+        lp_expr = 0
         for lp in range(1, lp_max + 1):
-            with m.If(cur_dim <= (lanes >> lp)):
-                m.d.comb += cur_lp.eq(lp)
+            lp_expr = Mux(cur_dim <= (lanes >> lp), lp, lp_expr)
+        m.d.comb += cur_lp.eq(lp_expr)
         take = Signal()
         m.d.comb += [
             vin.ready.eq((loaded != 2) & ~in_reset),
             take.eq(vin.valid & vin.ready),
         ]
         write_ok = take & (count < vmax)
-        with m.Switch(cur_lp):
-            with m.Case(0):
-                m.d.comb += [vwrite.addr.eq(Cat(wb, count)),
-                             vwrite.en.eq(Mux(write_ok, (1 << emb) - 1, 0))]
-                for e in range(emb):
-                    m.d.comb += vwrite.data[e].eq(Mux(cur_dim > e, vin.payload.data[e], 0))
+        addr = Cat(wb, count)
+        for lp in range(1, lp_max + 1):
+            addr = Mux(cur_lp == lp, Cat(wb, count >> (log_chunks + lp)), addr)
+        m.d.comb += vwrite.addr.eq(addr)
+        for e in range(emb):
+            value, enable = Mux(cur_dim > e, vin.payload.data[e], 0), 1
             for lp in range(1, lp_max + 1):
                 slot_width = lanes >> lp
                 per_word = log_chunks + lp       # log2(vectors per word)
-                with m.Case(lp):
-                    slot = count[:per_word] if per_word else 0
-                    m.d.comb += vwrite.addr.eq(Cat(wb, count >> per_word))
-                    for e in range(emb):
-                        el = e % slot_width
-                        m.d.comb += [
-                            vwrite.data[e].eq(Mux(cur_dim > el, vin.payload.data[el], 0)),
-                            vwrite.en[e].eq(write_ok & (slot == e // slot_width)),
-                        ]
+                el = e % slot_width
+                slot = count[:per_word] if per_word else 0
+                here = cur_lp == lp
+                value = Mux(here, Mux(cur_dim > el, vin.payload.data[el], 0), value)
+                enable = Mux(here, slot == e // slot_width, enable)
+            m.d.comb += [vwrite.data[e].eq(value), vwrite.en[e].eq(write_ok & enable)]
 
         # Plain expressions (continuous assignments in Verilog) rather than assignments inside
         # If blocks: a 4-state simulator then never sees them undriven at time zero.
@@ -388,17 +388,16 @@ class InteractionUnit(wiring.Component):
         # lane group) and the chunk of vector j's word that holds j .. j + P - 1.
         a_sel = Signal(range(max(chunks, emb * pm // lanes)))
         b_sel = Signal(range(chunks))
-        with m.Switch(lp_r):
-            with m.Case(0):
-                m.d.comb += [read_i.addr.eq(Cat(rb, i)), read_j.addr.eq(Cat(rb, j)),
-                             a_sel.eq(c), b_sel.eq(c)]
-            for lp in range(1, lp_max + 1):
-                per_word = log_chunks + lp
-                with m.Case(lp):
-                    m.d.comb += [read_i.addr.eq(Cat(rb, i >> per_word)),
-                                 read_j.addr.eq(Cat(rb, j >> per_word))]
-                    if per_word:
-                        m.d.comb += [a_sel.eq(i[:per_word]), b_sel.eq(j[:per_word] >> lp)]
+        addr_i, addr_j, sel_a, sel_b = Cat(rb, i), Cat(rb, j), c, c
+        for lp in range(1, lp_max + 1):
+            per_word = log_chunks + lp
+            here = lp_r == lp
+            addr_i = Mux(here, Cat(rb, i >> per_word), addr_i)
+            addr_j = Mux(here, Cat(rb, j >> per_word), addr_j)
+            sel_a = Mux(here, i[:per_word] if per_word else 0, sel_a)
+            sel_b = Mux(here, j[:per_word] >> lp if per_word else 0, sel_b)
+        m.d.comb += [read_i.addr.eq(addr_i), read_j.addr.eq(addr_j), a_sel.eq(sel_a),
+                     b_sel.eq(sel_b)]
         m.d.comb += [read_i.en.eq(advance), read_j.en.eq(advance)]
 
         # -- datapath: every register advances together --------------------------------------
@@ -426,28 +425,22 @@ class InteractionUnit(wiring.Component):
             # Stage 2: the lanes' operands.
             a2 = [Signal(signed(ow), name=f"a{lane}", reset_less=True) for lane in range(lanes)]
             b2 = [Signal(signed(ow), name=f"b{lane}", reset_less=True) for lane in range(lanes)]
-            with m.Switch(tags1["b_sel"]):
-                for k in range(chunks):
-                    with m.Case(k):
-                        m.d.sync += [b2[lane].eq(read_j.data[k * lanes + lane])
-                                     for lane in range(lanes)]
-            with m.Switch(tags1["lp"]):
-                with m.Case(0):
-                    with m.Switch(tags1["a_sel"]):
-                        for k in range(chunks):
-                            with m.Case(k):
-                                m.d.sync += [a2[lane].eq(read_i.data[k * lanes + lane])
-                                             for lane in range(lanes)]
+            # Plain Mux chains (see the loader): lane `lane` takes element `k * lanes + lane`
+            # of chunk k unpacked, `k * S + lane mod S` of slot k packed by P = lanes / S.
+            for lane in range(lanes):
+                b_val = read_j.data[lane]
+                a_val = read_i.data[lane]
+                for k in range(1, chunks):
+                    b_val = Mux(tags1["b_sel"] == k, read_j.data[k * lanes + lane], b_val)
+                    a_val = Mux(tags1["a_sel"] == k, read_i.data[k * lanes + lane], a_val)
                 for lp in range(1, lp_max + 1):
                     slot_width = lanes >> lp
-                    with m.Case(lp):
-                        with m.Switch(tags1["a_sel"]):
-                            for k in range(emb // slot_width):
-                                with m.Case(k):
-                                    m.d.sync += [
-                                        a2[lane].eq(read_i.data[k * slot_width
-                                                                + lane % slot_width])
-                                        for lane in range(lanes)]
+                    packed = read_i.data[lane % slot_width]
+                    for k in range(1, emb // slot_width):
+                        packed = Mux(tags1["a_sel"] == k,
+                                     read_i.data[k * slot_width + lane % slot_width], packed)
+                    a_val = Mux(tags1["lp"] == lp, packed, a_val)
+                m.d.sync += [a2[lane].eq(a_val), b2[lane].eq(b_val)]
             tags2 = stage(tags1, "select")
 
             # Stage 3: lanes products.

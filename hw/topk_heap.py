@@ -10,8 +10,8 @@ from amaranth import Array, Cat, Module, Mux, Signal
 from amaranth.lib.memory import Memory
 
 from .config import AccelConfig
-from .topk import ERROR_COUNTER_WIDTH, TopKPorts, k_shape
-from .topk import _k_out_of_range, _rank_key as rank_key, _unkey as unkey
+from .topk_common import ERROR_COUNTER_WIDTH, TopKPorts, k_shape
+from .topk_common import _k_out_of_range, _rank_key as rank_key, _unkey as unkey
 
 __all__ = ["HeapTopK", "heap_levels"]
 
