@@ -16,9 +16,8 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from amaranth.back import verilog
-
 from rpaccel.hw.config import AccelConfig
+from rpaccel.hw.shared import convert as convert_verilog
 from .units import get_unit
 
 __all__ = ["GeneratedUnit", "generate", "top_name", "verilog_ports", "write_if_changed",
@@ -110,7 +109,7 @@ def convert(config: AccelConfig, unit: str) -> tuple[str, dict]:
     spec = get_unit(unit)
     component = spec.build(config)
     top = top_name(unit)
-    text = verilog.convert(component, name=top, emit_src=False)
+    text = convert_verilog(component, name=top, emit_src=False)
     manifest = {
         "manifest_version": MANIFEST_VERSION,
         "unit": unit,

@@ -28,9 +28,10 @@ STALL_PATTERNS = {"none": (0.0, 0.0), "gaps": (0.3, 0.0), "backpress": (0.0, 0.4
 
 
 def random_job(config, rng, counts):
-    """Tiles [(W (R x Cp), X (B x R)), ...] of full-range int8 values, B from ``counts``."""
-    R, Cp = config.rows, config.partition_cols
-    return [(rng.integers(-128, 128, (R, Cp)), rng.integers(-128, 128, (b, R))) for b in counts]
+    """Tiles [(W (R x Cp), X (B x R)), ...] of full-range ``operand_width`` values, B from
+    ``counts``."""
+    R, Cp, lo = config.rows, config.partition_cols, -(1 << (config.operand_width - 1))
+    return [(rng.integers(lo, -lo, (R, Cp)), rng.integers(lo, -lo, (b, R))) for b in counts]
 
 
 def beats(tiles):

@@ -25,17 +25,18 @@ def digest(folder: Path) -> dict:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
 
 
-def test_gen_is_byte_identical_across_hash_seeds_and_folders(tmp_path):
+@pytest.mark.parametrize("unit", ["pe", "compute_core"])
+def test_gen_is_byte_identical_across_hash_seeds_and_folders(tmp_path, unit):
     outs = []
     for i, seed in enumerate(("0", "12345")):
         cwd = tmp_path / f"cwd{i}"
         cwd.mkdir()
-        proc = rpaccel("gen", "--preset", "tiny", "--unit", "pe", "--out", "X", cwd=cwd,
+        proc = rpaccel("gen", "--preset", "tiny", "--unit", unit, "--out", "X", cwd=cwd,
                        env={"PYTHONHASHSEED": seed})
         assert proc.returncode == 0, proc.stderr
         outs.append(cwd / "X")
     assert digest(outs[0]) == digest(outs[1])
-    assert set(digest(outs[0])) == {"rpaccel_pe.v", "rpaccel_pe.json"}
+    assert set(digest(outs[0])) == {f"rpaccel_{unit}.v", f"rpaccel_{unit}.json"}
     for path in outs[0].iterdir():
         assert path.stat().st_mode & 0o044, f"{path.name} is not readable by others"
         text = path.read_text()
