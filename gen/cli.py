@@ -1,8 +1,12 @@
 """The ``rpaccel`` command line.
 
-Each sub-command is a small function here that parses its options and calls the library;
-errors the user can fix (:class:`~rpaccel.hw.errors.RpaccelError`) are printed as one line
-``rpaccel: error: ...`` with exit status 2, never as a traceback.
+Each sub-command is a small function here that turns its options into values, checks every
+path and tool it will need (``gen/options.py``: output folders and files writable, the build
+and data roots usable, the simulator installed, the unit and target known) and only then
+calls the library, so a mistake fails at once and leaves nothing behind. Errors the user can
+fix (:class:`~rpaccel.hw.errors.RpaccelError`, usage errors, and any file-system error no
+check foresaw) are printed as one line ``rpaccel: error: ...`` with exit status 2, never as
+a traceback. Progress goes to stderr, results to stdout.
 """
 
 from __future__ import annotations
