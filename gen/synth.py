@@ -6,8 +6,9 @@ Flow (``rpaccel synth``):
   --out-of-context`` (a unit's ports usually outnumber the package pins; out-of-context
   skips I/O buffers). Area comes from nextpnr's packed utilization (``TRELLIS_COMB`` is LUT4
   sites, carry chains included), Fmax from its timing report for ``clk``.
-* ``generic``: yosys ``synth -lut 4``: LUT4 and flip-flop counts of a technology-neutral
-  mapping, no timing (``fmax_mhz`` is null).
+* ``generic``: yosys ``synth -flatten -lut 4``: LUT4 and flip-flop counts of a technology-neutral
+  mapping, no timing (``fmax_mhz`` is null). Flattened first, as ``synth_ecp5`` does, so
+  a module shared by many instances (``hw/shared.py``) is optimised in its context.
 
 Like coreblocks, one unit is synthesized at a time with its ports bound, so nothing is
 optimised away, and the result is a JSON file CI and reports can compare.
@@ -125,7 +126,7 @@ def synthesize(config: AccelConfig, unit: str, target: str, *, preset_name: str 
         script = f"{prepare}; synth_ecp5 -top {gen.top} -json {netlist.name}; " \
                  f"tee -q -o {stat.name} stat -json"
     else:
-        script = f"{prepare}; synth -top {gen.top} -lut 4; tee -q -o {stat.name} stat -json"
+        script = f"{prepare}; synth -top {gen.top} -flatten -lut 4; tee -q -o {stat.name} stat -json"
     progress(f"yosys: synthesizing {gen.top} for {target} (the first yosys run is slow)...")
     _run([yosys, "-q", "-l", "yosys.log", "-p", script], work, work / "yosys.stdout",
          "yosys (log: yosys.log)")

@@ -128,10 +128,13 @@ class PERow(wiring.Component):
     """One row of ``partition_cols`` PEs of a partition: the activation enters at the left
     and moves right, each column's partial sum and weight chain pass through.
 
-    Ports: ``act_in``/``bank_in`` (into ``PE[r][0]``), ``psum_in``/``psum_out`` and
-    ``weight_in``/``weight_out`` (``Cp`` lanes, lane ``c`` = column ``c``), ``weight_shift`` and
-    ``weight_bank`` (bit ``c`` for column ``c``). Timing is the PE's (``hw/pe.py``). In Verilog
-    the row is one module instantiated ``rows`` times per partition, and the PE one module
+    Ports: ``act_in``/``bank_in`` (into ``PE[r][0]``), ``psum_in``/``psum_out``
+    (``Cp x acc_width`` bits, lane ``c`` = column ``c``) and ``weight_in``/``weight_out``
+    (``Cp x operand_width`` bits), ``weight_shift`` and ``weight_bank`` (bit ``c`` for column
+    ``c``). The lanes are plain bit vectors, not ``ArrayLayout`` views: Amaranth names a
+    view's elements ``psum_in[0]``, which clashes with yosys's names of the port's bits in a
+    synthesis that keeps the hierarchy. Timing is the PE's (``hw/pe.py``). In Verilog the
+    row is one module instantiated ``rows`` times per partition, and the PE one module
     instantiated ``Cp`` times in it (``hw/shared.py``): a 128 x 128 array is then a few
     hundred instances instead of 16,384 copies of the PE.
     """
@@ -142,13 +145,22 @@ class PERow(wiring.Component):
         super().__init__({
             "act_in": In(signed(ow)),
             "bank_in": In(1),
-            "psum_in": In(data.ArrayLayout(signed(aw), cp)),
-            "psum_out": Out(data.ArrayLayout(signed(aw), cp)),
-            "weight_in": In(data.ArrayLayout(signed(ow), cp)),
-            "weight_out": Out(data.ArrayLayout(signed(ow), cp)),
+            "psum_in": In(aw * cp),
+            "psum_out": Out(aw * cp),
+            "weight_in": In(ow * cp),
+            "weight_out": Out(ow * cp),
             "weight_shift": In(cp),
             "weight_bank": In(cp),
         })
+
+    def psum_lane(self, value, c: int):
+        """Lane ``c`` of ``psum_in``/``psum_out``, signed."""
+        aw = self._config.acc_width
+        return value.word_select(c, aw).as_signed()
+
+    def weight_lane(self, value, c: int):
+        """Lane ``c`` of ``weight_in``/``weight_out``."""
+        return value.word_select(c, self._config.operand_width)
 
     def elaborate(self, platform):
         m = Module()
@@ -158,10 +170,10 @@ class PERow(wiring.Component):
             m.d.comb += [
                 pe.act_in.eq(self.act_in if c == 0 else pes[c - 1].act_out),
                 pe.bank_in.eq(self.bank_in if c == 0 else pes[c - 1].bank_out),
-                pe.psum_in.eq(self.psum_in[c]),
-                self.psum_out[c].eq(pe.psum_out),
-                pe.weight_in.eq(self.weight_in[c]),
-                self.weight_out[c].eq(pe.weight_out),
+                pe.psum_in.eq(self.psum_lane(self.psum_in, c)),
+                self.psum_lane(self.psum_out, c).eq(pe.psum_out),
+                pe.weight_in.eq(self.weight_lane(self.weight_in, c)),
+                self.weight_lane(self.weight_out, c).eq(pe.weight_out),
                 pe.weight_shift.eq(self.weight_shift[c]),
                 pe.weight_bank.eq(self.weight_bank[c]),
             ]
@@ -247,7 +259,7 @@ class SystolicPartition(wiring.Component):
             shift = _delayed(m, shift0, c, f"shift_c{c}")
             shift_bank = _delayed(m, shift_bank0, c, f"shift_bank_c{c}")
             beat = _delayed(m, beat0[c], c, f"weight_c{c}")
-            m.d.comb += rows[R - 1].weight_in[c].eq(beat)
+            m.d.comb += rows[R - 1].weight_lane(rows[R - 1].weight_in, c).eq(beat)
             for row in rows:
                 m.d.comb += [row.weight_shift[c].eq(shift), row.weight_bank[c].eq(shift_bank)]
         # Upward chain: the bottom row takes the beats, every other row its lower
@@ -311,7 +323,8 @@ class SystolicPartition(wiring.Component):
         m.submodules.result_fifo = fifo = StreamFIFO(result_layout(config), depth)
         out = ctl[R + Cp + PRODUCT_LATENCY]
         for c in range(Cp):
-            column = _delayed(m, rows[R - 1].psum_out[c], Cp - 1 - c, f"psum_c{c}")
+            column = _delayed(m, rows[R - 1].psum_lane(rows[R - 1].psum_out, c), Cp - 1 - c,
+                              f"psum_c{c}")
             m.d.comb += fifo.w.payload.data[c].eq(column)
         # The credits guarantee fifo.w.ready whenever out.valid (see credits_used).
         m.d.comb += [fifo.w.payload.last.eq(out.last), fifo.w.valid.eq(out.valid)]
