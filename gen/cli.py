@@ -19,7 +19,7 @@ from pathlib import Path
 
 from rpaccel.hw.errors import RpaccelError
 
-from . import golden_cli
+from . import cache_study_cli, golden_cli
 from .options import (add_config_options, check_build_root, check_output_dir, check_output_file,
                       check_simulator, config_from_args, heartbeat, say)
 
@@ -172,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     golden_cli.register(sub)
+    cache_study_cli.register(sub)
     return parser
 
 

@@ -6,9 +6,11 @@ Two cocotb benchmarks run on the chosen simulator, with an optimized model build
   real layer shapes of the three MovieLens models) with their output columns split over
   the partitions; cycles from the engines' counters; MAC utilization =
   ``B * in * out / (rows * cols * cycles)``.
-* ``tb/bench_topk.py`` on the top-k harness (``tb/topk_harness.py``): ``n`` scores at full
-  rate into one top-k unit for several ``k``; cycles from the first input to the last
-  result, and the constant from the last input to the first result.
+* ``tb/bench_topk.py`` on the top-k harness (``tb/topk_harness.py``): ``n`` scores (as many
+  as the harness holds, 4096 on ``default``) at full rate into one top-k unit for ``k`` = 1,
+  16, 64, 256, 512 (up to ``topk_max``) and ``topk_max / 2``; cycles from the first input to
+  the last result, cycles per candidate, and the delays from the last input to the first
+  and to the last result.
 
 In both, Python loads memories and starts the work, then the simulator runs freely until
 the design reports done; ``sim_cycles_per_s`` is simulated cycles per wall-clock second of
@@ -29,6 +31,7 @@ from .generate import generate
 from rpaccel.sim.report import format_table
 from .options import check_simulator
 from .simulators import run_cocotb
+from rpaccel.tb.topk_harness import harness_depth
 
 __all__ = ["bench_plan", "run_core_bench"]
 
@@ -48,8 +51,10 @@ def bench_plan(config: AccelConfig) -> dict:
                 seen.add((n_in, n_out))
                 layers.append({"name": f"{spec.name} {part} {n_in}x{n_out}",
                                "b": config.sub_batch, "in": n_in, "out": n_out})
-    n = min(1024, 1 << config.id_width)
-    ks = sorted({1, max(1, config.topk_max // 2), config.topk_max})
+    # The cascade's sizes: 4096 candidates (as many as the harness holds), k = 16 .. 512.
+    n = harness_depth(config)
+    ks = sorted({1, max(1, config.topk_max // 2), config.topk_max}
+                | {k for k in (16, 64, 256, 512) if k <= config.topk_max})
     topk = [{"n": n, "k": k} for k in ks] + [{"n": config.topk_max // 2 or 1,
                                              "k": config.topk_max}]
     return {"layers": layers, "topk": topk}
@@ -103,8 +108,10 @@ def format_report(report: dict) -> str:
               f"({report['preset']}, {report['config_hash']}) on {report['simulator']}")]
     lines.append("")
     lines.append(format_table(
-        ["n", "k", "cycles", "input cycles", "last input -> first result"],
-        [[t["n"], t["k"], t["cycles"], t["input_cycles"], t["first_result_after_last_input"]]
+        ["n", "k", "cycles", "input cycles", "cycles/candidate", "last input -> first result",
+         "last input -> last result"],
+        [[t["n"], t["k"], t["cycles"], t["input_cycles"], round(t["cycles_per_candidate"], 3),
+          t["first_result_after_last_input"], t["last_result_after_last_input"]]
          for t in report["topk"]], title="Top-k filter"))
     lines.append("")
     lines.append(f"simulation speed: {report['sim_cycles_per_s']:.0f} cycles/s "

@@ -26,19 +26,9 @@ import numpy as np
 
 from .options import (check_build_root, check_data_root, check_simulator, config_from_args,
                       say)
-from rpaccel.hw.errors import RpaccelError
 from rpaccel.sim.report import format_table
 
-__all__ = ["run_demo", "rtl_cascade", "RTLMismatch"]
-
-
-class RTLMismatch(RpaccelError):
-    """The RTL computed something other than the golden model."""
-
-
-def _require(ok: bool, what: str):
-    if not ok:
-        raise RTLMismatch(what)
+__all__ = ["run_demo", "rtl_cascade"]
 
 
 def _say(msg: str):
@@ -46,63 +36,18 @@ def _say(msg: str):
 
 
 def rtl_cascade(config, setup, user: int, stages, sim: str, work, progress=_say) -> dict:
-    """Run one query's cascade with its MLPs on the compute core and its top-k on the
-    top-k unit (RTL, cocotb); check every stage against the golden. Returns the figures."""
-    from rpaccel.sim.golden import Pipeline, Stage
-    from rpaccel.sim.mlp_program import model_mlps, save_mlp_jobs
-    from rpaccel.sim.quant import forward_int
+    """One query's cascade on the RTL through the host layer (:func:`rpaccel.sim.host.
+    run_cascade` over :class:`~rpaccel.gen.transport.CocotbTransport`): every MLP on the
+    compute core, every top-k on the top-k unit, each stage checked against the golden."""
+    from rpaccel.sim.host import run_cascade
 
-    from .generate import generate
-    from .simulators import run_cocotb
+    from .transport import CocotbTransport
 
-    golden = setup.golden
     candidates = setup.split.test_candidates(user)
-    pipeline = Pipeline("rtl", tuple(Stage(m, k) for m, k in stages))
-    reference = golden.run(pipeline, user, candidates, "int8")
-    core, harness = generate(config, "compute_core"), generate(config, "topk_harness")
-    figures = {"user": user, "candidates": int(candidates.size), "stages": []}
-    for n, ((model, keep), ref) in enumerate(zip(stages, reference.stages)):
-        # Candidates in ascending id order: the harness breaks ties by position.
-        cands = np.sort(candidates)
-        qm = golden.quantized[model]
-        trace = forward_int(qm, golden.batch(user, cands), trace=True)
-        B = config.sub_batch
-        jobs = []
-        for lo in range(0, cands.size, B):
-            hi = min(cands.size, lo + B)
-            jobs.append(("bottom", trace.dense[lo:hi], trace.bottom[-1][lo:hi]))
-            jobs.append(("top", trace.top_input[lo:hi], trace.scores[lo:hi]))
-        job_file, out_file = work / f"stage{n}-jobs.npz", work / f"stage{n}-out.npz"
-        save_mlp_jobs(job_file, model_mlps(qm), jobs)
-        progress(f"stage {n + 1}: {model} model on {cands.size} candidates "
-                 f"({len(jobs)} sub-batch MLP jobs) on the RTL compute core ({sim})")
-        run_cocotb(core, sim, "rpaccel.tb.mlp_jobs", optimize=True, quiet=True,
-                   extra_env={"RPACCEL_MLP_JOBS": str(job_file), "RPACCEL_MLP_OUT": str(out_file)})
-        out = np.load(out_file)
-        scores = np.concatenate([out[f"j{j}_out"] for j in range(1, len(jobs), 2)])
-        mlp_cycles = int(sum(out[f"j{j}_cycles"].sum() for j in range(len(jobs))))
-        order = np.argsort(ref.candidates)
-        _require(np.array_equal(cands, ref.candidates[order]),
-                 f"stage {n + 1}: candidate lists of the golden and the RTL run differ")
-        _require(np.array_equal(scores, ref.scores[order]),
-                 f"stage {n + 1}: RTL scores differ from the golden's")
-
-        progress(f"stage {n + 1}: top-{keep} of {cands.size} scores on the RTL top-k unit")
-        q_file, k_file = work / f"stage{n}-topk.npz", work / f"stage{n}-topk-out.npz"
-        np.savez(q_file, q0_scores=scores, q0_k=np.array(keep))
-        run_cocotb(harness, sim, "rpaccel.tb.bench_topk", optimize=True, quiet=True,
-                   testcase="topk_queries",
-                   extra_env={"RPACCEL_TOPK_QUERIES": str(q_file), "RPACCEL_TOPK_OUT": str(k_file)})
-        top = np.load(k_file)
-        kept = cands[top["q0_positions"]]
-        _require(np.array_equal(kept, ref.kept),
-                 f"stage {n + 1}: the RTL top-{keep} differs from the golden's")
-        figures["stages"].append({
-            "model": model, "keep_k": keep, "candidates": int(cands.size),
-            "mlp_engine_cycles": mlp_cycles, "topk_cycles": int(top["q0_cycles"]),
-            "kept_match_golden": True})
-        candidates = kept
-    figures["top10"] = [int(i) for i in candidates]
+    figures = run_cascade(setup.golden, stages, user, candidates,
+                          CocotbTransport(config, sim, work), sub_batch=config.sub_batch,
+                          progress=progress).to_dict()
+    figures["top10"] = figures.pop("top")
     relevant = set(setup.split.test_items(user).tolist())
     figures["relevant_in_top10"] = sum(i in relevant for i in figures["top10"])
     return figures

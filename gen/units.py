@@ -47,6 +47,23 @@ UNITS: dict[str, Unit] = {unit.name: unit for unit in [
          "rpaccel.hw.mlp_engine:MLPLayerEngine"),
     Unit("compute_core", "systolic array with one MLP layer engine per partition",
          "rpaccel.hw.compute_core:ComputeCore"),
+    Unit("csr", "control and status registers of the register map on an AXI4-Lite slave",
+         "rpaccel.hw.csr:CSRBlock"),
+    Unit("axi_writer", "AXI4 write master: blocks of bus words in INCR bursts, never across 4 KiB",
+         "rpaccel.hw.axi_write:AxiBlockWriter"),
+    Unit("embedding", "embedding subsystem: AXI4 row reader, static and dynamic caches, bag pooling",
+         "rpaccel.hw.embedding:EmbeddingSubsystem"),
+    Unit("embedding_harness", "test only: embedding subsystem on the HDL AXI4 memory model",
+         "rpaccel.tb.embedding_harness:EmbeddingHarness"),
+    Unit("axi_read_arbiter", "AXI4 read arbiter: client read ports onto one, ARID per client",
+         "rpaccel.hw.axi_arbiter:AxiReadArbiter"),
+    Unit("command", "command processor: ring fetch, model and static loads, query hand-off, "
+         "completions", "rpaccel.hw.command:CommandProcessor"),
+    Unit("stage_runner", "stage runner: records, dense, bottom MLP, embeddings, interaction, "
+         "top MLP, scores to a top-k unit (needs act_buffers >= 3)",
+         "rpaccel.hw.stage:StageRunner"),
+    Unit("axi_read_harness", "test only: AXI4 word readers of several word sizes",
+         "rpaccel.tb.axi_read_harness:AxiReadHarness"),
     Unit("topk_harness", "benchmark harness (test only): stimulus RAM -> top-k -> result RAM",
          "rpaccel.tb.topk_harness:TopKHarness"),
 ]}

@@ -62,6 +62,9 @@ class AccelConfig:
     weight_capacity: int = 32768
     #: Bias memory per partition, in accumulator-wide elements.
     bias_capacity: int = 1024
+    #: Activation buffers per engine: a layer reads one and writes another; the others
+    #: are free for the host (or the sub-batch controller) while it runs.
+    act_buffers: int = 2
 
     # -- Feature interaction -----------------------------------------------------------------
     #: Most vectors (pooled embeddings plus the bottom-MLP output) one sample interacts.
@@ -80,18 +83,39 @@ class AccelConfig:
     dynamic_cache_sets: int = 64
     #: Ways of the dynamic embedding cache.
     dynamic_cache_ways: int = 4
+    #: Most rows one multi-hot bag pools (a longer bag is flagged as bad input).
+    max_bag: int = 8
+    #: Table sets (models) whose descriptors the embedding subsystem holds at once.
+    emb_models: int = 4
+    #: Width of an embedding row index (a table has at most 2**emb_row_width rows).
+    emb_row_width: int = 20
+    #: Row lookups the embedding subsystem keeps in flight (misses outstanding on the bus).
+    emb_inflight: int = 16
 
     # -- Top-k filtering -----------------------------------------------------------------------
-    #: Largest k a top-k unit keeps.
-    topk_max: int = 64
+    #: Largest k a top-k unit keeps (the quality report's cascades keep 256 after the small
+    #: model; above 32 the unit is a pipelined heap in block RAM, see hw/topk.py).
+    topk_max: int = 256
     #: Number of top-k filter units (at least one per partition).
     topk_units: int = 2
     #: Width of a candidate id.
     id_width: int = 16
 
+    # -- Top level -----------------------------------------------------------------------------
+    #: Most stages of one query's cascade (sizes descriptors, completions and CSRs).
+    max_stages: int = 4
+    #: Models the accelerator holds loaded at once (each may be loaded into any partitions).
+    model_slots: int = 4
+    #: Dense (int8) features a candidate record carries.
+    max_dense: int = 8
+    #: Embedding lookups (rows over all tables) a candidate record carries.
+    max_lookups: int = 16
+
     # -- System --------------------------------------------------------------------------------
     #: Data width of the AXI4 memory bus, in bits.
     mem_bus_width: int = 128
+    #: Address width of the AXI4 memory bus, in bits.
+    mem_addr_width: int = 32
     #: Clock frequency the design is built for, in MHz (reports convert cycles to time with it).
     clock_mhz: float = 125.0
 
@@ -134,6 +158,8 @@ class AccelConfig:
             fail("sub_batch", "between 1 and 4096")
         if not self.rows <= self.max_layer_dim <= 8192 or self.max_layer_dim % self.rows:
             fail("max_layer_dim", f"a multiple of rows={self.rows} up to 8192")
+        if not 2 <= self.act_buffers <= 8:
+            fail("act_buffers", "between 2 and 8")
         tile = self.rows * self.cols // self.partitions
         if self.weight_capacity < tile or self.weight_capacity % tile:
             fail("weight_capacity", f"a positive multiple of one weight tile ({tile} elements)")
@@ -155,6 +181,14 @@ class AccelConfig:
             fail("dynamic_cache_sets", "zero or a power of two")
         if not 1 <= self.dynamic_cache_ways <= 16:
             fail("dynamic_cache_ways", "between 1 and 16")
+        if not 1 <= self.max_bag <= 255:
+            fail("max_bag", "between 1 and 255")
+        if not (_is_pow2(self.emb_models) and self.emb_models <= 16):
+            fail("emb_models", "a power of two between 1 and 16")
+        if not 4 <= self.emb_row_width <= 28:
+            fail("emb_row_width", "between 4 and 28")
+        if not 2 <= self.emb_inflight <= 256:
+            fail("emb_inflight", "between 2 and 256")
         if not 1 <= self.topk_max <= 4096:
             fail("topk_max", "between 1 and 4096")
         if not self.partitions <= self.topk_units <= 16:
@@ -163,8 +197,18 @@ class AccelConfig:
             fail("id_width", "between 4 and 32")
         if self.topk_max > 1 << self.id_width:
             fail("topk_max", f"at most 2**id_width={1 << self.id_width}")
+        if not 1 <= self.max_stages <= 6:
+            fail("max_stages", "between 1 and 6")
+        if not 1 <= self.model_slots <= 16:
+            fail("model_slots", "between 1 and 16")
+        if not 1 <= self.max_dense <= min(64, self.max_layer_dim):
+            fail("max_dense", f"between 1 and min(64, max_layer_dim={self.max_layer_dim})")
+        if not self.max_tables <= self.max_lookups <= 64:
+            fail("max_lookups", f"between max_tables={self.max_tables} and 64")
         if not (_is_pow2(self.mem_bus_width) and 32 <= self.mem_bus_width <= 1024):
             fail("mem_bus_width", "a power of two between 32 and 1024")
+        if not 16 <= self.mem_addr_width <= 64:
+            fail("mem_addr_width", "between 16 and 64")
         if not 1.0 <= float(self.clock_mhz) <= 2000.0:
             fail("clock_mhz", "between 1 and 2000")
 

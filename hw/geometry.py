@@ -24,13 +24,15 @@ class EngineGeometry:
     max_layer_dim: int
     weight_words: int
     bias_words: int
+    act_buffers: int = 2
 
     @classmethod
     def of(cls, config: AccelConfig) -> "EngineGeometry":
         return cls(rows=config.rows, cols=config.partition_cols, sub_batch=config.sub_batch,
                    max_layer_dim=config.max_layer_dim,
                    weight_words=config.weight_capacity // config.partition_cols,
-                   bias_words=config.bias_capacity // config.partition_cols)
+                   bias_words=config.bias_capacity // config.partition_cols,
+                   act_buffers=config.act_buffers)
 
     @property
     def act_lanes(self) -> int:

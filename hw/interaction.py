@@ -6,7 +6,7 @@ job for the weight-stationary systolic array, with cycles and measured area.
 
 import math
 
-from amaranth import Cat, Module, Mux, Signal, Value, signed, unsigned
+from amaranth import Cat, Module, Mux, ResetSignal, Signal, Value, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -16,7 +16,44 @@ from rpaccel.hw.config import AccelConfig
 from .vector import SHIFT_WIDTH, Requantizer
 
 __all__ = ["InteractionUnit", "vector_layout", "param_layout", "out_layout", "pairs_max",
-           "tree_stages", "pipeline_latency", "beats_per_pair"]
+           "tree_stages", "pipeline_latency", "beats_per_pair", "PACK_MAX", "pack_max",
+           "pack_factor", "issue_cycles", "pair_groups"]
+
+#: Most pairs the unit computes per cycle. Each needs its own requantizer (2 DSPs on ECP5),
+#: and 4 is what a D = 4 sample needs on 16 lanes (the small MovieLens model).
+PACK_MAX = 4
+
+
+def pack_max(config: AccelConfig) -> int:
+    """Results per ``out`` beat: ``min(PACK_MAX, interaction_lanes)``."""
+    return min(PACK_MAX, config.interaction_lanes)
+
+
+def pack_factor(config: AccelConfig, dim: int) -> int:
+    """Pairs issued per cycle for dimension ``dim``: the largest power of two ``P <=
+    pack_max(config)`` with ``dim <= interaction_lanes / P`` (1 when ``dim`` is above
+    ``lanes / 2``)."""
+    p = 1
+    while 2 * p <= pack_max(config) and dim <= config.interaction_lanes // (2 * p):
+        p *= 2
+    return p
+
+
+def pair_groups(config: AccelConfig, n: int, dim: int) -> list[int]:
+    """How many pairs each ``out`` beat of a sample carries, in order: row ``i`` (pairs
+    ``(i, 0) .. (i, i - 1)``) in groups of ``pack_factor`` consecutive pairs, the last group
+    of a row possibly shorter."""
+    p = pack_factor(config, dim)
+    return [min(p, i - j) for i in range(1, n) for j in range(0, i, p)]
+
+
+def issue_cycles(config: AccelConfig, n: int, dim: int) -> int:
+    """Issue cycles of a good sample of ``n`` vectors: ``n(n-1)/2 * ceil(dim / lanes)``
+    unpacked, else one per group of :func:`pair_groups`
+    (``sum(ceil(i / P) for i in 1 .. n-1)``)."""
+    if pack_factor(config, dim) == 1:
+        return n * (n - 1) // 2 * beats_per_pair(config, dim)
+    return len(pair_groups(config, n, dim))
 
 
 def pairs_max(config: AccelConfig) -> int:
@@ -58,8 +95,11 @@ def param_layout(config: AccelConfig) -> data.StructLayout:
 
 
 def out_layout(config: AccelConfig) -> data.StructLayout:
-    """Payload of :attr:`InteractionUnit.out`: one result (or the error beat)."""
-    return data.StructLayout({"data": signed(config.operand_width), "last": 1, "error": 1})
+    """Payload of :attr:`InteractionUnit.out`: ``count`` results (``data[0 .. count-1]``,
+    consecutive pairs; the other elements 0), or the error beat (``count`` 0)."""
+    pm = pack_max(config)
+    return data.StructLayout({"data": data.ArrayLayout(signed(config.operand_width), pm),
+                              "count": range(pm + 1), "last": 1, "error": 1})
 
 
 class InteractionUnit(wiring.Component):
@@ -80,12 +120,20 @@ class InteractionUnit(wiring.Component):
                                        shift: unsigned(6)}))
         Writes the requantization of pair ``index`` (its position in
         ``numerics.interaction_pairs``) into a memory of
-        ``max_interaction_vectors * (max_interaction_vectors - 1) / 2`` entries. Always ready;
-        an index beyond the memory is ignored. The host writes these when it loads a model:
-        a write while a sample is in the unit may or may not reach that sample.
-    out : Out(stream.Signature({data: signed(operand_width), last, error}))
-        The ``n(n-1)/2`` results of a sample in ``interaction_pairs`` order, ``last`` on the
-        final one, ``error`` low.
+        ``max_interaction_vectors * (max_interaction_vectors - 1) / 2`` entries. Ready except
+        during reset; an index beyond the memory is ignored. The host writes these when it
+        loads a model: a write while a sample is in the unit may or may not reach that
+        sample.
+    out : Out(stream.Signature({data: ArrayLayout(signed(operand_width), pack_max),
+                                count, last, error}))
+        The ``n(n-1)/2`` results of a sample in ``interaction_pairs`` order, ``count`` per
+        beat (``data[0 .. count-1]``, the other elements 0) in the groups of
+        :func:`pair_groups`: one result per beat unpacked, up to ``P`` consecutive pairs of
+        one row per beat when packed; ``last`` on the final beat, ``error`` low.
+
+    Reset: while ``rst`` is high, ``vectors.ready`` and ``pair_params.ready`` are low and
+    ``out.valid`` is low: nothing is taken (so nothing is lost) and nothing is offered. A
+    sample cut by the reset is forgotten; the pair parameters written before it stay.
 
     Bad input: a sample of fewer than 2 or more than ``max_interaction_vectors`` vectors,
     or a ``dim`` of 0 or above ``emb_dim_max``, is consumed up to its ``last`` and
@@ -93,26 +141,36 @@ class InteractionUnit(wiring.Component):
     next sample is processed normally.
 
     Architecture: the vectors of a sample are stored in one half of a double buffer
-    (``2 * max_interaction_vectors`` vectors) while the other half is computed on, so the
-    next sample loads while the current one computes. A pair takes
-    ``ceil(D / interaction_lanes)`` cycles on ``interaction_lanes`` int8 multipliers and an
-    adder tree, accumulated over those cycles, then goes through a :class:`Requantizer`.
+    (``2 * max_interaction_vectors`` words of ``emb_dim_max`` elements) while the other half
+    is computed on, so the next sample loads while the current one computes. Unpacked
+    (``D > lanes / 2``), a pair takes ``ceil(D / interaction_lanes)`` cycles on
+    ``interaction_lanes`` int8 multipliers and an adder tree, accumulated over those cycles,
+    then goes through a :class:`Requantizer`. Packed (``D <= lanes / 2``), the sample's
+    vectors are stored in slots of ``S = lanes / P`` elements (:func:`pack_factor` ``P`` up
+    to :data:`PACK_MAX`), so the ``P`` vectors ``j .. j + P - 1`` of a group are one
+    lanes-wide chunk of one word: each lane group ``g`` multiplies vector ``i`` by vector
+    ``j + g``, its sum is node ``g`` of the adder tree's level ``log2(S)``, and ``P``
+    requantizers (pair parameters in ``P`` banks, pair ``p`` in bank ``p mod P``) finish
+    the ``P`` pairs together. A group never spans two rows (that would need up to ``2P``
+    vector reads a cycle instead of two), so a row of ``i`` pairs takes ``ceil(i / P)``
+    cycles.
 
     Timing, without stalls on ``out``:
 
     * loading a sample takes ``n`` cycles (one vector per cycle);
     * its first pair is issued on the cycle after its last vector is transferred (when the
-      previous sample has finished issuing), and pairs are issued back to back:
-      ``n(n-1)/2 * ceil(D / lanes)`` cycles (1 cycle for a bad sample);
-    * a pair's result is offered :attr:`latency` cycles after its last issue cycle
+      previous sample has finished issuing), and groups are issued back to back:
+      :func:`issue_cycles` (``n(n-1)/2 * ceil(D / lanes)`` unpacked,
+      ``sum(ceil(i / P), i = 1 .. n-1)`` packed; 1 cycle for a bad sample), one ``out`` beat
+      per group;
+    * a group's results are offered :attr:`latency` cycles after its last issue cycle
       (``9 + ceil(log2(lanes) / 2)``: vector read, chunk select, multiply, adder tree with a
       register every two levels, accumulate, requantize).
 
-    So one sample alone takes ``n + pairs * ceil(D / lanes) + latency`` cycles from its first
-    vector to its last result, and back-to-back samples take
-    ``max(n, pairs * ceil(D / lanes))`` cycles each. Flow control on ``out`` is one global
-    advance (``~out.valid | out.ready``) over the compute pipeline; loading depends only on a
-    free buffer, never on ``out``.
+    So one sample alone takes ``n + issue_cycles + latency`` cycles from its first vector to
+    its last result, and back-to-back samples take ``max(n, issue_cycles)`` cycles each.
+    Flow control on ``out`` is one global advance (``~out.valid | out.ready``) over the
+    compute pipeline; loading depends only on a free buffer, never on ``out``.
     """
 
     def __init__(self, config: AccelConfig):
@@ -177,27 +235,47 @@ class InteractionUnit(wiring.Component):
         chunks = emb // lanes
         log_lanes = int(math.log2(lanes))
 
+        pm = pack_max(cfg)
+        lp_max = int(math.log2(pm))            # log2 of the largest pack factor
+        log_chunks = int(math.log2(chunks))
+
         # -- storage ------------------------------------------------------------------------
-        # Vector v of buffer b lives at address 2*v + b.
+        # Unpacked (pack factor 1), vector v of buffer b is word 2*v + b. Packed (P = 2**lp
+        # pairs per cycle), each vector takes a slot of S = lanes / P elements and a word
+        # holds emb / S of them: vector v is slot v mod (emb / S) of word v // (emb / S), so
+        # the P vectors j .. j + P - 1 of a group (j a multiple of P) are one lanes-wide
+        # chunk of one word.
         m.submodules.vectors = vmem = Memory(
             shape=data.ArrayLayout(signed(ow), emb), depth=2 * vmax, init=[])
-        vwrite = vmem.write_port()
+        vwrite = vmem.write_port(granularity=1)    # per element (ArrayLayout)
         read_i, read_j = vmem.read_port(), vmem.read_port()
-        m.submodules.params = pmem = Memory(
-            shape=data.StructLayout({"mult": unsigned(cfg.requant_mult_width),
-                                     "shift": unsigned(SHIFT_WIDTH)}),
-            depth=self._pairs_max, init=[])
-        pwrite = pmem.write_port()
-        pread = pmem.read_port()
+        # Pair parameters in pm banks, pair p in bank p mod pm, so that the pm consecutive
+        # pairs of a group are read in one cycle.
+        param_shape = data.StructLayout({"mult": unsigned(cfg.requant_mult_width),
+                                         "shift": unsigned(SHIFT_WIDTH)})
+        bank_depth = -(-self._pairs_max // pm)
+        pwrites, preads = [], []
+        for r in range(pm):
+            pmem = Memory(shape=param_shape, depth=bank_depth, init=[])
+            m.submodules[f"params{r}" if pm > 1 else "params"] = pmem
+            pwrites.append(pmem.write_port())
+            preads.append(pmem.read_port())
 
+        # Reset contract: while rst is high no ready is high and nothing is offered (the
+        # registers hold their old values during the first reset cycle, so gate the
+        # handshakes combinationally).
+        in_reset = ResetSignal()
         pp = self.pair_params.payload
-        m.d.comb += [
-            self.pair_params.ready.eq(1),
-            pwrite.addr.eq(pp.index),
-            pwrite.data.mult.eq(pp.mult),
-            pwrite.data.shift.eq(pp.shift),
-            pwrite.en.eq(self.pair_params.valid & (pp.index < self._pairs_max)),
-        ]
+        m.d.comb += self.pair_params.ready.eq(~in_reset)
+        for r, pwrite in enumerate(pwrites):
+            m.d.comb += [
+                pwrite.addr.eq(pp.index >> lp_max),
+                pwrite.data.mult.eq(pp.mult),
+                pwrite.data.shift.eq(pp.shift),
+                pwrite.en.eq(self.pair_params.valid & self.pair_params.ready
+                             & (pp.index < self._pairs_max)
+                             & ((pp.index[:lp_max] == r) if lp_max else 1)),
+            ]
 
         # -- loader: one vector per cycle into the free half of the double buffer ----------------
         # Samples loaded and not yet issued (0..2); the loader fills buffer wb, the issuer
@@ -206,6 +284,7 @@ class InteractionUnit(wiring.Component):
         job_last = [Signal(range(vmax + 1), name=f"job_last{b}") for b in range(2)]  # n - 1
         job_beats = [Signal(range(chunks + 1), name=f"job_beats{b}") for b in range(2)]
         job_ok = [Signal(name=f"job_ok{b}") for b in range(2)]
+        job_lp = [Signal(range(lp_max + 1), name=f"job_lp{b}") for b in range(2)]
         wb = Signal()                            # buffer being loaded
         first = Signal(init=1)                   # the next vector starts a sample
         count = Signal(range(vmax + 1))          # vectors of this sample so far (saturating)
@@ -215,15 +294,34 @@ class InteractionUnit(wiring.Component):
         cur_dim = Mux(first, self.dim, dim_kept)
         dim_ok = (cur_dim != 0) & (cur_dim <= emb)
         cur_beats = (cur_dim + (lanes - 1)) >> log_lanes
+        cur_lp = Signal(range(lp_max + 1))       # log2 of this sample's pack factor
+        for lp in range(1, lp_max + 1):
+            with m.If(cur_dim <= (lanes >> lp)):
+                m.d.comb += cur_lp.eq(lp)
         take = Signal()
         m.d.comb += [
-            vin.ready.eq(loaded != 2),
+            vin.ready.eq((loaded != 2) & ~in_reset),
             take.eq(vin.valid & vin.ready),
-            vwrite.addr.eq(Cat(wb, count)),
-            vwrite.en.eq(take & (count < vmax)),
         ]
-        for e in range(emb):
-            m.d.comb += vwrite.data[e].eq(Mux(cur_dim > e, vin.payload.data[e], 0))
+        write_ok = take & (count < vmax)
+        with m.Switch(cur_lp):
+            with m.Case(0):
+                m.d.comb += [vwrite.addr.eq(Cat(wb, count)),
+                             vwrite.en.eq(Mux(write_ok, (1 << emb) - 1, 0))]
+                for e in range(emb):
+                    m.d.comb += vwrite.data[e].eq(Mux(cur_dim > e, vin.payload.data[e], 0))
+            for lp in range(1, lp_max + 1):
+                slot_width = lanes >> lp
+                per_word = log_chunks + lp       # log2(vectors per word)
+                with m.Case(lp):
+                    slot = count[:per_word] if per_word else 0
+                    m.d.comb += vwrite.addr.eq(Cat(wb, count >> per_word))
+                    for e in range(emb):
+                        el = e % slot_width
+                        m.d.comb += [
+                            vwrite.data[e].eq(Mux(cur_dim > el, vin.payload.data[el], 0)),
+                            vwrite.en[e].eq(write_ok & (slot == e // slot_width)),
+                        ]
 
         # Plain expressions (continuous assignments in Verilog) rather than assignments inside
         # If blocks: a 4-state simulator then never sees them undriven at time zero.
@@ -237,13 +335,15 @@ class InteractionUnit(wiring.Component):
                             job_last[b].eq(count),
                             job_beats[b].eq(cur_beats),
                             job_ok[b].eq(dim_ok & (count >= 1) & (count < vmax)),
+                            job_lp[b].eq(cur_lp),
                         ]
                 m.d.sync += [wb.eq(~wb), first.eq(1), count.eq(0)]
             with m.Else():
                 m.d.sync += [first.eq(0), dim_kept.eq(cur_dim),
                              count.eq(Mux(count == vmax, vmax, count + 1))]
 
-        # -- issue: pairs (i, j), i > j, row-major, ceil(D/lanes) chunks each ----------------------
+        # -- issue: pairs (i, j), i > j, row-major; unpacked one pair in ceil(D/lanes) chunks,
+        # packed P = 2**lp consecutive pairs (i, j .. j + P - 1) of a row per cycle -----------
         out = self.out
         advance = Signal()
         m.d.comb += advance.eq(~out.valid | out.ready)
@@ -252,13 +352,18 @@ class InteractionUnit(wiring.Component):
         i = Signal(range(vmax), init=1)
         j = Signal(range(vmax))
         c = Signal(range(chunks))
-        p = Signal(range(self._pairs_max))
+        p = Signal(range(self._pairs_max + 1))
         has_job = loaded != 0
         last_i = Mux(rb, job_last[1], job_last[0])
         beats = Mux(rb, job_beats[1], job_beats[0])
         ok = Mux(rb, job_ok[1], job_ok[0])
+        lp_r = Mux(rb, job_lp[1], job_lp[0])
+        step = Signal(range(pm + 1))             # the pack factor P
+        m.d.comb += step.eq(1 << lp_r)
         chunk_end = c == beats - 1
-        row_end = j == i - 1
+        row_end = (j + step) >= i
+        group = Signal(range(pm + 1))            # pairs in this cycle's group
+        m.d.comb += group.eq(Mux(row_end, i - j, step))
         emit = ~ok | chunk_end
         sample_end = ~ok | (chunk_end & row_end & (i == last_i))
         issue = has_job & advance
@@ -269,19 +374,32 @@ class InteractionUnit(wiring.Component):
             with m.If(sample_end):
                 m.d.sync += [i.eq(1), j.eq(0), c.eq(0), p.eq(0), rb.eq(~rb)]
             with m.Elif(chunk_end):
-                m.d.sync += [c.eq(0), p.eq(p + 1)]
+                m.d.sync += [c.eq(0), p.eq(p + group)]
                 with m.If(row_end):
                     m.d.sync += [j.eq(0), i.eq(i + 1)]
                 with m.Else():
-                    m.d.sync += j.eq(j + 1)
+                    m.d.sync += j.eq(j + step)
             with m.Else():
                 m.d.sync += c.eq(c + 1)
         m.d.sync += loaded.eq(loaded + set_full - clear_full)
 
-        m.d.comb += [
-            read_i.addr.eq(Cat(rb, i)), read_j.addr.eq(Cat(rb, j)),
-            read_i.en.eq(advance), read_j.en.eq(advance),
-        ]
+        # Which words to read, and which part of them each lane takes: unpacked, chunk c of
+        # both vectors; packed, slot i mod (emb / S) of vector i's word (repeated in every
+        # lane group) and the chunk of vector j's word that holds j .. j + P - 1.
+        a_sel = Signal(range(max(chunks, emb * pm // lanes)))
+        b_sel = Signal(range(chunks))
+        with m.Switch(lp_r):
+            with m.Case(0):
+                m.d.comb += [read_i.addr.eq(Cat(rb, i)), read_j.addr.eq(Cat(rb, j)),
+                             a_sel.eq(c), b_sel.eq(c)]
+            for lp in range(1, lp_max + 1):
+                per_word = log_chunks + lp
+                with m.Case(lp):
+                    m.d.comb += [read_i.addr.eq(Cat(rb, i >> per_word)),
+                                 read_j.addr.eq(Cat(rb, j >> per_word))]
+                    if per_word:
+                        m.d.comb += [a_sel.eq(i[:per_word]), b_sel.eq(j[:per_word] >> lp)]
+        m.d.comb += [read_i.en.eq(advance), read_j.en.eq(advance)]
 
         # -- datapath: every register advances together --------------------------------------
         def stage(prev: dict, name: str) -> dict:
@@ -294,20 +412,42 @@ class InteractionUnit(wiring.Component):
                 m.d.sync += reg.eq(value)
             return regs
 
+        def register(values: list, name: str) -> list:
+            regs = [Signal(v.shape(), name=f"{name}_{k}", reset_less=True)
+                    for k, v in enumerate(values)]
+            m.d.sync += [r.eq(v) for r, v in zip(regs, values)]
+            return regs
+
         with m.If(advance):
             tags1 = stage({"valid": has_job, "first": c == 0, "emit": emit,
-                           "last": sample_end, "error": ~ok, "chunk": c, "pair": p}, "read")
+                           "last": sample_end, "error": ~ok, "lp": lp_r, "a_sel": a_sel,
+                           "b_sel": b_sel, "count": Mux(ok, group, 0), "pair": p}, "read")
 
-            # Stage 2: the chunk of both vectors this cycle works on.
+            # Stage 2: the lanes' operands.
             a2 = [Signal(signed(ow), name=f"a{lane}", reset_less=True) for lane in range(lanes)]
             b2 = [Signal(signed(ow), name=f"b{lane}", reset_less=True) for lane in range(lanes)]
-            with m.Switch(tags1["chunk"]):
+            with m.Switch(tags1["b_sel"]):
                 for k in range(chunks):
                     with m.Case(k):
-                        m.d.sync += [a2[lane].eq(read_i.data[k * lanes + lane])
-                                     for lane in range(lanes)]
                         m.d.sync += [b2[lane].eq(read_j.data[k * lanes + lane])
                                      for lane in range(lanes)]
+            with m.Switch(tags1["lp"]):
+                with m.Case(0):
+                    with m.Switch(tags1["a_sel"]):
+                        for k in range(chunks):
+                            with m.Case(k):
+                                m.d.sync += [a2[lane].eq(read_i.data[k * lanes + lane])
+                                             for lane in range(lanes)]
+                for lp in range(1, lp_max + 1):
+                    slot_width = lanes >> lp
+                    with m.Case(lp):
+                        with m.Switch(tags1["a_sel"]):
+                            for k in range(emb // slot_width):
+                                with m.Case(k):
+                                    m.d.sync += [
+                                        a2[lane].eq(read_i.data[k * slot_width
+                                                                + lane % slot_width])
+                                        for lane in range(lanes)]
             tags2 = stage(tags1, "select")
 
             # Stage 3: lanes products.
@@ -316,47 +456,78 @@ class InteractionUnit(wiring.Component):
             m.d.sync += [prods[lane].eq(a2[lane] * b2[lane]) for lane in range(lanes)]
             tags, before = stage(tags2, "mul"), tags2
 
-            # Adder tree, registered every two levels and at the root.
+            # Adder tree, registered every two levels and at the root. Packed by P, group g's
+            # sum is node g of level log2(lanes / P): those nodes are tapped and carried along.
+            tap_level = {log_lanes - lp: lp for lp in range(1, lp_max + 1)}
+            taps = {}
             values = list(prods)
             level = 0
+            if 0 in tap_level:
+                taps[tap_level[0]] = list(values)
             while len(values) > 1:
                 values = [values[k] + values[k + 1] for k in range(0, len(values), 2)]
                 level += 1
+                if level in tap_level:
+                    taps[tap_level[level]] = list(values)
                 if level % 2 == 0 or len(values) == 1:
-                    regs = [Signal(signed(2 * ow + level), name=f"sum{level}_{k}",
-                                   reset_less=True) for k in range(len(values))]
-                    m.d.sync += [r.eq(v) for r, v in zip(regs, values)]
-                    values = regs
+                    values = register(values, f"sum{level}")
+                    taps = {lp: register(v, f"tap{lp}_l{level}") for lp, v in taps.items()}
                     tags, before = stage(tags, f"tree{level}"), tags
-            chunk_sum = values[0]
+            group_sum = []
+            for g in range(pm):
+                value = values[0] if g == 0 else 0
+                for lp in range(1, lp_max + 1):
+                    if g < 1 << lp:
+                        value = Mux(tags["lp"] == lp, taps[lp][g], value)
+                group_sum.append(value)
 
-            # Accumulate the chunks of one pair. The pair's parameters are read one stage
-            # ahead and registered beside the sum: an EBR's output is too slow to feed the
-            # requantizer's DSPs directly.
-            acc = Signal(signed(self.dot_width), name="dot", reset_less=True)
-            mult = Signal(cfg.requant_mult_width, name="pair_mult", reset_less=True)
-            shift = Signal(SHIFT_WIDTH, name="pair_shift", reset_less=True)
+            # Accumulate the chunks of one pair (unpacked: group 0 only). The pairs'
+            # parameters are read one stage ahead and registered beside the sums: an EBR's
+            # output is too slow to feed the requantizers' DSPs directly. Bank r holds pair
+            # p mod pm == r; group g is pair `pair + g`.
+            accs = [Signal(signed(self.dot_width), name=f"dot{g}", reset_less=True)
+                    for g in range(pm)]
+            mults = [Signal(cfg.requant_mult_width, name=f"pair_mult{g}", reset_less=True)
+                     for g in range(pm)]
+            shifts = [Signal(SHIFT_WIDTH, name=f"pair_shift{g}", reset_less=True)
+                      for g in range(pm)]
             with m.If(tags["valid"]):
-                m.d.sync += acc.eq(Mux(tags["first"], chunk_sum, acc + chunk_sum))
-            m.d.sync += [mult.eq(pread.data.mult), shift.eq(pread.data.shift)]
+                m.d.sync += accs[0].eq(Mux(tags["first"], group_sum[0], accs[0] + group_sum[0]))
+                m.d.sync += [accs[g].eq(group_sum[g]) for g in range(1, pm)]
+            rot = tags["pair"][:lp_max] if lp_max else None
+            for g in range(pm):
+                mult, shift = preads[0].data.mult, preads[0].data.shift
+                for r in range(1, pm):
+                    here = (rot + g)[:lp_max] == r
+                    mult = Mux(here, preads[r].data.mult, mult)
+                    shift = Mux(here, preads[r].data.shift, shift)
+                m.d.sync += [mults[g].eq(mult), shifts[g].eq(shift)]
             param_pair = before["pair"]
             tags = stage(tags, "acc")
-        m.d.comb += [pread.addr.eq(param_pair), pread.en.eq(advance)]
+        for r, pread in enumerate(preads):
+            # The pair of the group that lives in bank r: pair + ((r - pair) mod pm).
+            offset = (r - param_pair[:lp_max])[:lp_max] if lp_max else 0
+            m.d.comb += [pread.addr.eq((param_pair + offset) >> lp_max), pread.en.eq(advance)]
 
-        rq = m.submodules.requant = Requantizer(
-            value_width=self.dot_width, mult_width=cfg.requant_mult_width, operand_width=ow,
-            result_width=ow)
-        m.d.comb += [rq.en.eq(advance), rq.value.eq(acc), rq.mult.eq(mult), rq.shift.eq(shift),
-                     rq.relu.eq(0), rq.bypass.eq(0)]
+        results = []
+        for g in range(pm):
+            rq = m.submodules[f"requant{g}" if pm > 1 else "requant"] = Requantizer(
+                value_width=self.dot_width, mult_width=cfg.requant_mult_width,
+                operand_width=ow, result_width=ow)
+            m.d.comb += [rq.en.eq(advance), rq.value.eq(accs[g]), rq.mult.eq(mults[g]),
+                         rq.shift.eq(shifts[g]), rq.relu.eq(0), rq.bypass.eq(0)]
+            results.append(rq.result)
         result = {"valid": tags["valid"] & tags["emit"], "last": tags["last"],
-                  "error": tags["error"]}
+                  "error": tags["error"], "count": tags["count"]}
         with m.If(advance):
             for k in range(Requantizer.LATENCY):
                 result = stage(result, f"rq{k}")
         m.d.comb += [
-            out.valid.eq(result["valid"]),
+            out.valid.eq(result["valid"] & ~in_reset),
             out.payload.last.eq(result["last"]),
             out.payload.error.eq(result["error"]),
-            out.payload.data.eq(Mux(result["error"], 0, rq.result)),
+            out.payload.count.eq(result["count"]),
         ]
+        for g in range(pm):
+            m.d.comb += out.payload.data[g].eq(Mux(result["count"] > g, results[g], 0))
         return m

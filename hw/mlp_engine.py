@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from amaranth import Cat, Const, Module, Mux, ResetSignal, Signal, signed, unsigned
+from amaranth import Array, Cat, Const, Module, Mux, ResetSignal, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -16,10 +16,7 @@ from rpaccel.hw.geometry import EngineGeometry
 
 __all__ = ["MLPLayerEngine", "command_layout", "response_layout", "score_layout",
            "weight_write_layout", "bias_write_layout", "act_write_layout", "act_read_layout",
-           "act_word_layout", "NUM_ACT_BUFFERS"]
-
-#: Activation buffers per engine: a layer reads one and writes the other.
-NUM_ACT_BUFFERS = 2
+           "act_word_layout"]
 
 #: Depth of the FIFOs between the engine's memories and the array. A read is issued only
 #: while the FIFO level leaves room for the reads already in flight (``FEED_IN_FLIGHT``:
@@ -42,8 +39,8 @@ def command_layout(config: AccelConfig) -> data.StructLayout:
         "shift": unsigned(6),
         "relu": 1,
         "score": 1,
-        "src": range(NUM_ACT_BUFFERS),
-        "dst": range(NUM_ACT_BUFFERS),
+        "src": range(geo.act_buffers),
+        "dst": range(geo.act_buffers),
         "tag": 8,
     })
 
@@ -77,13 +74,20 @@ def act_word_layout(config: AccelConfig) -> data.ArrayLayout:
 
 def act_write_layout(config: AccelConfig) -> data.StructLayout:
     geo = EngineGeometry.of(config)
-    return data.StructLayout({"buffer": range(NUM_ACT_BUFFERS), "addr": range(geo.act_words),
-                              "data": act_word_layout(config)})
+    return data.StructLayout({"buffer": range(geo.act_buffers), "addr": range(geo.act_words),
+                              "data": act_word_layout(config),
+                              "skip": geo.act_lanes})
 
 
 def act_read_layout(config: AccelConfig) -> data.StructLayout:
     geo = EngineGeometry.of(config)
-    return data.StructLayout({"buffer": range(NUM_ACT_BUFFERS), "addr": range(geo.act_words)})
+    return data.StructLayout({"buffer": range(geo.act_buffers), "addr": range(geo.act_words)})
+
+
+def _beyond(index, count: int):
+    """``index >= count`` for a field of ``range(count)``; no comparison (a constant 0) when
+    ``count`` is a power of two and the field cannot hold a larger value."""
+    return Const(0, 1) if count & (count - 1) == 0 else (index >= count)
 
 
 def _row_range(sub_batch: int) -> range:
@@ -121,8 +125,13 @@ class MLPLayerEngine(wiring.Component):
     Ports
     -----
     cmd / resp : layer commands in, one response each out (``tag``, ``error``, ``cycles``).
-    weight_write, bias_write, act_write : host writes (accepted while the engine is idle).
-    act_read / act_data : host reads of the activation buffers (while idle), one word each.
+    weight_write, bias_write : host writes, accepted while the engine is idle.
+    act_write : ``{buffer, addr, data, skip}`` host writes of an activation-buffer word; the
+        lanes set in ``skip`` keep their value (0: the whole word). Accepted whenever the
+        buffer is not in use by the running command (its ``src``, or its ``dst`` until the
+        last write landed), so the next sub-batch loads while a layer runs.
+    act_read / act_data : host reads of an activation-buffer word, one each, under the same
+        rule; ``act_data`` holds the word until it is taken.
     scores : ``{score, row, last}`` of a score-mode layer, row order, ``last`` on row B-1.
     array_weights, array_acts / array_results : to and from one systolic-array partition.
 
@@ -179,7 +188,7 @@ class MLPLayerEngine(wiring.Component):
         bias_mem = Memory(shape=unsigned(aw * Cp), depth=geo.bias_words, init=[])
         acc_mem = Memory(shape=unsigned(aw * Cp), depth=len(_row_range(SB)), init=[])
         act_mems = [Memory(shape=unsigned(ow * W), depth=geo.act_words, init=[])
-                    for _ in range(NUM_ACT_BUFFERS)]
+                    for _ in range(geo.act_buffers)]
         m.submodules.weight_mem = weight_mem
         m.submodules.bias_mem = bias_mem
         m.submodules.acc_mem = acc_mem
@@ -214,6 +223,7 @@ class MLPLayerEngine(wiring.Component):
             ((c.weight_tile + c_it * c_ot) > geo.weight_words // R) |
             ((c.bias_word + c_ot) > geo.bias_words) |
             ((c.src == c.dst) & ~c.score) |
+            _beyond(c.src, geo.act_buffers) | _beyond(c.dst, geo.act_buffers) |
             (c.score & (c.out_dim != 1)))
 
         start = Signal()
@@ -307,8 +317,7 @@ class MLPLayerEngine(wiring.Component):
         if W > R:
             m.d.sync += f_lane.eq(f_i[:exact_log2(W // R)])
         src_word = Signal(ow * W)
-        m.d.comb += src_word.eq(Mux(cmd.src, act_rd[1].data, act_rd[0].data)
-                                if NUM_ACT_BUFFERS == 2 else act_rd[0].data)
+        m.d.comb += src_word.eq(Array(port.data for port in act_rd)[cmd.src])
         lanes = src_word if W == R else src_word.word_select(f_lane, ow * R)
         f_row = Signal(systolic.act_layout(cfg))
         m.d.sync += [f_valid.eq(f_pending), f_row.data.eq(lanes), f_row.last.eq(f_last)]
@@ -423,9 +432,19 @@ class MLPLayerEngine(wiring.Component):
             m.d.sync += o_lanes[g * Cp:(g + 1) * Cp].eq(Mux(o_group == g, (1 << Cp) - 1, 0))
 
         # -- host ports and buffer port sharing ------------------------------------------------
+        # Weights and biases are written only while the engine is idle. An activation buffer
+        # is in use while a command reads it (src) or writes it (dst, until its last write
+        # has landed); every other buffer's ports are free, so the host may write the next
+        # sub-batch's input or read a finished output while a layer runs.
+        in_use = Signal(geo.act_buffers)
+        for n in range(geo.act_buffers):
+            m.d.comb += in_use[n].eq((running & ((cmd.src == n) | ((cmd.dst == n) & ~cmd.score)))
+                                     | (o_write & (cmd.dst == n)))
+        w_buf, r_buf = self.act_write.payload.buffer, self.act_read.payload.buffer
         m.d.comb += [
             self.weight_write.ready.eq(idle), self.bias_write.ready.eq(idle),
-            self.act_write.ready.eq(idle),
+            self.act_write.ready.eq(~in_use.bit_select(w_buf, 1) & ~_beyond(w_buf, geo.act_buffers)
+                                    & ~in_reset),
             w_wr.addr.eq(self.weight_write.payload.addr),
             w_wr.data.eq(self.weight_write.payload.data.as_value()),
             w_wr.en.eq(self.weight_write.valid & idle),
@@ -434,29 +453,33 @@ class MLPLayerEngine(wiring.Component):
             b_wr.en.eq(self.bias_write.valid & idle),
         ]
         host_rd_pending = Signal()
-        host_rd_buffer = Signal(range(NUM_ACT_BUFFERS))
-        m.d.comb += self.act_read.ready.eq(idle & (~host_rd_pending | self.act_data.ready))
+        host_rd_buffer = Signal(range(geo.act_buffers))
+        m.d.comb += self.act_read.ready.eq(~in_use.bit_select(r_buf, 1) &
+                                           ~_beyond(r_buf, geo.act_buffers) & ~in_reset &
+                                           (~host_rd_pending | self.act_data.ready))
         host_rd = self.act_read.valid & self.act_read.ready
         with m.If(host_rd):
-            m.d.sync += [host_rd_pending.eq(1), host_rd_buffer.eq(self.act_read.payload.buffer)]
+            m.d.sync += [host_rd_pending.eq(1), host_rd_buffer.eq(r_buf)]
         with m.Elif(self.act_data.ready):
             m.d.sync += host_rd_pending.eq(0)
         m.d.comb += [self.act_data.valid.eq(host_rd_pending & ~in_reset),
-                     self.act_data.payload.eq(Mux(host_rd_buffer, act_rd[1].data, act_rd[0].data))]
+                     self.act_data.payload.eq(Array(port.data for port in act_rd)[host_rd_buffer])]
 
-        for n in range(NUM_ACT_BUFFERS):
+        host_w = self.act_write.valid & self.act_write.ready
+        host_lanes = ~self.act_write.payload.skip
+        for n in range(geo.act_buffers):
             is_src = running & (cmd.src == n)
             # The engine's last write lands in the cycle after its last result, when the
             # control is already responding: the registered write carries its own select.
             is_dst = o_write & (cmd.dst == n)
-            host_w = self.act_write.valid & idle & (self.act_write.payload.buffer == n)
             m.d.comb += [
                 act_rd[n].addr.eq(Mux(is_src, f_addr, self.act_read.payload.addr)),
                 # The feeder reads every cycle and keeps what it issued; a host read holds
                 # its data while it waits for act_data.ready.
-                act_rd[n].en.eq(Mux(is_src, 1, host_rd)),
+                act_rd[n].en.eq(Mux(is_src, 1, host_rd & (r_buf == n))),
                 act_wr[n].addr.eq(Mux(is_dst, o_addr, self.act_write.payload.addr)),
                 act_wr[n].data.eq(Mux(is_dst, o_word, self.act_write.payload.data.as_value())),
-                act_wr[n].en.eq(Mux(is_dst, o_lanes, Mux(host_w, (1 << W) - 1, 0))),
+                act_wr[n].en.eq(Mux(is_dst, o_lanes,
+                                    Mux(host_w & (w_buf == n), host_lanes, 0))),
             ]
         return m

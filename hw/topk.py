@@ -5,13 +5,18 @@ host pack and unpack beats with the hardware's own layouts
 (``score_layout(config).const({...}).as_bits()``), never by re-deriving bit positions.
 """
 
-from amaranth import Cat, Module, Mux, Shape, Signal, signed, unsigned
+from amaranth import Cat, Module, Mux, ResetSignal, Shape, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from rpaccel.hw.config import AccelConfig
 
-__all__ = ["TopKFilter", "score_layout", "result_layout", "k_shape", "ERROR_COUNTER_WIDTH"]
+__all__ = ["TopKFilter", "TopKPorts", "InsertionTopK", "score_layout", "result_layout", "k_shape",
+           "topk_structure", "first_result_delays", "INSERTION_MAX", "ERROR_COUNTER_WIDTH"]
+
+#: Largest ``topk_max`` built as the parallel insertion array; above it the pipelined heap
+#: (:mod:`rpaccel.hw.topk_heap`). docs/architecture.md ("Top-k filter") gives the figures.
+INSERTION_MAX = 32
 
 #: Width of the ``errors`` counter (wraps modulo ``2**ERROR_COUNTER_WIDTH``).
 ERROR_COUNTER_WIDTH = 32
@@ -49,6 +54,14 @@ def result_layout(config: AccelConfig) -> data.StructLayout:
     })
 
 
+def _k_out_of_range(k, topk_max: int):
+    """``k == 0 or k > topk_max``; the second test is left out when ``k``'s field cannot
+    exceed ``topk_max`` (``topk_max = 2**n - 1``), where it would be a constant comparison."""
+    if topk_max >= (1 << len(k)) - 1:
+        return k == 0
+    return (k == 0) | (k > topk_max)
+
+
 def _rank_key(score, cand_id):
     """An unsigned value that orders candidates exactly as docs/numerics.md does: a larger key
     is a better candidate (higher score; on equal scores, lower id).
@@ -81,32 +94,55 @@ def _beats(m: Module, key_a, key_b):
     return diff[-1]
 
 
-class TopKFilter(wiring.Component):
-    """Exact top-k of a stream of (score, id) candidates, one candidate per cycle.
+def topk_structure(config: AccelConfig) -> str:
+    """``"insertion"`` (parallel insertion array) for ``topk_max <= INSERTION_MAX``, else
+    ``"heap"`` (two pipelined heaps in memories)."""
+    return "insertion" if config.topk_max <= INSERTION_MAX else "heap"
 
-    A query is a packet of ``N >= 1`` beats on ``scores``, the last one marked ``last``. The
-    unit emits its ``min(k, N)`` best candidates on ``topk``, best first, ``last`` on the
-    final one. Better means a higher score; equal scores go to the lower id, exactly as
-    ``rpaccel.sim.numerics.topk`` (docs/numerics.md). ``k`` is read on the first beat of
-    each packet; its value on later beats is ignored.
 
-    Ports
-    -----
-    scores : In(stream.Signature(score_layout(config)))
-        Candidates. ``ready`` is a function of registers only (not of ``valid`` or the
-        payload); it is low only while the unit cannot take another beat (see *Throughput*).
-    topk : Out(stream.Signature(result_layout(config)))
-        Results, sorted best first; ``error`` is 0 on every result beat.
-    errors : Out(unsigned(ERROR_COUNTER_WIDTH))
-        Number of rejected queries since reset (wraps); a query is counted on the cycle its
-        error beat is first offered.
+def first_result_delays(config: AccelConfig, n: int, k: int) -> tuple[int, ...]:
+    """The possible numbers of cycles from a valid query's last candidate transfer to its
+    first result's, with ``topk.ready`` high and the unit otherwise idle (the previous
+    queries' results gone); the results then follow one per cycle.
 
-    Bad input
-    ---------
-    A query whose ``k`` is 0 or larger than ``topk_max`` is rejected: all of its beats are
-    consumed and discarded, exactly one beat with ``error=1, last=1`` (score and id 0) is
-    emitted in its place, in order with the other queries' results, ``errors`` counts it,
-    and the next query is processed normally. Nothing hangs.
+    Insertion array: always :attr:`InsertionTopK.LATENCY` (4). Heap: ``2 * L + 5`` or
+    ``2 * L + 6`` with ``L = min(k, ceil(n / 2))``, the larger heap's size (each heap pops one
+    entry per two cycles; which of the two depends on the phase of the heaps' two-cycle issue
+    slot when the last candidate arrives). An error beat comes ``first_result_delays(config,
+    n, 0)`` after the bad query's last beat (``L = 0``).
+    """
+    if topk_structure(config) == "insertion":
+        return (InsertionTopK.LATENCY,)
+    heap = min(k, -(-n // 2))
+    return (2 * heap + 5, 2 * heap + 6)
+
+
+class TopKPorts(wiring.Component):
+    """The ports of every top-k structure (:class:`TopKFilter` documents them), built from
+    the configuration."""
+
+    def __init__(self, config: AccelConfig):
+        if not isinstance(config, AccelConfig):
+            raise TypeError(f"config must be an AccelConfig, not {config!r}")
+        self._config = config
+        super().__init__({
+            "scores": In(stream.Signature(score_layout(config))),
+            "topk": Out(stream.Signature(result_layout(config))),
+            "errors": Out(unsigned(ERROR_COUNTER_WIDTH)),
+        })
+
+    @property
+    def config(self) -> AccelConfig:
+        return self._config
+
+
+class InsertionTopK(TopKPorts):
+    """Exact top-k on a parallel insertion array, one candidate per cycle: the structure
+    :class:`TopKFilter` uses for ``topk_max <= INSERTION_MAX``.
+
+    Same ports, payloads and error behaviour as :class:`TopKFilter`, whose docstring is the
+    contract; this one gives the timing and the structure. ``scores.ready`` is low only
+    while the unit cannot take another beat (see *Throughput*).
 
     Latency
     -------
@@ -179,20 +215,6 @@ class TopKFilter(wiring.Component):
     #: Cycles from the last input beat's transfer to the first result's (see *Latency*).
     LATENCY = 4
 
-    def __init__(self, config: AccelConfig):
-        if not isinstance(config, AccelConfig):
-            raise TypeError(f"config must be an AccelConfig, not {config!r}")
-        self._config = config
-        super().__init__({
-            "scores": In(stream.Signature(score_layout(config))),
-            "topk": Out(stream.Signature(result_layout(config))),
-            "errors": Out(unsigned(ERROR_COUNTER_WIDTH)),
-        })
-
-    @property
-    def config(self) -> AccelConfig:
-        return self._config
-
     def elaborate(self, platform):
         m = Module()
         cfg = self._config
@@ -229,7 +251,7 @@ class TopKFilter(wiring.Component):
         m.d.comb += [
             self.scores.ready.eq(~p_valid | advance),
             accept.eq(self.scores.valid & self.scores.ready),
-            in_bad_now.eq(Mux(in_first, (payload.k == 0) | (payload.k > K), in_bad)),
+            in_bad_now.eq(Mux(in_first, _k_out_of_range(payload.k, K), in_bad)),
         ]
         with m.If(accept):
             m.d.sync += [p_key.eq(_rank_key(payload.score, payload.id)), p_k.eq(payload.k),
@@ -344,5 +366,78 @@ class TopKFilter(wiring.Component):
             self.topk.payload.last.eq(remaining == 1),
             self.topk.payload.error.eq(b_error),
             self.errors.eq(errors),
+        ]
+        return m
+
+
+class TopKFilter(TopKPorts):
+    """Exact top-k of a stream of (score, id) candidates, one candidate per cycle, for any
+    ``k`` up to ``topk_max`` chosen per query.
+
+    A query is a packet of ``N >= 1`` beats on ``scores``, the last one marked ``last``. The
+    unit emits its ``min(k, N)`` best candidates on ``topk``, best first, ``last`` on the
+    final one. Better means a higher score; equal scores go to the lower id, exactly as
+    ``rpaccel.sim.numerics.topk`` (docs/numerics.md). ``k`` is read on the first beat of
+    each packet; its value on later beats is ignored.
+
+    Ports
+    -----
+    scores : In(stream.Signature(score_layout(config)))
+        Candidates. ``ready`` is a function of registers (and ``rst``) only, never of
+        ``valid`` or the payload.
+    topk : Out(stream.Signature(result_layout(config)))
+        Results, sorted best first; ``error`` is 0 on every result beat.
+    errors : Out(unsigned(ERROR_COUNTER_WIDTH))
+        Number of rejected queries since reset (wraps); a query is counted on the cycle its
+        error beat is first offered.
+
+    Bad input
+    ---------
+    A query whose ``k`` is 0 or larger than ``topk_max`` is rejected: all of its beats are
+    consumed and discarded, exactly one beat with ``error=1, last=1`` (score and id 0) is
+    emitted in its place, in order with the other queries' results, ``errors`` counts it,
+    and the next query is processed normally. Nothing hangs.
+
+    Reset
+    -----
+    While ``rst`` is high ``scores.ready`` and ``topk.valid`` are low: nothing is accepted
+    (so nothing is lost) and nothing is offered. A query cut by a reset is forgotten; the
+    first beat after it starts a new query.
+
+    Structure, latency and throughput
+    ---------------------------------
+    :func:`topk_structure` picks the implementation from ``topk_max``:
+    :class:`InsertionTopK` (a parallel insertion array, ``O(topk_max)`` logic, results
+    :attr:`InsertionTopK.LATENCY` = 4 cycles after the last candidate) up to
+    :data:`INSERTION_MAX`, :class:`~rpaccel.hw.topk_heap.HeapTopK` (two pipelined heaps in
+    memories, ``O(log topk_max)`` logic, first result about ``2 * min(k, ceil(N / 2))``
+    cycles after the last candidate) above. Both take one candidate per cycle within a query
+    at any ``k`` and overlap consecutive queries; their docstrings give the exact timing.
+    """
+
+
+    @property
+    def structure(self) -> str:
+        return topk_structure(self._config)
+
+    def elaborate(self, platform):
+        m = Module()
+        if self.structure == "insertion":
+            core = InsertionTopK(self._config)
+        else:
+            from .topk_heap import HeapTopK     # it imports this module's layouts
+            core = HeapTopK(self._config)
+        m.submodules.core = core
+        # During reset the registers still hold their old values for a cycle: gate the
+        # handshakes combinationally so that nothing is taken or offered.
+        rst = ResetSignal()
+        m.d.comb += [
+            core.scores.valid.eq(self.scores.valid & ~rst),
+            core.scores.payload.eq(self.scores.payload),
+            self.scores.ready.eq(core.scores.ready & ~rst),
+            self.topk.valid.eq(core.topk.valid & ~rst),
+            self.topk.payload.eq(core.topk.payload),
+            core.topk.ready.eq(self.topk.ready),
+            self.errors.eq(core.errors),
         ]
         return m

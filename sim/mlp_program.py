@@ -27,7 +27,8 @@ import numpy as np
 from rpaccel.hw.geometry import EngineGeometry
 from rpaccel.sim import numerics
 
-__all__ = ["IntLayer", "LayerCommand", "pack_weights", "pack_bias",
+__all__ = ["IntLayer", "LayerCommand", "pack_weights", "pack_bias", "unpack_weights",
+           "unpack_bias",
            "activation_addresses", "pack_activations", "unpack_activations", "MLPProgram",
            "reference_mlp", "random_layer", "model_mlps", "save_mlp_jobs", "load_mlp_jobs"]
 
@@ -125,6 +126,20 @@ def pack_weights(w: np.ndarray, geo: EngineGeometry) -> np.ndarray:
     # (n_it, R, n_ot, Cp) -> (n_ot, n_it, R, Cp): output tile outer, input tile inner.
     tiles = padded.reshape(n_it, R, n_ot, Cp).transpose(2, 0, 1, 3)
     return tiles.reshape(n_ot * n_it * R, Cp)
+
+
+def unpack_weights(words: np.ndarray, n_in: int, n_out: int, geo: EngineGeometry) -> np.ndarray:
+    """The ``(n_in, n_out)`` matrix stored in weight-memory ``words`` (``tiles * R`` rows of
+    ``Cp``) by :func:`pack_weights`: its exact inverse (padding dropped)."""
+    R, Cp = geo.rows, geo.cols
+    n_it, n_ot = geo.in_tiles(n_in), geo.out_tiles(n_out)
+    tiles = np.asarray(words, dtype=np.int64).reshape(n_ot, n_it, R, Cp)
+    return tiles.transpose(1, 2, 0, 3).reshape(n_it * R, n_ot * Cp)[:n_in, :n_out]
+
+
+def unpack_bias(words: np.ndarray, n_out: int) -> np.ndarray:
+    """The ``n_out`` biases stored in bias-memory ``words`` by :func:`pack_bias`."""
+    return np.asarray(words, dtype=np.int64).reshape(-1)[:n_out]
 
 
 def pack_bias(bias: np.ndarray, geo: EngineGeometry) -> np.ndarray:

@@ -22,10 +22,11 @@ from typing import Awaitable, Callable, Iterable
 
 import numpy as np
 from amaranth.lib import data
+from amaranth.hdl import ClockDomain, Elaboratable, Module
 from amaranth.sim import Simulator
 
 __all__ = ["Stalls", "NO_STALLS", "put", "get", "send", "receive", "simulate", "to_python",
-           "from_python", "CLOCK_PERIOD"]
+           "from_python", "CLOCK_PERIOD", "WithReset"]
 
 CLOCK_PERIOD = 1e-8  # 100 MHz; only cycle counts matter
 
@@ -138,3 +139,17 @@ def simulate(dut, testbenches: Iterable[Callable[..., Awaitable]], *, max_cycles
             sim.run()
     else:
         sim.run()
+
+
+class WithReset(Elaboratable):
+    """``dut`` inside an explicit ``sync`` domain, so a testbench can drive its reset:
+    ``ctx.set(top.domain.rst, 1)``. Simulate the wrapper, drive and sample ``top.dut``."""
+
+    def __init__(self, dut):
+        self.dut, self.domain = dut, ClockDomain("sync")
+
+    def elaborate(self, platform):
+        m = Module()
+        m.domains.sync = self.domain
+        m.submodules.dut = self.dut
+        return m

@@ -21,6 +21,7 @@ import cocotb
 from cocotb.triggers import Combine
 
 from rpaccel.sim import numerics
+from rpaccel.sim.host import split_columns
 from rpaccel.sim.mlp_program import IntLayer, MLPProgram
 from rpaccel.tb.cocotb_streams import CycleCounter
 from rpaccel.tb.common import setup
@@ -44,8 +45,7 @@ async def layer_throughput(dut):
         mult, shift = numerics.quantize_multiplier(1.0 / (64 * n_in))
         x = rng.integers(-128, 128, size=(b, n_in))
         # Output columns split as evenly as the partition width allows.
-        per = -(-n_out // P)
-        slices = [(p * per, min(n_out, (p + 1) * per)) for p in range(P)]
+        slices = split_columns(n_out, P)
         active = [(host, lo, hi) for host, (lo, hi) in zip(hosts, slices) if hi > lo]
         commands = []
         for host, lo, hi in active:

@@ -90,7 +90,10 @@ async def topk_throughput(dut):
         report, _ = await harness.query(scores, k)
         results.append({"n": n, "k": k, "cycles": int(report["total"]),
                         "input_cycles": int(report["in_cycles"]),
-                        "first_result_after_last_input": int(report["first_out"])})
+                        "cycles_per_candidate": int(report["in_cycles"]) / n,
+                        "first_result_after_last_input": int(report["first_out"]),
+                        "last_result_after_last_input":
+                            int(report["total"]) - int(report["in_cycles"])})
         dut._log.info("top-k n=%d k=%d: %s", n, k, results[-1])
     with open(os.environ["RPACCEL_BENCH_OUT"], "w") as f:
         json.dump({"topk": results, "sim_cycles": harness.sim_cycles,

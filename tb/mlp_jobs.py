@@ -5,8 +5,9 @@ The host side (tests, ``make demo``) describes work in an ``.npz`` file named by
 name and jobs ``(model, x, expected)``, ``x`` at most ``sub_batch`` rows, ``expected``
 (optional) checked here bit for bit.
 
-Every partition loads every model once, then the jobs are dealt out round robin and the
-partitions run concurrently. The results go to ``RPACCEL_MLP_OUT`` (``.npz``): ``j<n>_out``
+Every partition loads every model once (``rpaccel.sim.host.allocate_models``), then the
+jobs are dealt out round robin (``rpaccel.sim.host.deal``) and the partitions run
+concurrently. The results go to ``RPACCEL_MLP_OUT`` (``.npz``): ``j<n>_out``
 (int32 scores of a score model, else the last layer's int8 outputs) and ``j<n>_cycles``
 (the engine's cycle counts per layer).
 """
@@ -20,7 +21,8 @@ import numpy as np
 import cocotb
 from cocotb.triggers import Combine
 
-from rpaccel.sim.mlp_program import MLPProgram, load_mlp_jobs
+from rpaccel.sim.host import allocate_models, deal
+from rpaccel.sim.mlp_program import load_mlp_jobs
 from rpaccel.tb.cocotb_streams import CycleCounter
 from rpaccel.tb.common import setup
 from rpaccel.tb.core_host import core_hosts
@@ -34,18 +36,16 @@ async def run_jobs(dut):
     assert models, "RPACCEL_MLP_JOBS holds no model"
     programs = {}
     for host in hosts:
-        tile = bias = 0
-        for name, layers in models.items():
-            program = MLPProgram(host.geo, layers, weight_base=tile, bias_base=bias)
+        for name, program in allocate_models(models, host.geo).items():
             await host.load_program(program)
             programs[host.p, name] = program
-            tile += len(program.weight_words) // host.geo.rows
-            bias += len(program.bias_words)
     n_jobs = len(jobs)
     results = {}
 
+    dealt = deal(n_jobs, len(hosts))
+
     async def worker(host):
-        for n in range(host.p, n_jobs, len(hosts)):
+        for n in dealt[host.p]:
             model, x, expected = jobs[n]
             out, cycles = await host.run_program(programs[host.p, model], x, expected)
             results[f"j{n}_out"] = out

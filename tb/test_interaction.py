@@ -2,11 +2,13 @@
 ``numerics.interaction``, on Verilator and Icarus.
 
 The pair parameters are written through ``pair_params``, then samples (n = 2, 9, max and
-random; D = 1, lanes, not a multiple of lanes, emb_dim_max; three bad samples among them)
+random; D = 1, 4 (packed), lanes, not a multiple of lanes, emb_dim_max; three bad samples
+among them)
 are driven with random valid gaps while the results are taken with random backpressure,
 the pattern being a test parameter. A scoreboard compares every output beat with the golden
 in order. A second test measures in RTL the cycles of one sample alone and the period of
-back-to-back samples against the documented formulas.
+back-to-back samples against the documented formulas; a third resets the unit mid-stream.
+Samples, expected beats and scoreboard: ``rpaccel.tb.unit_models.interaction``.
 
 Payloads are packed and unpacked with the hardware's own layouts
 (``rpaccel.hw.interaction``); the streams are driven and taken with
@@ -16,57 +18,18 @@ Payloads are packed and unpacked with the hardware's own layouts
 import numpy as np
 
 import cocotb
+from cocotb.triggers import FallingEdge, ReadOnly
 
-from rpaccel.hw.interaction import (beats_per_pair, out_layout, pairs_max, param_layout,
-                                    pipeline_latency, vector_layout)
-from rpaccel.sim import numerics
+from rpaccel.hw.interaction import (issue_cycles, out_layout, param_layout, pipeline_latency,
+                                    vector_layout)
 from rpaccel.tb.cocotb_streams import CycleCounter, StreamDriver, StreamSink, child_rng
 from rpaccel.tb.common import setup
-
-ERROR_BEAT = {"data": 0, "last": 1, "error": 1}
+from rpaccel.tb.unit_models.interaction import (check, expected_beats, param_writes,
+                                                random_params, random_sample)
 
 #: Probability of an idle cycle before each input beat, of ready low on the output.
 STALL_PATTERNS = {"full_rate": (0.0, 0.0), "gaps": (0.3, 0.0), "backpressure": (0.0, 0.4),
                   "gaps_and_backpressure": (0.3, 0.3)}
-
-
-def random_params(config, rng):
-    count, mw = pairs_max(config), config.requant_mult_width
-    mults = rng.integers(1 << (mw - 1), 1 << mw, count)
-    shifts = np.clip(rng.integers(14, 20, count) + mw - 7, 0, 63)
-    # Every third pair rescales a little: small dot products then round at exact halves.
-    small = len(mults[::3])
-    mults[::3], shifts[::3] = rng.integers(1, 8, small), rng.integers(1, 5, small)
-    for k, (mult, shift) in enumerate([(0, 3), ((1 << mw) - 1, 63), (1, 0), (1, 1),
-                                       ((1 << mw) - 1, 47), ((1 << mw) - 1, 31)]):
-        mults[3 * k + 1], shifts[3 * k + 1] = mult, shift
-    return mults.astype(np.int64), shifts.astype(np.int64)
-
-
-def random_sample(config, rng, n, dim, *, small=False):
-    """``n`` vectors of ``emb_dim_max`` int8 elements; garbage beyond ``dim`` (ignored).
-    Some are extremes (-128/127, the largest dot products); ``small`` ones (-2..2) give dot
-    products small enough that the pairs with small shifts hit exact halves and zeros."""
-    vectors = rng.integers(-128, 128, (n, config.emb_dim_max))
-    kind = rng.random()
-    if small or kind < 0.15:
-        vectors = rng.integers(-2, 3, (n, config.emb_dim_max))
-    elif kind < 0.3:
-        vectors = rng.choice([-128, 127], (n, config.emb_dim_max))
-    return vectors.astype(np.int64), dim
-
-
-def golden(config, sample, mults, shifts):
-    vectors, dim = sample
-    n = len(vectors)
-    if not (2 <= n <= config.max_interaction_vectors and 1 <= dim <= config.emb_dim_max):
-        return [ERROR_BEAT]
-    pairs = n * (n - 1) // 2
-    values = numerics.interaction(vectors[None, :, :dim], mults[:pairs], shifts[:pairs],
-                                  width=config.operand_width, acc_width=config.acc_width,
-                                  mult_width=config.requant_mult_width)[0]
-    return [{"data": int(v), "last": int(p == pairs - 1), "error": 0}
-            for p, v in enumerate(values)]
 
 
 class Streams:
@@ -84,24 +47,17 @@ class Streams:
                               rng=child_rng(rng), backpressure=p_busy)
 
     async def write_params(self, mults, shifts):
-        await self.params.send([{"index": k, "mult": int(m), "shift": int(s)}
-                                for k, (m, s) in enumerate(zip(mults, shifts))])
+        await self.params.send(param_writes(mults, shifts))
 
     async def send_samples(self, samples) -> list[int]:
         """Each sample's ``dim`` is set before its first vector; returns the cycle of every
         sample's first vector transfer."""
         firsts = []
-        for vectors, dim in samples:
-            self.dut.dim.value = dim
-            cycles = await self.vectors.send(
-                [{"data": [int(x) for x in v], "last": int(k == len(vectors) - 1)}
-                 for k, v in enumerate(vectors)])
+        for sample in samples:
+            self.dut.dim.value = sample.dim
+            cycles = await self.vectors.send(sample.beats())
             firsts.append(cycles[0])
         return firsts
-
-
-def expected_beats(config, samples, mults, shifts):
-    return [b for s in samples for b in golden(config, s, mults, shifts)]
 
 
 @cocotb.test()
@@ -122,35 +78,79 @@ async def random_samples_vs_numpy(dut, stalls):
     want = expected_beats(config, samples, mults, shifts)
     cocotb.start_soon(io.send_samples(samples))
     got = [t.payload for t in await io.out.receive(len(want))]
-    for i, (g, w) in enumerate(zip(got, want)):
-        assert g == w, f"beat {i}: got {g}, expected {w}"
+    check(config, samples, got, mults, shifts)
     assert sum(b["error"] for b in got) == 3
     dut._log.info("checked %d samples, %d beats", len(samples), len(want))
 
 
 @cocotb.test()
 async def cycle_counts_in_rtl(dut):
-    """n = 9 (the MovieLens models), D = 16: one sample alone takes
-    n + pairs * ceil(D / lanes) + latency cycles from its first vector to its last result;
-    back-to-back samples leave one every max(n, pairs * ceil(D / lanes)) cycles."""
+    """n = 9 (the MovieLens models), D = 4 (packed where the lanes allow) and 16: one sample
+    alone takes n + issue_cycles(n, D) + latency cycles from its first vector to its last
+    result; back-to-back samples leave one every max(n, issue_cycles(n, D)) cycles."""
     bench = await setup(dut)
     config, rng = bench.config, bench.rng
     io = Streams(bench, 0.0, 0.0)
     mults, shifts = random_params(config, rng)
     await io.write_params(mults, shifts)
-    n, dim = 9, 16
-    pairs, beats = n * (n - 1) // 2, beats_per_pair(config, dim)
-    for count in (1, 4):
-        samples = [random_sample(config, rng, n, dim) for _ in range(count)]
-        sending = cocotb.start_soon(io.send_samples(samples))
-        results = await io.out.receive(pairs * count)
-        firsts = await sending
-        assert [t.payload for t in results] == expected_beats(config, samples, mults, shifts)
-        lasts = [t.cycle for t in results if t.payload["last"]]
-        if count == 1:
-            cycles = lasts[0] - firsts[0] + 1
-            assert cycles == n + pairs * beats + pipeline_latency(config), cycles
-            dut._log.info("one sample (n=%d, D=%d): %d cycles", n, dim, cycles)
-        else:
-            assert list(np.diff(lasts)) == [max(n, pairs * beats)] * (count - 1), lasts
-            dut._log.info("back to back: one sample every %d cycles", lasts[1] - lasts[0])
+    n = 9
+    for dim in (4, 16):
+        issue = issue_cycles(config, n, dim)
+        for count in (1, 4):
+            samples = [random_sample(config, rng, n, dim) for _ in range(count)]
+            want = expected_beats(config, samples, mults, shifts)
+            sending = cocotb.start_soon(io.send_samples(samples))
+            results = await io.out.receive(len(want))
+            firsts = await sending
+            check(config, samples, [t.payload for t in results], mults, shifts)
+            lasts = [t.cycle for t in results if t.payload["last"]]
+            if count == 1:
+                cycles = lasts[0] - firsts[0] + 1
+                assert cycles == n + issue + pipeline_latency(config), (dim, cycles)
+                dut._log.info("one sample (n=%d, D=%d): %d cycles", n, dim, cycles)
+            else:
+                assert list(np.diff(lasts)) == [max(n, issue)] * (count - 1), (dim, lasts)
+                dut._log.info("D=%d back to back: one sample every %d cycles", dim,
+                              lasts[1] - lasts[0])
+
+
+@cocotb.test()
+async def reset_takes_nothing_and_the_unit_works_after(dut):
+    """A 3-cycle reset while a vector and a parameter write are offered and results are
+    offered on ``out``: during reset no ready and no ``out.valid`` is high; after it the cut
+    sample is forgotten, the parameters written before stay, and the next samples are exact."""
+    bench = await setup(dut)
+    config, rng = bench.config, bench.rng
+    io = Streams(bench, 0.0, 0.0)
+    mults, shifts = random_params(config, rng)
+    await io.write_params(mults, shifts)
+    vmax = config.max_interaction_vectors
+    first = [random_sample(config, rng, vmax, config.emb_dim_max),
+             random_sample(config, rng, 5, 3)]
+    await io.send_samples(first[:1])
+    await io.vectors.send(first[1].beats()[:2])   # the second sample is cut by the reset
+    for _ in range(20):                             # results of the first are offered
+        await FallingEdge(dut.clk)
+    await ReadOnly()
+    assert int(dut.out__valid.value) == 1, "no result offered before the reset"
+    await FallingEdge(dut.clk)
+    dut.vectors__payload.value = vector_layout(config).const(first[1].beats()[2]).as_bits()
+    dut.vectors__valid.value = 1
+    dut.pair_params__payload.value = param_layout(config).const(
+        {"index": 0, "mult": 1, "shift": 0}).as_bits()
+    dut.pair_params__valid.value = 1
+    dut.rst.value = 1
+    for _ in range(3):
+        await ReadOnly()
+        for port in ("vectors__ready", "pair_params__ready", "out__valid"):
+            assert int(getattr(dut, port).value) == 0, f"{port} high during reset"
+        await FallingEdge(dut.clk)
+    dut.rst.value = 0
+    dut.vectors__valid.value = 0
+    dut.pair_params__valid.value = 0
+    samples = [random_sample(config, rng, 9, 4), random_sample(config, rng, 1, 4),
+               random_sample(config, rng, vmax, config.interaction_lanes + 1)]
+    want = expected_beats(config, samples, mults, shifts)
+    cocotb.start_soon(io.send_samples(samples))
+    got = [t.payload for t in await io.out.receive(len(want))]
+    check(config, samples, got, mults, shifts)

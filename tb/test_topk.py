@@ -2,8 +2,9 @@
 
 Queries go in on ``scores`` through :class:`~rpaccel.tb.cocotb_streams.StreamDriver` and
 results come out on ``topk`` through :class:`~rpaccel.tb.cocotb_streams.StreamSink`, packed
-and unpacked with the unit's own layouts. The stimulus helpers below (random queries, the
-expected beats) are shared with the Amaranth-simulator tests in ``tests/test_topk.py``.
+and unpacked with the unit's own layouts. Stimulus, expected beats and scoreboard come from
+the unit's model (``rpaccel.tb.unit_models.topk``), shared with the Amaranth-simulator tests
+in ``tests/test_topk.py``.
 """
 
 from __future__ import annotations
@@ -13,125 +14,13 @@ import time
 import numpy as np
 
 import cocotb
+from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
 
-from rpaccel.hw.config import AccelConfig
 from rpaccel.tb.cocotb_streams import CycleCounter, StreamDriver, StreamSink, child_rng, packets
 from rpaccel.tb.common import setup
-from rpaccel.hw.topk import TopKFilter, result_layout, score_layout
-from rpaccel.sim.numerics import topk as golden_topk
-
-STYLES = ("wide", "ties", "negative", "extreme")
-
-
-# -- stimulus and expected results (shared with tests/test_topk.py) -------------------------
-
-def score_range(config: AccelConfig) -> tuple[int, int]:
-    """Most negative and most positive score (``acc_width``-bit signed)."""
-    return -(1 << (config.acc_width - 1)), (1 << (config.acc_width - 1)) - 1
-
-
-def random_scores(rng: np.random.Generator, config: AccelConfig, n: int, style: str) -> list[int]:
-    lo, hi = score_range(config)
-    if style == "wide":
-        values = rng.integers(lo, hi, n, endpoint=True)
-    elif style == "ties":        # a handful of distinct values: many equal scores
-        values = rng.integers(-2, 3, n)
-    elif style == "negative":
-        values = rng.integers(lo, -1, n, endpoint=True)
-    elif style == "extreme":     # the ends of the range, where a signed/unsigned mix-up shows
-        values = rng.choice([lo, lo + 1, -1, 0, 1, hi - 1, hi], n)
-    else:
-        raise ValueError(f"unknown score style {style!r}")
-    return [int(v) for v in values]
-
-
-def random_query(rng: np.random.Generator, config: AccelConfig, *, n: int | None = None,
-                 k: int | None = None, style: str | None = None, max_n: int | None = None) -> dict:
-    """A query: ``scores``, unique ``ids`` and ``k``. Unset parameters are drawn at random:
-    N from 1 to ``max_n`` (default 2 * topk_max), k among 1, topk_max, >= N and uniform."""
-    kmax = config.topk_max
-    if n is None:
-        max_n = max_n or 2 * kmax
-        n = int(rng.choice([1, rng.integers(1, max_n, endpoint=True),
-                            rng.integers(max(1, kmax - 2), max_n, endpoint=True)],
-                           p=[0.1, 0.45, 0.45]))
-    if k is None:
-        k = int(rng.choice([1, kmax, min(kmax, n + int(rng.integers(0, 3))),
-                            rng.integers(1, kmax, endpoint=True)]))
-    style = style or str(rng.choice(STYLES))
-    ids = rng.choice(1 << config.id_width, n, replace=False)
-    if rng.random() < 0.3:   # also extreme ids (0 and all ones)
-        ids[: min(n, 2)] = [0, (1 << config.id_width) - 1][: min(n, 2)]
-        if len(set(ids.tolist())) != n:
-            ids = rng.choice(1 << config.id_width, n, replace=False)
-    return {"scores": random_scores(rng, config, n, style), "ids": [int(i) for i in ids],
-            "k": int(k)}
-
-
-def bad_k_values(config: AccelConfig) -> list[int]:
-    """Out-of-range values of ``k`` the ``k`` field can carry: 0, topk_max+1, the field max."""
-    width = score_layout(config)["k"].shape.width
-    top = (1 << width) - 1
-    return sorted({0, *(v for v in (config.topk_max + 1, top) if config.topk_max < v <= top)})
-
-
-def query_beats(query: dict, *, k_rng: np.random.Generator | None = None,
-                k_width: int | None = None) -> list[dict]:
-    """The payloads of one query. The producer holds ``k`` on every beat; with ``k_rng``,
-    beats after the first carry random ``k`` instead (the unit must read only the first)."""
-    n = len(query["scores"])
-    beats = []
-    for i, (score, cid) in enumerate(zip(query["scores"], query["ids"])):
-        k = query["k"]
-        if k_rng is not None and i > 0:
-            k = int(k_rng.integers(0, 1 << k_width))
-        beats.append({"score": score, "id": cid, "k": k, "last": int(i == n - 1)})
-    return beats
-
-
-def expected_results(config: AccelConfig, query: dict) -> list[dict]:
-    """The beats the unit must emit for ``query``: one error beat for a bad ``k``, else the
-    golden top-k, best first."""
-    k = query["k"]
-    if not 1 <= k <= config.topk_max:
-        return [{"score": 0, "id": 0, "last": 1, "error": 1}]
-    order = golden_topk(np.array(query["scores"], dtype=np.int64),
-                        np.array(query["ids"], dtype=np.int64), k)
-    return [{"score": query["scores"][p], "id": query["ids"][p], "last": int(j == len(order) - 1),
-             "error": 0} for j, p in enumerate(order)]
-
-
-def split_packets(payloads: list[dict]) -> list[list[dict]]:
-    packets, current = [], []
-    for payload in payloads:
-        current.append(payload)
-        if payload["last"]:
-            packets.append(current)
-            current = []
-    if current:
-        packets.append(current)
-    return packets
-
-
-def check_results(config: AccelConfig, queries: list[dict], payloads: list[dict]) -> None:
-    """Compare received beats with the expected ones, query by query, naming the first
-    difference."""
-    got = split_packets(payloads)
-    assert len(got) == len(queries), f"{len(got)} result packets for {len(queries)} queries"
-    for index, (query, packet) in enumerate(zip(queries, got)):
-        want = expected_results(config, query)
-        if packet != want:
-            n = len(query["scores"])
-            for j, (g, w) in enumerate(zip(packet, want)):
-                if g != w:
-                    break
-            else:
-                j = min(len(packet), len(want))
-            raise AssertionError(
-                f"query {index} (N={n}, k={query['k']}): beat {j} of {len(packet)} is "
-                f"{packet[j] if j < len(packet) else 'missing'}, expected "
-                f"{want[j] if j < len(want) else 'nothing'} ({len(want)} expected)")
-
+from rpaccel.hw.topk import first_result_delays, result_layout, score_layout
+from rpaccel.tb.unit_models.topk import (bad_k_values, check_results, edge_queries, query_beats,
+                                         random_query)
 
 # -- cocotb tests ------------------------------------------------------------------------------
 
@@ -169,6 +58,7 @@ async def random_queries_vs_golden(dut, stalls):
     queries = [random_query(rng, config) for _ in range(max(8, 384 // config.topk_max))]
     queries += [random_query(rng, config, n=1, k=1), random_query(rng, config, n=1, k=config.topk_max),
                 random_query(rng, config, n=3 * config.topk_max, k=config.topk_max, style="ties")]
+    queries += edge_queries(rng, config)
     started = time.monotonic()
     _, received = await run_queries(driver, sink, queries)
     check_results(config, queries, [t.payload for t in received])
@@ -199,14 +89,15 @@ async def bad_k_is_rejected_and_the_next_query_works(dut, stalls):
 
 @cocotb.test()
 async def full_rate_throughput_and_latency(dut):
-    """A query of max(1024, 8*topk_max) candidates and one of 2*topk_max+1, both with
+    """A query of max(1024, 8*topk_max) candidates and one of 3*topk_max+8, both with
     k = topk_max, no stalls: every candidate is accepted on consecutive cycles (the second
-    query streams in while the first one's results drain), and each query's result j comes
-    exactly TopKFilter.LATENCY + j cycles after its last candidate."""
+    query streams in while the first one's results are computed and drain), each query's
+    first result comes one of ``first_result_delays`` after its last candidate (exactly
+    InsertionTopK.LATENCY = 4 for the insertion array) and its results follow back to back."""
     bench, counter, driver, sink = await start(dut)
     config, rng = bench.config, bench.rng
     k = config.topk_max
-    sizes = [max(1024, 8 * k), 2 * k + 1]
+    sizes = [max(1024, 8 * k), 3 * k + 8]
     queries = [random_query(rng, config, n=n, k=k, style=style)
                for n, style in zip(sizes, ("wide", "ties"))]
     started = time.monotonic()
@@ -220,13 +111,50 @@ async def full_rate_throughput_and_latency(dut):
     for q in range(2):
         last_in = in_cycles[sum(sizes[:q + 1]) - 1]
         out = [t.cycle for t in received[q * k:(q + 1) * k]]
-        assert out[0] - last_in == TopKFilter.LATENCY, \
+        delays = first_result_delays(config, sizes[q], k)
+        assert out[0] - last_in in delays, \
             f"query {q}: first result {out[0] - last_in} cycles after the last input, " \
-            f"documented {TopKFilter.LATENCY}"
+            f"documented {delays}"
         assert out == list(range(out[0], out[0] + k)), f"query {q}: results not back to back"
-        assert out[-1] - last_in <= k + TopKFilter.LATENCY
     cycles = counter.cycle - begin
     dut._log.info("N=%s k=%d: %d inputs in %d cycles, last result %d cycles after the last "
                   "input; %d cycles in %.2f s = %.0f cycles/s", sizes, k, sum(sizes),
                   in_cycles[-1] - in_cycles[0] + 1,
                   received[-1].cycle - in_cycles[-1], cycles, elapsed, cycles / elapsed)
+
+
+@cocotb.test()
+async def reset_takes_nothing_and_the_unit_works_after(dut):
+    """A query is cut by a 3-cycle reset while a beat is offered on ``scores`` and results
+    are offered on ``topk``: during reset ``scores.ready`` and ``topk.valid`` are low; after
+    it the cut query is forgotten and the next queries are answered exactly."""
+    bench, counter, driver, sink = await start(dut)
+    config, rng = bench.config, bench.rng
+    k = config.topk_max
+    before = [random_query(rng, config, n=k + 3, k=k), random_query(rng, config, n=k + 2, k=k)]
+    beats = [b for q in before for b in query_beats(q)]
+    await driver.send(beats[:-2])
+    dut.topk__ready.value = 0
+    for _ in range(3 * k + 20):                      # results of the first query pile up
+        await RisingEdge(dut.clk)
+    await FallingEdge(dut.clk)
+    dut.scores__payload.value = score_layout(config).const(beats[-2]).as_bits()
+    dut.scores__valid.value = 1
+    dut.topk__ready.value = 1
+    await ReadOnly()
+    assert int(dut.topk__valid.value) == 1, "no result offered before the reset"
+    await FallingEdge(dut.clk)
+    dut.rst.value = 1
+    for _ in range(3):
+        await ReadOnly()
+        assert int(dut.scores__ready.value) == 0, "scores.ready high during reset"
+        assert int(dut.topk__valid.value) == 0, "topk.valid high during reset"
+        await FallingEdge(dut.clk)
+    dut.rst.value = 0
+    dut.scores__valid.value = 0
+    after = [random_query(rng, config), random_query(rng, config, n=1, k=0),
+             random_query(rng, config, n=2 * k, k=k)]
+    _, received = await run_queries(driver, sink, after)
+    check_results(config, after, [t.payload for t in received])
+    await sink.expect_idle(4)
+    assert int(dut.errors.value) == 1

@@ -14,88 +14,19 @@ from rpaccel.hw.config import DEFAULT, PRESETS
 from rpaccel.gen.generate import generate
 from rpaccel.gen.simulators import lint, run_cocotb
 from rpaccel.gen.units import get_unit
-from rpaccel.hw.interaction import InteractionUnit
-from rpaccel.sim import numerics
-from rpaccel.tb.amaranth_sim import NO_STALLS, Stalls, receive, send, simulate
+from rpaccel.hw.interaction import InteractionUnit, issue_cycles, pack_factor
+from rpaccel.tb.amaranth_sim import NO_STALLS, Stalls, WithReset, receive, send, simulate
+from rpaccel.tb.unit_models.interaction import (check, error_beat, expected, mixed_samples,
+                                                param_writes, random_params, random_sample)
 
 PRESET_NAMES = ["tiny", "default"]
-ERROR_BEAT = {"data": 0, "last": 1, "error": 1}
-
-
-class Sample:
-    """One sample: ``n`` vectors of ``emb_dim_max`` elements (garbage beyond ``dim``) and
-    its dimension."""
-
-    def __init__(self, vectors: np.ndarray, dim: int):
-        self.vectors = np.asarray(vectors, dtype=np.int64)
-        self.dim = dim
-
-    @property
-    def n(self) -> int:
-        return len(self.vectors)
-
-    def beats(self) -> list[dict]:
-        return [{"data": [int(x) for x in v], "last": int(k == self.n - 1)}
-                for k, v in enumerate(self.vectors)]
-
-
-def expected(config, sample: Sample, mults, shifts) -> list[dict]:
-    """The golden output beats of one sample (one error beat for a bad sample)."""
-    n, dim = sample.n, sample.dim
-    if not (2 <= n <= config.max_interaction_vectors and 1 <= dim <= config.emb_dim_max):
-        return [ERROR_BEAT]
-    pairs = n * (n - 1) // 2
-    values = numerics.interaction(sample.vectors[None, :, :dim], mults[:pairs], shifts[:pairs],
-                                  width=config.operand_width, acc_width=config.acc_width,
-                                  mult_width=config.requant_mult_width)[0]
-    return [{"data": int(v), "last": int(p == pairs - 1), "error": 0}
-            for p, v in enumerate(values)]
-
-
-def random_params(config, rng) -> tuple[np.ndarray, np.ndarray]:
-    """Per-pair (mult, shift): mostly scaled so that results spread over int8, plus the
-    extremes (mult 0 and max, shift 0, 1, 31, 47, 63)."""
-    count = InteractionUnit(config).pairs_max
-    mw = config.requant_mult_width
-    mults = rng.integers(1 << (mw - 1), 1 << mw, count)
-    shifts = np.clip(rng.integers(14, 20, count) + mw - 7, 0, 63)
-    # Every third pair rescales a little: small dot products then round at exact halves.
-    small = len(mults[::3])
-    mults[::3], shifts[::3] = rng.integers(1, 8, small), rng.integers(1, 5, small)
-    extremes = [(0, 5), ((1 << mw) - 1, 63), (1, 0), (1, 1), ((1 << mw) - 1, 31),
-                ((1 << mw) - 1, 47), (3, 2), ((1 << mw) - 1, 0)]
-    for k, (mult, shift) in enumerate(extremes):
-        mults[(5 * k + 2) % count], shifts[(5 * k + 2) % count] = mult, shift
-    return mults.astype(np.int64), shifts.astype(np.int64)
-
-
-def random_sample(config, rng, n: int, dim: int) -> Sample:
-    """Random int8 vectors; the elements beyond ``dim`` are garbage (the unit ignores them)."""
-    emb = config.emb_dim_max
-    vectors = rng.integers(-128, 128, (n, emb))
-    kind = rng.random()
-    if kind < 0.1:     # the extremes: largest products of both signs
-        vectors[:, :] = rng.choice([-128, 127], (n, emb))
-    elif kind < 0.2:   # small values: exact halves and zeros reach the rounding
-        vectors = rng.integers(-2, 3, (n, emb))
-    return Sample(vectors, dim)
-
-
-def dims_for(config) -> list[int]:
-    lanes, emb = config.interaction_lanes, config.emb_dim_max
-    return sorted({1, lanes, lanes + 3 if lanes + 3 <= emb else lanes - 1, emb, 4, 16, emb - 1})
-
-
-def param_writes(mults, shifts) -> list[dict]:
-    return [{"index": k, "mult": int(m), "shift": int(s)}
-            for k, (m, s) in enumerate(zip(mults, shifts))]
 
 
 def run_samples(config, samples, mults, shifts, *, in_stalls=NO_STALLS, out_stalls=NO_STALLS,
                 dim_noise_rng=None, max_cycles=None):
     """Write the pair parameters, then stream the samples (``dim`` set before each sample's
     first vector and, with ``dim_noise_rng``, scrambled after it: it must be sampled only on
-    the first beat). Returns the output beats grouped per sample."""
+    the first beat). Returns every output beat, in order."""
     dut = InteractionUnit(config)
     got = []
     loaded = []
@@ -117,32 +48,11 @@ def run_samples(config, samples, mults, shifts, *, in_stalls=NO_STALLS, out_stal
 
     async def consumer(ctx):
         for _ in samples:
-            got.append(await receive(ctx, dut.out, stalls=out_stalls, until=lambda b: b["last"]))
+            got.extend(await receive(ctx, dut.out, stalls=out_stalls, until=lambda b: b["last"]))
 
     budget = max_cycles or 200 + sum(4 * (s.n + s.n * s.n * 2) for s in samples) + 4 * len(mults)
     simulate(dut, [params, producer, consumer], max_cycles=budget)
     return got
-
-
-def check(config, samples, got, mults, shifts):
-    assert len(got) == len(samples)
-    for index, (sample, beats) in enumerate(zip(samples, got)):
-        want = expected(config, sample, mults, shifts)
-        assert beats == want, (f"sample {index} (n={sample.n}, dim={sample.dim}): got "
-                               f"{[b['data'] for b in beats]}, expected "
-                               f"{[b['data'] for b in want]}")
-
-
-def mixed_samples(config, rng) -> list[Sample]:
-    vmax = config.max_interaction_vectors
-    samples = []
-    for dim in dims_for(config):
-        for n in (2, 9, vmax):
-            samples.append(random_sample(config, rng, n, dim))
-    for _ in range(4):
-        samples.append(random_sample(config, rng, int(rng.integers(2, vmax + 1)),
-                                     int(rng.integers(1, config.emb_dim_max + 1))))
-    return samples
 
 
 @pytest.mark.parametrize("preset", PRESET_NAMES)
@@ -165,8 +75,8 @@ def test_golden_samples_reach_the_corners():
     config = PRESETS["default"]
     rng = np.random.default_rng(21)
     mults, shifts = random_params(config, rng)
-    values = [b["data"] for s in mixed_samples(config, rng)
-              for b in expected(config, s, mults, shifts)]
+    values = [v for s in mixed_samples(config, rng)
+              for b in expected(config, s, mults, shifts) for v in b["data"][:b["count"]]]
     assert {-128, 127, 0} <= set(values)
     assert len(set(values)) > 100
 
@@ -195,7 +105,7 @@ def test_bad_samples_are_dropped_with_one_error_beat(preset):
         got = run_samples(config, samples, mults, shifts, in_stalls=Stalls(p, 8),
                           out_stalls=Stalls(p, 9))
         check(config, samples, got, mults, shifts)
-    assert sum(expected(config, s, mults, shifts) == [ERROR_BEAT] for s in samples) == 7
+    assert sum(expected(config, s, mults, shifts) == [error_beat(config)] for s in samples) == 7
 
 
 def test_pair_params_can_be_rewritten_and_out_of_range_index_is_ignored():
@@ -226,12 +136,70 @@ def test_pair_params_can_be_rewritten_and_out_of_range_index_is_ignored():
 
 
 @pytest.mark.parametrize("preset", PRESET_NAMES)
+def test_reset_takes_nothing_offers_nothing_and_the_unit_works_after(preset):
+    """A 3-cycle reset while a vector and a parameter write are offered and results are
+    offered: during reset ``vectors.ready``, ``pair_params.ready`` and ``out.valid`` are low;
+    after it the cut sample is forgotten, the parameters written before it stay, and the
+    next samples (one of them bad) are exact."""
+    config = PRESETS[preset]
+    rng = np.random.default_rng(12)
+    mults, shifts = random_params(config, rng)
+    vmax, emb = config.max_interaction_vectors, config.emb_dim_max
+    first = [random_sample(config, rng, vmax, emb), random_sample(config, rng, 5, 3)]
+    after = [random_sample(config, rng, 9, 4), random_sample(config, rng, 1, 4),
+             random_sample(config, rng, vmax, config.interaction_lanes + 1)]
+    unit = InteractionUnit(config)
+    top = WithReset(unit)
+    log = {"during": []}
+
+    async def bench(ctx):
+        await send(ctx, unit.pair_params, param_writes(mults, shifts))
+        ctx.set(unit.dim, first[0].dim)
+        await send(ctx, unit.vectors, first[0].beats())
+        ctx.set(unit.dim, first[1].dim)
+        await send(ctx, unit.vectors, first[1].beats()[:2])
+        for _ in range(20):
+            await ctx.tick()
+        assert ctx.get(unit.out.valid), "no result offered before the reset"
+        ctx.set(unit.vectors.payload, unit.vector_layout.const(first[1].beats()[2]))
+        ctx.set(unit.vectors.valid, 1)
+        ctx.set(unit.pair_params.payload,
+                unit.param_layout.const({"index": 0, "mult": 1, "shift": 0}))
+        ctx.set(unit.pair_params.valid, 1)
+        ctx.set(top.domain.rst, 1)
+        for _ in range(3):
+            log["during"].append((ctx.get(unit.vectors.ready), ctx.get(unit.pair_params.ready),
+                                  ctx.get(unit.out.valid)))
+            await ctx.tick()
+        ctx.set(top.domain.rst, 0)
+        ctx.set(unit.vectors.valid, 0)
+        ctx.set(unit.pair_params.valid, 0)
+        log["reset_done"] = True
+        for sample in after:
+            ctx.set(unit.dim, sample.dim)
+            await send(ctx, unit.vectors, sample.beats(), Stalls(0.3, 4))
+
+    async def consumer(ctx):
+        while not log.get("reset_done"):
+            await ctx.tick()
+        log["got"] = []
+        for _ in after:
+            log["got"] += await receive(ctx, unit.out, stalls=Stalls(0.3, 5),
+                                        until=lambda b: b["last"])
+
+    simulate(top, [bench, consumer], max_cycles=5000)
+    assert log["during"] == [(0, 0, 0)] * 3, log["during"]
+    check(config, after, log["got"], mults, shifts)
+
+
+@pytest.mark.parametrize("preset", PRESET_NAMES)
 def test_interaction_cycle_counts(preset):
     """Measured in cycles, no stalls, the first vector transferred on cycle 1:
 
     * one sample (n = 9, the MovieLens models) alone: its last result is transferred on cycle
-      n + pairs * ceil(D / lanes) + latency, for D = 4, 16, 32;
-    * back-to-back samples: one every max(n, pairs * ceil(D / lanes)) cycles (double
+      n + issue_cycles(n, D) + latency, for D = 4, 16, 32, where issue_cycles is
+      pairs * ceil(D / lanes) unpacked and sum(ceil(i / P)) packed P pairs per cycle;
+    * back-to-back samples: one every max(n, issue_cycles(n, D)) cycles (double
       buffering hides the load), including short samples (n = 2) where the load dominates.
     """
     config = PRESETS[preset]
@@ -282,13 +250,18 @@ def test_interaction_cycle_counts(preset):
 
     for dim in (4, 16, 32):
         n = 9
-        pairs, beats = n * (n - 1) // 2, unit.beats(dim)
+        cycles = issue_cycles(config, n, dim)
         [alone] = arrivals([random_sample(config, rng, n, dim)])
         measured[("alone", dim)] = alone
-        assert alone == n + pairs * beats + unit.latency, (dim, alone)
+        assert alone == n + cycles + unit.latency, (dim, alone)
         times = arrivals([random_sample(config, rng, n, dim) for _ in range(4)])
         periods = np.diff(times)
-        assert list(periods) == [max(n, pairs * beats)] * 3, (dim, times)
+        measured[("period", dim)] = int(periods[0])
+        assert list(periods) == [max(n, cycles)] * 3, (dim, times)
+    # The documented table (docs/architecture.md): 9 vectors, D = 4 packs 4 pairs per cycle
+    # on default (16 lanes) and 2 on tiny (8 lanes).
+    assert {d: issue_cycles(config, 9, d) for d in (4, 16, 32)} == \
+        {"tiny": {4: 20, 16: 72, 32: 144}, "default": {4: 12, 16: 36, 32: 72}}[preset]
     times = arrivals([random_sample(config, rng, 2, 1) for _ in range(5)])
     assert list(np.diff(times)) == [2] * 4, times
     assert unit.latency == 9 + unit.tree_stages
@@ -318,7 +291,8 @@ def test_interaction_is_registered_with_documented_ports():
     Fragment.get(unit, None)  # elaborates (and marks it used)
     assert unit.pairs_max == 16 * 15 // 2
     assert unit.vector_layout.size == 32 * 8 + 1
-    assert unit.out_layout.size == 8 + 2
+    assert unit.out_layout.size == 4 * 8 + 3 + 2       # 4 results, count 0..4, last, error
+    assert [pack_factor(config, d) for d in (1, 4, 5, 8, 9, 16, 32)] == [4, 4, 2, 2, 1, 1, 1]
     assert unit.dot_width == 21
     assert (unit.beats(1), unit.beats(16), unit.beats(17), unit.beats(32)) == (1, 1, 2, 2)
 

@@ -1,0 +1,110 @@
+"""AXI4 read arbiter: several read managers of the top level on one memory port.
+
+Each client keeps its own AXI4 read port (``hw/axi.py::axi4_read_signature`` with a 1-bit
+ID); the arbiter forwards their bursts round robin onto one port whose ARID is the client's
+number, and routes every R beat back by RID. Responses of one client return in its request
+order (AXI orders responses per ID); different clients' beats may interleave.
+"""
+
+from __future__ import annotations
+
+from amaranth import Cat, Module, ResetSignal, Signal
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+
+from .axi import axi4_read_signature
+from .config import AccelConfig
+from .stream import StreamFIFO
+
+__all__ = ["AxiReadArbiter"]
+
+
+class AxiReadArbiter(wiring.Component):
+    """``clients`` AXI4 read managers onto one.
+
+    Ports
+    -----
+    clients : In(axi4_read_signature(addr, data, 1)).array(n)
+        One port per client (the client is the manager, with a 1-bit ID of its own).
+    bus : Out(axi4_read_signature(addr, data, id_width))
+        ARID = ``{client index, client ARID}`` (the usual interconnect ID extension), RID
+        split back the same way. An address is taken from a client into a four-entry
+        queue in front of ``bus`` (so ``arvalid`` and the address are registers, stable
+        until ``arready``); one burst per cycle when the queue drains as fast. R beats go
+        to the client named by RID, with that client's ``rready``.
+
+    Fair: the client after the last one served wins among those offering. While reset is
+    asserted no ``arready`` or ``rvalid`` is given to a client.
+    """
+
+    #: Clients of a build from the configuration alone (the unit registry): the command
+    #: processor, the record fetchers and the embedding subsystem.
+    DEFAULT_CLIENTS = 3
+
+    def __init__(self, config: AccelConfig, clients: int = DEFAULT_CLIENTS):
+        if clients < 1:
+            raise ValueError(f"an arbiter needs at least one client, not {clients!r}")
+        self._config = config
+        self._n = clients
+        self._index_width = max(1, (clients - 1).bit_length())
+        self._id_width = 1 + self._index_width
+        aw, dw = config.mem_addr_width, config.mem_bus_width
+        super().__init__({
+            "clients": In(axi4_read_signature(aw, dw, 1)).array(clients),
+            "bus": Out(axi4_read_signature(aw, dw, self._id_width)),
+        })
+
+    @property
+    def id_width(self) -> int:
+        return self._id_width
+
+    def elaborate(self, platform):
+        m = Module()
+        n, cfg = self._n, self._config
+        bus = self.bus
+        in_reset = ResetSignal()
+        ar = data.StructLayout({"addr": cfg.mem_addr_width, "len": 8, "size": 3, "burst": 2,
+                                "lock": 1, "cache": 4, "prot": 3, "id": self._id_width})
+        # Depth 4: SyncFIFOBuffered of depth 2 would hold a zero-width inner memory.
+        m.submodules.queue = queue = StreamFIFO(ar, 4)
+
+        # Round robin: the first offering client after the last one granted.
+        last = Signal(range(n))
+        offering = Cat(c.arvalid for c in self.clients)
+        grant = Signal(range(n))
+        found = Signal()
+        for step in range(n, 0, -1):          # lowest step (closest after `last`) wins
+            for origin in range(n):
+                client = (origin + step) % n
+                with m.If((last == origin) & offering[client]):
+                    m.d.comb += [grant.eq(client), found.eq(1)]
+        take = found & queue.w.ready & ~in_reset
+        with m.If(take):
+            m.d.sync += last.eq(grant)
+        for i, c in enumerate(self.clients):
+            m.d.comb += c.arready.eq(take & (grant == i))
+            with m.If(grant == i):
+                m.d.comb += [queue.w.payload.addr.eq(c.araddr), queue.w.payload.len.eq(c.arlen),
+                             queue.w.payload.size.eq(c.arsize),
+                             queue.w.payload.burst.eq(c.arburst),
+                             queue.w.payload.lock.eq(c.arlock),
+                             queue.w.payload.cache.eq(c.arcache),
+                             queue.w.payload.prot.eq(c.arprot),
+                             queue.w.payload.id.eq(Cat(c.arid, grant))]
+        m.d.comb += queue.w.valid.eq(take)
+        q = queue.r.payload
+        m.d.comb += [bus.araddr.eq(q.addr), bus.arlen.eq(q.len), bus.arsize.eq(q.size),
+                     bus.arburst.eq(q.burst), bus.arlock.eq(q.lock), bus.arcache.eq(q.cache),
+                     bus.arprot.eq(q.prot), bus.arid.eq(q.id),
+                     bus.arvalid.eq(queue.r.valid), queue.r.ready.eq(bus.arready)]
+
+        # R: to the client named by RID.
+        ready = Signal()
+        for i, c in enumerate(self.clients):
+            mine = bus.rid[1:] == i
+            m.d.comb += [c.rdata.eq(bus.rdata), c.rresp.eq(bus.rresp), c.rlast.eq(bus.rlast),
+                         c.rid.eq(bus.rid[0]), c.rvalid.eq(bus.rvalid & mine & ~in_reset)]
+            with m.If(mine):
+                m.d.comb += ready.eq(c.rready)
+        m.d.comb += bus.rready.eq(ready & ~in_reset)
+        return m

@@ -1,0 +1,574 @@
+"""The embedding subsystem: table descriptors, the static and dynamic embedding caches, the
+AXI4 memory port and the gather-and-pool pipeline that turns row lookups into pooled vectors.
+
+``docs/architecture.md`` ("Embedding subsystem") gives the design and its reasons (lookup
+structure of each cache, counter semantics, cycles); ``rpaccel.sim.cache_model`` is the
+Python model that predicts every counter of :class:`EmbeddingSubsystem` exactly.
+"""
+
+from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from .axi import AxiRowReader, PAGE_BYTES, axi4_read_signature, bus_bytes, read_request_layout, row_bits
+from .config import AccelConfig
+from .stream import StreamFIFO
+
+__all__ = ["EmbeddingSubsystem", "lookup_layout", "descriptor_layout", "pooled_layout",
+           "static_write_layout", "counter_layout", "COUNTERS", "STAGES", "set_index",
+           "row_beats", "model_bits", "table_bits", "acc_width", "KIND_BAD", "KIND_STATIC",
+           "KIND_HIT", "KIND_MISS", "SET_HASH_MULT"]
+
+#: Cascade stages the dynamic cache can be split between (the ``stage`` field of a lookup).
+STAGES = 4
+#: Kinds of a classified lookup (the in-flight queue's ``kind`` field).
+KIND_BAD, KIND_STATIC, KIND_HIT, KIND_MISS = 0, 1, 2, 3
+#: The (model, table) number is multiplied by this before it is folded into the set index,
+#: so the same row of different tables lands in different sets.
+SET_HASH_MULT = 37
+
+#: Every counter of :attr:`EmbeddingSubsystem.counters`, in layout order (32 bits, wrapping).
+COUNTERS = (
+    "lookups",            # lookup beats accepted
+    "bad_lookups",        # beats classified bad (empty bag, unconfigured table, row out of
+                          # range, beyond max_bag): never looked up, never read from memory
+    "static_accesses",    # good lookups (each is first checked against the static range)
+    "static_hits",
+    "dynamic_accesses",   # good lookups the static cache misses
+    "dynamic_hits",       # includes hits on a line whose fill is still on its way
+    "dynamic_misses",     # every one reads memory (one burst)
+    "dynamic_fills",      # misses that install a line (the stage owns at least one way)
+    "dynamic_evictions",  # fills that replace a valid line
+    "bursts",             # AR handshakes
+    "beats",              # R handshakes
+    "bytes",              # beats * bus bytes
+    "read_latency",       # sum over bursts of cycles from AR handshake to last R beat
+    "axi_errors",         # bursts with a SLVERR or DECERR response
+    "vectors",            # pooled vectors delivered
+    "bad_vectors",        # pooled vectors delivered with error = 1
+    "descriptor_errors",  # descriptor writes rejected (stored as unconfigured)
+)
+
+
+def model_bits(config: AccelConfig) -> int:
+    return max(1, (config.emb_models - 1).bit_length())
+
+
+def table_bits(config: AccelConfig) -> int:
+    return max(1, (config.max_tables - 1).bit_length())
+
+
+def _static_addr_bits(config: AccelConfig) -> int:
+    return max(1, (config.static_cache_rows - 1).bit_length())
+
+
+def acc_width(config: AccelConfig) -> int:
+    """Width of a pooling accumulator element: the exact sum of ``max_bag`` rows."""
+    return config.operand_width + config.max_bag.bit_length()
+
+
+def row_beats(config: AccelConfig, dim: int) -> int:
+    """Bus beats of a row of ``dim`` elements: ``ceil(dim * operand_width / mem_bus_width)``."""
+    return -(-dim * config.operand_width // config.mem_bus_width)
+
+
+def set_index(config: AccelConfig, model: int, table: int, row: int) -> int:
+    """The dynamic-cache set of a row: the row's low ``log2(sets)`` bits XOR the next
+    ``log2(sets)`` bits XOR ``(model * max_tables + table) * SET_HASH_MULT`` (mod sets)."""
+    sets = config.dynamic_cache_sets
+    if sets <= 1:
+        return 0
+    bits = sets.bit_length() - 1
+    mask = sets - 1
+    mt = model * config.max_tables + table
+    return (row & mask) ^ ((row >> bits) & mask) ^ ((mt * SET_HASH_MULT) & mask)
+
+
+def lookup_layout(config: AccelConfig) -> data.StructLayout:
+    """Payload of :attr:`EmbeddingSubsystem.lookups`: one row lookup."""
+    return data.StructLayout({
+        "model": unsigned(model_bits(config)),
+        "table": unsigned(table_bits(config)),
+        "row": unsigned(config.emb_row_width),
+        "bag_end": 1,      # last row of this table's bag (1 on every single-valued lookup)
+        "sample_end": 1,   # on the bag end of the candidate's last table
+        "empty": 1,        # this table's bag is empty: no row, ends the bag (flagged)
+        "stage": unsigned((STAGES - 1).bit_length()),
+    })
+
+
+def descriptor_layout(config: AccelConfig) -> data.StructLayout:
+    """Payload of :attr:`EmbeddingSubsystem.descriptors`: one table descriptor."""
+    return data.StructLayout({
+        "model": unsigned(model_bits(config)),
+        "table": unsigned(table_bits(config)),
+        "base": unsigned(config.mem_addr_width),           # byte address of row 0
+        "rows": unsigned(config.emb_row_width + 1),        # 0 = unconfigure this table
+        "row_shift": unsigned(4),                          # row stride = 2**row_shift bytes
+        "dim": range(config.emb_dim_max + 1),
+        "static_base": unsigned(_static_addr_bits(config)),
+        "static_rows": range(config.static_cache_rows + 1),
+    })
+
+
+def _stored_descriptor_layout(config: AccelConfig) -> data.StructLayout:
+    return data.StructLayout({
+        "valid": 1,
+        "base": unsigned(config.mem_addr_width),
+        "rows": unsigned(config.emb_row_width + 1),
+        "row_shift": unsigned(4),
+        "dim": range(config.emb_dim_max + 1),
+        "len": unsigned(8),                                # ARLEN of one row
+        "static_base": unsigned(_static_addr_bits(config)),
+        "static_rows": range(config.static_cache_rows + 1),
+    })
+
+
+def _vector(config: AccelConfig) -> data.ArrayLayout:
+    return data.ArrayLayout(signed(config.operand_width), config.emb_dim_max)
+
+
+def pooled_layout(config: AccelConfig) -> data.StructLayout:
+    """Payload of :attr:`EmbeddingSubsystem.pooled`: one pooled vector (``data`` and
+    ``last`` as the interaction unit's ``vector_layout``, plus ``error``)."""
+    return data.StructLayout({"data": _vector(config), "last": 1, "error": 1})
+
+
+def static_write_layout(config: AccelConfig) -> data.StructLayout:
+    """Payload of :attr:`EmbeddingSubsystem.static_write`: one static-cache row."""
+    return data.StructLayout({"addr": unsigned(_static_addr_bits(config)),
+                              "data": _vector(config)})
+
+
+def counter_layout(config: AccelConfig) -> data.StructLayout:
+    return data.StructLayout({name: unsigned(32) for name in COUNTERS})
+
+
+def _tag_layout(config: AccelConfig) -> data.StructLayout:
+    return data.StructLayout({"valid": 1, "model": unsigned(model_bits(config)),
+                              "table": unsigned(table_bits(config)),
+                              "row": unsigned(config.emb_row_width)})
+
+
+def _age_bits(config: AccelConfig) -> int:
+    return max(1, (config.dynamic_cache_ways - 1).bit_length())
+
+
+def _set_layout(config: AccelConfig) -> data.StructLayout:
+    ways = config.dynamic_cache_ways
+    return data.StructLayout({"tags": data.ArrayLayout(_tag_layout(config), ways),
+                              "ages": data.ArrayLayout(unsigned(_age_bits(config)), ways)})
+
+
+def _set_init(config: AccelConfig) -> dict:
+    """A flushed set: every way invalid, LRU ages 0..ways-1 (a permutation, as true LRU
+    keeps them), so way ``ways-1`` is the first victim once every way is valid."""
+    ways = config.dynamic_cache_ways
+    zero_tag = {"valid": 0, "model": 0, "table": 0, "row": 0}
+    return {"tags": [zero_tag] * ways, "ages": list(range(ways))}
+
+
+class EmbeddingSubsystem(wiring.Component):
+    """Row lookups in, pooled embedding vectors out, rows from the static cache, the dynamic
+    cache or memory (AXI4).
+
+    Ports
+    -----
+    lookups : In(stream.Signature(lookup_layout))
+        One beat per row lookup, in model order: for each candidate, for each table, the
+        rows of the table's bag (``bag_end`` on its last row; a single-valued feature is a
+        bag of one), ``sample_end`` on the bag end of the candidate's last table; an empty
+        bag is one beat with ``empty`` (its row is ignored; it ends the bag). ``model``
+        selects the table set (descriptors), ``stage`` the cascade stage whose dynamic-cache
+        ways a miss may fill.
+    pooled : Out(stream.Signature(pooled_layout))
+        One beat per bag, in request order: ``data`` the exact sum of the bag's rows
+        saturated once (``numerics.pool_sum``), elements at and beyond the table's
+        dimension zero; ``last`` the bag's ``sample_end``; ``error`` set (and ``data`` all
+        zero) if any beat of the bag was bad or any of its rows came back with an AXI error.
+    descriptors : In(stream.Signature(descriptor_layout))
+        Host writes of table descriptors (always ready). A descriptor is accepted if
+        ``1 <= dim <= emb_dim_max``, ``log2(bus bytes) <= row_shift <= 12``, the row's data
+        fits its stride (``row_beats * bus bytes <= 2**row_shift``), ``base`` is aligned to
+        the stride, the region ``[base, base + rows * 2**row_shift)`` fits the address space,
+        ``static_rows <= rows`` and ``static_base + static_rows <= static_cache_rows``;
+        otherwise the table is stored unconfigured and ``descriptor_errors`` counts it.
+        ``rows = 0`` unconfigures a table (not an error). Rows are aligned to a power-of-two
+        stride of at most 4 KiB, so no burst crosses a 4 KiB boundary. Written before
+        lookups use the table (a write under traffic may or may not reach lookups in flight).
+    static_write : In(stream.Signature(static_write_layout))
+        Host writes of static-cache rows (always ready); before the queries that use them.
+    stage_ways : In(ArrayLayout(unsigned(dynamic_cache_ways), STAGES))
+        Per cascade stage, the dynamic-cache ways its misses may fill (RecPipe's capacity
+        split); 0 = the stage never fills (static-only). Hits are found in any way. Reset
+        value all ones.
+    flush : In(1)
+        A pulse invalidates the dynamic cache: new lookups wait, then one set per cycle is
+        cleared (``dynamic_cache_sets`` cycles). ``busy`` is high meanwhile.
+    clear_counters : In(1)
+        Clears every counter.
+    counters : Out(counter_layout)
+        The counters of :data:`COUNTERS` (32 bits, wrapping).
+    idle : Out(1)
+        Nothing in flight (no lookup queued, no vector pending, not flushing).
+    m_axi : Out(axi4_read_signature(mem_addr_width, mem_bus_width))
+        The memory port (AXI4 manager, read channels only).
+
+    Pipeline: lookups are **classified in request order** (stage B: descriptor check, static
+    range compare, dynamic-cache tag compare and true-LRU update, miss -> line installed at
+    once and one AR request queued), so every cache counter depends on the access stream
+    alone, never on memory latency. Classified lookups wait in an in-order queue of
+    ``emb_inflight`` entries; the retire stage takes them in order: a static or dynamic hit
+    reads its on-chip memory, a miss takes its row from the fill queue (bursts return in
+    order) and writes it into its line **at retirement**, so a later hit on that line
+    (counted a hit though its fill was pending at lookup time) reads it after it landed, and
+    a line is never overwritten while an earlier lookup still has to read it. Hits are served
+    under misses, ``emb_inflight`` misses can be outstanding, vectors leave in order.
+
+    Throughput: one lookup per cycle when the rows are on chip (all hits); a miss costs the
+    memory's latency, overlapped with up to ``emb_inflight - 1`` other lookups.
+    """
+
+    def __init__(self, config: AccelConfig):
+        if not isinstance(config, AccelConfig):
+            raise TypeError(f"config must be an AccelConfig, not {config!r}")
+        self._config = config
+        ways = config.dynamic_cache_ways
+        super().__init__({
+            "lookups": In(stream.Signature(lookup_layout(config))),
+            "pooled": Out(stream.Signature(pooled_layout(config))),
+            "descriptors": In(stream.Signature(descriptor_layout(config))),
+            "static_write": In(stream.Signature(static_write_layout(config))),
+            "stage_ways": In(data.ArrayLayout(unsigned(ways), STAGES),
+                             init=[(1 << ways) - 1] * STAGES),
+            "flush": In(1),
+            "clear_counters": In(1),
+            "counters": Out(counter_layout(config)),
+            "idle": Out(1),
+            "busy": Out(1),
+            "m_axi": Out(axi4_read_signature(config.mem_addr_width, config.mem_bus_width)),
+        })
+
+    @property
+    def config(self) -> AccelConfig:
+        return self._config
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self._config
+        ow, dmax = cfg.operand_width, cfg.emb_dim_max
+        rbits = row_bits(cfg)
+        sets, ways = cfg.dynamic_cache_sets, cfg.dynamic_cache_ways
+        has_dynamic = sets > 0
+        has_static = cfg.static_cache_rows > 0
+        bus_shift = bus_bytes(cfg).bit_length() - 1
+        n_desc = cfg.emb_models * cfg.max_tables
+        incr = {name: Signal(name=f"incr_{name}") for name in COUNTERS}
+
+        # -- descriptors ------------------------------------------------------------------
+        stored = _stored_descriptor_layout(cfg)
+        m.submodules.descriptors = desc_mem = Memory(shape=stored, depth=n_desc, init=[])
+        desc_wp = desc_mem.write_port()
+        desc_rp = desc_mem.read_port(domain="sync")
+        w = self.descriptors.payload
+        m.d.comb += self.descriptors.ready.eq(1)
+        dim_bits = Signal(range(dmax * ow + 1))
+        beats = Signal(range(dmax * ow // cfg.mem_bus_width + 2))
+        stride = Signal(14)
+        region_end = Signal(cfg.mem_addr_width + cfg.emb_row_width + 14)
+        m.d.comb += [
+            dim_bits.eq(w.dim * ow),
+            beats.eq((dim_bits + cfg.mem_bus_width - 1) >> (cfg.mem_bus_width.bit_length() - 1)),
+            stride.eq(Const(1, 14) << w.row_shift),
+            region_end.eq(w.base + (w.rows << w.row_shift)),
+        ]
+        desc_ok = ((w.table < cfg.max_tables) & (w.dim >= 1) & (w.dim <= dmax)
+                   & (w.row_shift >= bus_shift) & (w.row_shift <= PAGE_BYTES.bit_length() - 1)
+                   & ((beats << bus_shift) <= stride)
+                   & ((w.base & (stride - 1)) == 0)
+                   & (region_end <= (1 << cfg.mem_addr_width))
+                   & (w.static_rows <= w.rows)
+                   & (w.static_base + w.static_rows <= cfg.static_cache_rows))
+        unconfigure = w.rows == 0
+        m.d.comb += [
+            desc_wp.addr.eq(w.model * cfg.max_tables + w.table),
+            desc_wp.en.eq(self.descriptors.valid & (w.table < cfg.max_tables)),
+            desc_wp.data.valid.eq(desc_ok & ~unconfigure),
+            desc_wp.data.base.eq(w.base), desc_wp.data.rows.eq(w.rows),
+            desc_wp.data.row_shift.eq(w.row_shift), desc_wp.data.dim.eq(w.dim),
+            desc_wp.data.len.eq(beats - 1),
+            desc_wp.data.static_base.eq(w.static_base),
+            desc_wp.data.static_rows.eq(w.static_rows),
+            incr["descriptor_errors"].eq(self.descriptors.valid & ~desc_ok & ~unconfigure),
+        ]
+
+        # -- static cache memory ------------------------------------------------------------
+        m.d.comb += self.static_write.ready.eq(1)
+        if has_static:
+            m.submodules.static_rows = static_mem = Memory(
+                shape=unsigned(rbits), depth=cfg.static_cache_rows, init=[])
+            st_wp = static_mem.write_port()
+            st_rp = static_mem.read_port(domain="sync")
+            m.d.comb += [st_wp.addr.eq(self.static_write.payload.addr),
+                         st_wp.data.eq(self.static_write.payload.data.as_value()),
+                         st_wp.en.eq(self.static_write.valid)]
+
+        # -- queues ------------------------------------------------------------------------
+        entry = data.StructLayout({
+            "kind": 2, "alloc": 1,
+            "line": unsigned(max(1, (max(1, sets) * ways - 1).bit_length())),
+            "static_addr": unsigned(_static_addr_bits(cfg)),
+            "dim": range(dmax + 1), "bag_end": 1, "sample_end": 1})
+        m.submodules.inflight = rob = StreamFIFO(entry, cfg.emb_inflight)
+        m.submodules.ar_queue = arq = StreamFIFO(read_request_layout(cfg), cfg.emb_inflight)
+        m.submodules.reader = reader = AxiRowReader(cfg)
+        m.submodules.fills = fills = StreamFIFO(reader.rows.payload.shape(), cfg.emb_inflight)
+        wiring.connect(m, arq.r, reader.requests)
+        wiring.connect(m, reader.rows, fills.w)
+        wiring.connect(m, wiring.flipped(self.m_axi), reader.bus)
+        m.d.comb += reader.clear.eq(self.clear_counters)
+
+        # -- stage B: classification in request order ------------------------------------------
+        lk = self.lookups.payload
+        b_valid = Signal()
+        b = Signal(lookup_layout(cfg))
+        b_advance = Signal()
+        flushing = Signal()
+        flush_pending = Signal()
+        accept = self.lookups.valid & self.lookups.ready
+        m.d.comb += [
+            self.lookups.ready.eq((~b_valid | b_advance) & ~flushing & ~flush_pending),
+            desc_rp.addr.eq(lk.model * cfg.max_tables + lk.table),
+            desc_rp.en.eq(accept),
+        ]
+        with m.If(accept):
+            m.d.sync += [b.eq(lk), b_valid.eq(1)]
+        with m.Elif(b_advance):
+            m.d.sync += b_valid.eq(0)
+
+        d = desc_rp.data
+        bag_count = Signal(range(cfg.max_bag + 1))
+        table_ok = (b.model < cfg.emb_models) & (b.table < cfg.max_tables)
+        bad = Signal()
+        static_hit = Signal()
+        dyn = Signal()
+        m.d.comb += [
+            bad.eq(b.empty | ~table_ok | ~d.valid | (b.row >= d.rows)
+                   | (bag_count >= cfg.max_bag)),
+            static_hit.eq(~bad & (b.row < d.static_rows)),
+            dyn.eq(~bad & ~static_hit),
+        ]
+        hit, miss, alloc, evict = Signal(), Signal(), Signal(), Signal()
+        line = Signal(entry["line"].shape)
+        if has_dynamic:
+            set_bits = sets.bit_length() - 1
+            set_l = _set_layout(cfg)
+            m.submodules.tags = tag_mem = Memory(shape=set_l, depth=sets,
+                                                 init=[_set_init(cfg)] * sets)
+            tag_wp = tag_mem.write_port()
+            tag_rp = tag_mem.read_port(domain="sync", transparent_for=(tag_wp,))
+
+            def hash_of(p):
+                mt = p.model * cfg.max_tables + p.table
+                if sets == 1:
+                    return Const(0, 1)
+                mask = sets - 1
+                return ((p.row & mask) ^ ((p.row >> set_bits) & mask)
+                        ^ ((mt * SET_HASH_MULT) & mask))[:set_bits]
+
+            m.d.comb += [tag_rp.addr.eq(hash_of(lk)), tag_rp.en.eq(accept)]
+            b_set = Signal(range(sets))
+            m.d.comb += b_set.eq(hash_of(b))
+            cur = tag_rp.data
+            hitv = Signal(ways)
+            for i in range(ways):
+                t = cur.tags[i]
+                m.d.comb += hitv[i].eq(t.valid & (t.model == b.model) & (t.table == b.table)
+                                       & (t.row == b.row))
+            mask = Signal(ways)
+            m.d.comb += mask.eq(self.stage_ways[b.stage])
+            hit_way = Signal(range(ways))
+            for i in reversed(range(ways)):
+                with m.If(hitv[i]):
+                    m.d.comb += hit_way.eq(i)
+            # Victim: the lowest invalid way the stage owns, else its least recently used.
+            invalid = Signal(ways)
+            oldest = Signal(ways)
+            for i in range(ways):
+                cond = mask[i]
+                for j in range(ways):
+                    if j != i:
+                        cond = cond & (~mask[j] | (cur.ages[i] > cur.ages[j]))
+                m.d.comb += [invalid[i].eq(mask[i] & ~cur.tags[i].valid), oldest[i].eq(cond)]
+            victim = Signal(range(ways))
+            for i in reversed(range(ways)):
+                with m.If(oldest[i]):
+                    m.d.comb += victim.eq(i)
+            with m.If(invalid.any()):
+                for i in reversed(range(ways)):
+                    with m.If(invalid[i]):
+                        m.d.comb += victim.eq(i)
+            m.d.comb += [
+                hit.eq(dyn & hitv.any()),
+                miss.eq(dyn & ~hitv.any()),
+                alloc.eq(dyn & ~hitv.any() & mask.any()),
+            ]
+            touched = Signal(range(ways))
+            m.d.comb += touched.eq(Mux(hit, hit_way, victim))
+            m.d.comb += evict.eq(alloc & cur.tags[victim].valid)
+            new = Signal(set_l)
+            m.d.comb += new.eq(cur)
+            touched_age = cur.ages[touched]
+            for i in range(ways):
+                with m.If(touched == i):
+                    m.d.comb += new.ages[i].eq(0)
+                with m.Elif(cur.ages[i] < touched_age):
+                    m.d.comb += new.ages[i].eq(cur.ages[i] + 1)
+            with m.If(alloc):
+                m.d.comb += [new.tags[victim].valid.eq(1), new.tags[victim].model.eq(b.model),
+                             new.tags[victim].table.eq(b.table), new.tags[victim].row.eq(b.row)]
+            m.d.comb += line.eq(b_set * ways + touched)
+
+            # Flush walks the sets; it owns the write port (lookups are held off meanwhile).
+            flush_set = Signal(range(sets))
+            with m.If(flushing):
+                m.d.comb += [tag_wp.addr.eq(flush_set), tag_wp.en.eq(1),
+                             tag_wp.data.eq(set_l.const(_set_init(cfg)))]
+            with m.Else():
+                m.d.comb += [tag_wp.addr.eq(b_set), tag_wp.data.eq(new),
+                             tag_wp.en.eq(b_advance & (hit | alloc))]
+            with m.If(self.flush):
+                m.d.sync += flush_pending.eq(1)
+            with m.If(flush_pending & ~b_valid & ~flushing):
+                m.d.sync += [flushing.eq(1), flush_pending.eq(0), flush_set.eq(0)]
+            with m.If(flushing):
+                m.d.sync += flush_set.eq(flush_set + 1)
+                with m.If(flush_set == sets - 1):
+                    m.d.sync += flushing.eq(0)
+        else:
+            m.d.comb += miss.eq(dyn)
+        m.d.comb += self.busy.eq(flushing | flush_pending)
+
+        m.d.comb += [
+            b_advance.eq(b_valid & rob.w.ready & (~miss | arq.w.ready)),
+            rob.w.valid.eq(b_valid & (~miss | arq.w.ready)),
+            rob.w.payload.kind.eq(Mux(bad, KIND_BAD, Mux(static_hit, KIND_STATIC,
+                                                        Mux(hit, KIND_HIT, KIND_MISS)))),
+            rob.w.payload.alloc.eq(alloc),
+            rob.w.payload.line.eq(line),
+            rob.w.payload.static_addr.eq(d.static_base + b.row),
+            rob.w.payload.dim.eq(d.dim),
+            rob.w.payload.bag_end.eq(b.bag_end | b.empty),
+            rob.w.payload.sample_end.eq(b.sample_end),
+            arq.w.valid.eq(b_valid & miss & rob.w.ready),
+            arq.w.payload.addr.eq(d.base + (b.row << d.row_shift)),
+            arq.w.payload.len.eq(d.len),
+        ]
+        with m.If(b_advance):
+            with m.If(b.bag_end | b.empty):
+                m.d.sync += bag_count.eq(0)
+            with m.Elif(bag_count != cfg.max_bag):
+                m.d.sync += bag_count.eq(bag_count + 1)
+        m.d.comb += [
+            incr["lookups"].eq(b_advance),
+            incr["bad_lookups"].eq(b_advance & bad),
+            incr["static_accesses"].eq(b_advance & ~bad),
+            incr["static_hits"].eq(b_advance & static_hit),
+            incr["dynamic_accesses"].eq(b_advance & dyn),
+            incr["dynamic_hits"].eq(b_advance & hit),
+            incr["dynamic_misses"].eq(b_advance & miss),
+            incr["dynamic_fills"].eq(b_advance & alloc),
+            incr["dynamic_evictions"].eq(b_advance & evict),
+        ]
+
+        # -- retire: R1 pops in order and reads the on-chip row, R2 pools ---------------------
+        out = self.pooled
+        adv = ~out.valid | out.ready
+        head = rob.r.payload
+        need_fill = head.kind == KIND_MISS
+        go = adv & rob.r.valid & (~need_fill | fills.r.valid)
+        m.d.comb += [rob.r.ready.eq(go), fills.r.ready.eq(go & need_fill)]
+        line_l = data.StructLayout({"data": unsigned(rbits), "poison": 1})
+        if has_dynamic:
+            m.submodules.lines = line_mem = Memory(shape=line_l, depth=sets * ways, init=[])
+            ln_wp = line_mem.write_port()
+            ln_rp = line_mem.read_port(domain="sync")
+            m.d.comb += [
+                ln_rp.addr.eq(head.line), ln_rp.en.eq(adv),
+                ln_wp.addr.eq(head.line), ln_wp.en.eq(go & need_fill & head.alloc),
+                ln_wp.data.data.eq(fills.r.payload.data),
+                ln_wp.data.poison.eq(fills.r.payload.error),
+            ]
+        if has_static:
+            m.d.comb += [st_rp.addr.eq(head.static_addr), st_rp.en.eq(adv)]
+
+        r2_valid = Signal()
+        r2 = Signal(entry)
+        r2_fill = Signal(rbits)
+        r2_fill_error = Signal()
+        with m.If(adv):
+            m.d.sync += [r2_valid.eq(go), r2.eq(head), r2_fill.eq(fills.r.payload.data),
+                         r2_fill_error.eq(fills.r.payload.error)]
+
+        row = Signal(rbits)
+        row_error = Signal()
+        with m.Switch(r2.kind):
+            with m.Case(KIND_STATIC):
+                if has_static:
+                    m.d.comb += row.eq(st_rp.data)
+            with m.Case(KIND_HIT):
+                if has_dynamic:
+                    m.d.comb += [row.eq(ln_rp.data.data), row_error.eq(ln_rp.data.poison)]
+            with m.Case(KIND_MISS):
+                m.d.comb += [row.eq(r2_fill), row_error.eq(r2_fill_error)]
+            with m.Case(KIND_BAD):
+                m.d.comb += row_error.eq(1)
+
+        aw = acc_width(cfg)
+        acc = Signal(data.ArrayLayout(signed(aw), dmax))
+        bag_error = Signal()
+        first = Signal(init=1)
+        total = Signal(data.ArrayLayout(signed(aw), dmax))
+        error_now = Signal()
+        qmax, qmin = (1 << (ow - 1)) - 1, -(1 << (ow - 1))
+        result = Signal(_vector(cfg))
+        for e in range(dmax):
+            element = Mux(e < r2.dim, row[e * ow:(e + 1) * ow].as_signed(), 0)
+            m.d.comb += total[e].eq(Mux(first, 0, acc[e]) + element)
+            m.d.comb += result[e].eq(Mux(error_now, 0, Mux(total[e] > qmax, qmax,
+                                                            Mux(total[e] < qmin, qmin, total[e]))))
+        m.d.comb += error_now.eq((~first & bag_error) | row_error)
+
+        with m.If(out.ready):
+            m.d.sync += out.valid.eq(0)
+        with m.If(adv & r2_valid):
+            with m.If(r2.bag_end):
+                m.d.sync += [out.valid.eq(1), out.payload.data.eq(result),
+                             out.payload.last.eq(r2.sample_end),
+                             out.payload.error.eq(error_now), first.eq(1)]
+            with m.Else():
+                m.d.sync += [acc.eq(total), bag_error.eq(error_now), first.eq(0)]
+        delivered = out.valid & out.ready
+        m.d.comb += [incr["vectors"].eq(delivered),
+                     incr["bad_vectors"].eq(delivered & out.payload.error)]
+
+        m.d.comb += self.idle.eq(~b_valid & ~rob.r.valid & (rob.level == 0) & ~r2_valid
+                                 & ~out.valid & ~flushing & ~flush_pending)
+
+        # -- counters -------------------------------------------------------------------------
+        port = {"bursts": reader.bursts, "beats": reader.beats, "axi_errors": reader.errors,
+                "read_latency": reader.latency}
+        for name in COUNTERS:
+            if name in port:
+                m.d.comb += self.counters[name].eq(port[name])
+            elif name == "bytes":
+                m.d.comb += self.counters.bytes.eq(reader.beats << bus_shift)
+            else:
+                count = Signal(32, name=f"count_{name}")
+                m.d.comb += self.counters[name].eq(count)
+                with m.If(self.clear_counters):
+                    m.d.sync += count.eq(0)
+                with m.Else():
+                    m.d.sync += count.eq(count + incr[name])
+        return m

@@ -1,0 +1,419 @@
+"""Pipelined-heap top-k: the structure :class:`~rpaccel.hw.topk.TopKFilter` uses for large
+``topk_max`` (docs/architecture.md, "Top-k filter", says when and why).
+
+Entries live in memories (block RAM on ECP5 for the deep levels) and the logic is one
+pipeline stage per heap level, so area grows with ``log2(topk_max)`` in logic and linearly
+only in memory bits.
+"""
+
+from amaranth import Array, Cat, Module, Mux, Signal
+from amaranth.lib.memory import Memory
+
+from .config import AccelConfig
+from .topk import ERROR_COUNTER_WIDTH, TopKPorts, k_shape
+from .topk import _k_out_of_range, _rank_key as rank_key, _unkey as unkey
+
+__all__ = ["HeapTopK", "heap_levels"]
+
+# Phases of a query in one of the two banks.
+_FREE, _INSERT, _POP, _OUT = range(4)
+
+
+def beats(m: Module, a, b, name: str):
+    """A 1-bit signal, high when unsigned ``a > b``: the borrow of ``b - a`` (one carry
+    chain on ECP5, as in the insertion array)."""
+    diff = Signal(max(len(a), len(b)) + 1, name=f"{name}_diff")
+    m.d.comb += diff.eq(b - a)
+    return diff[-1]
+
+
+def heap_levels(config: AccelConfig) -> int:
+    """Levels of each heap (pipeline stages): ``bit_length(topk_max)``."""
+    return config.topk_max.bit_length()
+
+
+class _LevelStore:
+    """One side (left or right children) of one heap level of one bank: a memory with a
+    synchronous read that is transparent for its own write (the read issued on the cycle of a
+    write to the same word returns the new value; the pipeline relies on it, see
+    :class:`HeapTopK`). Up to two words are flip-flops, deeper ones a ``Memory``."""
+
+    def __init__(self, m: Module, name: str, width: int, depth: int):
+        self.depth = depth
+        self.r_addr = Signal(range(max(depth, 2)), name=f"{name}_raddr")
+        self.w_en = Signal(name=f"{name}_wen")
+        self.w_addr = Signal(range(max(depth, 2)), name=f"{name}_waddr")
+        self.w_data = Signal(width, name=f"{name}_wdata")
+        self.r_data = Signal(width, name=f"{name}_rdata")
+        if depth == 0:
+            return
+        if depth <= 2:
+            words = [Signal(width, name=f"{name}_w{i}", reset_less=True) for i in range(depth)]
+            r_addr_q = Signal(range(2), name=f"{name}_raddr_q", reset_less=True)
+            m.d.sync += r_addr_q.eq(self.r_addr)
+            for i, word in enumerate(words):
+                with m.If(self.w_en & (self.w_addr == i)):
+                    m.d.sync += word.eq(self.w_data)
+            m.d.comb += self.r_data.eq(Array(words)[r_addr_q] if depth == 2 else words[0])
+            return
+        mem = Memory(shape=width, depth=depth, init=[])
+        m.submodules[name] = mem
+        wp = mem.write_port()
+        rp = mem.read_port(transparent_for=(wp,))
+        m.d.comb += [wp.en.eq(self.w_en), wp.addr.eq(self.w_addr), wp.data.eq(self.w_data),
+                     rp.addr.eq(self.r_addr), self.r_data.eq(rp.data)]
+
+
+class HeapTopK(TopKPorts):
+    """Exact streaming top-k on two pipelined binary min-heaps in memories.
+
+    Same ports, payloads and error behaviour as :class:`~rpaccel.hw.topk.TopKFilter`
+    (whose docstring is the contract); this docstring describes the structure and timing.
+
+    Structure
+    ---------
+    Candidates of a query alternate between two heaps (even beats to heap 0, odd to heap
+    1); each heap keeps the best ``min(k, n_h)`` of its half as a min-heap of rank keys (the
+    root is the worst kept), so together they hold the query's top ``k``. A heap has
+    ``L = bit_length(topk_max)`` levels, level ``l`` in its own memories (left and right
+    children separately), and one pipeline stage per level: an operation enters at the root
+    and moves down one level per cycle, reading the next level's two children (or its own
+    path node) one cycle ahead and writing its own node. Operations of one heap are issued
+    two cycles apart at most, so the next operation reads a level on the cycle the previous
+    one writes it and a read transparent for that write gives it the new value: each
+    operation sees the heap exactly as if the previous ones had finished.
+
+    * While a heap holds fewer than ``k`` entries a candidate is inserted top-down along the
+      path to the next free position (each node keeps the smaller of itself and the carried
+      key); after that, a candidate better than the root replaces it and sifts down (a
+      worse one is dropped). Positions at and beyond the heap's size are never read as
+      entries, so nothing needs clearing between queries or after a reset.
+    * When the query's last candidate is in, the heap is emptied worst first: each *pop*
+      writes the root into a sorted array (at its rank, counted from the end, so the array
+      is best first) and sifts a "removed" key (above every real key) down from the root.
+    * The two sorted arrays are merged into ``topk``, best first, ``min(k, N)`` beats.
+
+    Every resource is doubled into two *banks* that queries use alternately, and the two
+    banks of a heap take turns on the pipeline's issue slot (even and odd cycles), so one
+    query's candidates go in while the previous query pops and the one before drains out.
+
+    Timing (output always ready): one candidate per cycle within a query at any ``k``; the
+    first result comes ``2 * L + 5`` or ``2 * L + 6`` cycles after the last candidate, with
+    ``L = min(k, ceil(N / 2))`` the larger heap's size
+    (:func:`~rpaccel.hw.topk.first_result_delays`); results then come one per cycle. A query
+    holds its bank from its first candidate until its last result is in the output
+    register, so the next-but-one query waits for that.
+    """
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self._config
+        K, aw, iw = cfg.topk_max, cfg.acc_width, cfg.id_width
+        W = aw + iw                    # rank key
+        V = W + 1                      # heap entry: {key, removed}
+        REMOVED = 1 << W
+        D = heap_levels(cfg)
+
+        phase = Signal()               # bank whose operations issue this cycle
+        m.d.sync += phase.eq(~phase)
+
+        # -- per-bank query state ---------------------------------------------------------
+        state = [Signal(2, name=f"state{b}") for b in range(2)]
+        q_k = [Signal(k_shape(cfg), name=f"k{b}") for b in range(2)]
+        q_bad = [Signal(name=f"bad{b}") for b in range(2)]
+        rx_done = [Signal(name=f"rx_done{b}") for b in range(2)]
+        size = [[Signal(range(K + 1), name=f"size{b}_{h}") for h in range(2)] for b in range(2)]
+        popped = [[Signal(range(K + 1), name=f"popped{b}_{h}") for h in range(2)]
+                  for b in range(2)]
+        cur_state = Mux(phase, state[1], state[0])
+
+        # -- input: one-entry buffer per heap ---------------------------------------------
+        buf_valid = [Signal(name=f"buf_valid{h}") for h in range(2)]
+        buf_key = [Signal(W, name=f"buf_key{h}", reset_less=True) for h in range(2)]
+        buf_bank = [Signal(name=f"buf_bank{h}") for h in range(2)]
+        issuing = [Signal(name=f"issuing{h}") for h in range(2)]
+        for h in range(2):
+            m.d.comb += issuing[h].eq(buf_valid[h] & (buf_bank[h] == phase)
+                                      & (cur_state == _INSERT))
+        in_first = Signal(init=1)
+        in_bank = Signal()
+        in_par = Signal()              # heap of the next beat
+        target = Signal()
+        accept = Signal()
+        bad_now = Signal()
+        payload = self.scores.payload
+        in_state = Mux(in_bank, state[1], state[0])
+        m.d.comb += [
+            target.eq(~in_first & in_par),
+            self.scores.ready.eq(
+                Mux(target, ~buf_valid[1] | issuing[1], ~buf_valid[0] | issuing[0])
+                & (~in_first | (in_state == _FREE))),
+            accept.eq(self.scores.valid & self.scores.ready),
+            bad_now.eq(Mux(in_first, _k_out_of_range(payload.k, K),
+                           Mux(in_bank, q_bad[1], q_bad[0]))),
+        ]
+        for h in range(2):
+            with m.If(accept & ~bad_now & (target == h)):
+                m.d.sync += [buf_valid[h].eq(1), buf_key[h].eq(rank_key(payload.score, payload.id)),
+                             buf_bank[h].eq(in_bank)]
+            with m.Elif(issuing[h]):
+                m.d.sync += buf_valid[h].eq(0)
+        with m.If(accept):
+            m.d.sync += [in_par.eq(~target), in_first.eq(payload.last)]
+            with m.If(payload.last):
+                m.d.sync += in_bank.eq(~in_bank)
+
+        # -- the two heaps ------------------------------------------------------------------
+        sorted_mems = []
+        for h in range(2):
+            sorted_mems.append(self._heap(m, h, phase, state, q_k, size, popped, buf_key[h],
+                                          issuing[h], W, V, REMOVED, D, K))
+
+        # -- bank state machine ---------------------------------------------------------------
+        for b in range(2):
+            with m.Switch(state[b]):
+                with m.Case(_FREE):
+                    with m.If(accept & in_first & (in_bank == b)):
+                        m.d.sync += [state[b].eq(_INSERT), q_k[b].eq(payload.k),
+                                     q_bad[b].eq(bad_now), rx_done[b].eq(0),
+                                     size[b][0].eq(0), size[b][1].eq(0),
+                                     popped[b][0].eq(0), popped[b][1].eq(0)]
+                with m.Case(_INSERT):
+                    holds = [buf_valid[h] & (buf_bank[h] == b) for h in range(2)]
+                    with m.If(rx_done[b] & ~holds[0] & ~holds[1]):
+                        m.d.sync += state[b].eq(_POP)
+                with m.Case(_POP):
+                    with m.If((popped[b][0] == size[b][0]) & (popped[b][1] == size[b][1])):
+                        m.d.sync += state[b].eq(_OUT)
+            with m.If(accept & payload.last & (in_bank == b)):
+                m.d.sync += rx_done[b].eq(1)
+
+        # -- output: merge the two sorted arrays -------------------------------------------
+        out_ptr = Signal()             # bank whose results go out next
+        out_busy = Signal()
+        idx = [Signal(range(K + 1), name=f"out_i{h}") for h in range(2)]
+        emitted = Signal(range(K + 1))
+        count = Signal(range(K + 1))   # results of the query going out
+        out_err = Signal()
+        o_valid = Signal()
+        o_key = Signal(W, reset_less=True)
+        o_last = Signal(reset_less=True)
+        o_err = Signal(reset_less=True)
+        errors = Signal(ERROR_COUNTER_WIDTH)
+        advance = Signal()
+        m.d.comb += advance.eq(~o_valid | self.topk.ready)
+        with m.If(self.topk.valid & self.topk.ready):
+            m.d.sync += o_valid.eq(0)
+
+        ob_state = Mux(out_ptr, state[1], state[0])
+        ob_size = [Mux(out_ptr, size[1][h], size[0][h]) for h in range(2)]
+        ob_k = Mux(out_ptr, q_k[1], q_k[0])
+        ob_bad = Mux(out_ptr, q_bad[1], q_bad[0])
+        total = Signal(range(2 * K + 1))
+        m.d.comb += total.eq(ob_size[0] + ob_size[1])
+
+        heads = [rp.data for _, rp in sorted_mems]
+        avail = [idx[h] != ob_size[h] for h in range(2)]
+        take1 = Signal()
+        m.d.comb += take1.eq(avail[1] & (~avail[0] | beats(m, heads[1], heads[0], "merge")))
+        fire = Signal()
+        m.d.comb += fire.eq(out_busy & advance)
+        for h, (_, rp) in enumerate(sorted_mems):
+            step = fire & ~out_err & (take1 if h else ~take1)
+            nxt = Mux(out_busy, idx[h] + step, 0)
+            m.d.comb += rp.addr.eq(Mux(out_ptr, K + nxt, nxt))
+            with m.If(step):
+                m.d.sync += idx[h].eq(idx[h] + 1)
+        with m.If(~out_busy):
+            with m.If(ob_state == _OUT):
+                m.d.sync += [out_busy.eq(1), idx[0].eq(0), idx[1].eq(0), emitted.eq(0),
+                             out_err.eq(ob_bad),
+                             count.eq(Mux(ob_bad, 1, Mux(total > ob_k, ob_k, total)))]
+        with m.Elif(fire):
+            last = emitted == count - 1
+            m.d.sync += [o_valid.eq(1), o_key.eq(Mux(take1, heads[1], heads[0])),
+                         o_last.eq(last), o_err.eq(out_err), emitted.eq(emitted + 1)]
+            with m.If(last):
+                m.d.sync += [out_busy.eq(0), out_ptr.eq(~out_ptr), errors.eq(errors + out_err)]
+                for b in range(2):
+                    with m.If(out_ptr == b):
+                        m.d.sync += state[b].eq(_FREE)
+
+        score, cand_id = unkey(o_key, aw, iw)
+        m.d.comb += [
+            self.topk.valid.eq(o_valid),
+            self.topk.payload.score.eq(Mux(o_err, 0, score)),
+            self.topk.payload.id.eq(Mux(o_err, 0, cand_id)),
+            self.topk.payload.last.eq(o_last),
+            self.topk.payload.error.eq(o_err),
+            self.errors.eq(errors),
+        ]
+        return m
+
+    def _heap(self, m, h, phase, state, q_k, size, popped, buf_key, issuing, W, V, REMOVED,
+              D, K):
+        """One heap (both banks): its level memories, its pipeline, its issue logic and its
+        sorted-array memory. Returns (sorted memory write port, read port)."""
+        cfg = self._config
+        cur_state = Mux(phase, state[1], state[0])
+        cur_size = Mux(phase, size[1][h], size[0][h])
+        cur_popped = Mux(phase, popped[1][h], popped[0][h])
+        cur_k = Mux(phase, q_k[1], q_k[0])
+
+        # Level l >= 1 holds nodes 0 .. n_l - 1 (global positions 2**l - 1 + i).
+        def nodes(level):
+            return max(0, min(1 << level, K - (1 << level) + 1))
+        store = {}
+        for level in range(1, D):
+            n = nodes(level)
+            for b in range(2):
+                for side in range(2):
+                    store[level, b, side] = _LevelStore(
+                        m, f"heap{h}_l{level}_b{b}_{'lr'[side]}", V, (n + 1 - side) // 2)
+        root = [Signal(V, name=f"heap{h}_root{b}", reset_less=True) for b in range(2)]
+
+        # Stage registers: the operation at level j (j >= 1). Stage 0 is the issue itself.
+        def op_signals(j, comb):
+            kw = {} if comb else {"reset_less": True}
+            return {
+                "valid": Signal(name=f"h{h}_s{j}_valid"),
+                "bank": Signal(name=f"h{h}_s{j}_bank", **kw),
+                "topdown": Signal(name=f"h{h}_s{j}_topdown", **kw),
+                "v": Signal(V, name=f"h{h}_s{j}_v", **kw),
+                "idx": Signal(max(j, 1), name=f"h{h}_s{j}_idx", **kw),
+                "limit": Signal(range(K + 1), name=f"h{h}_s{j}_limit", **kw),
+                "norm": Signal(D, name=f"h{h}_s{j}_norm", **kw),
+                "tlevel": Signal(range(max(D, 2)), name=f"h{h}_s{j}_tlevel", **kw),
+            }
+        ops = [op_signals(j, j == 0) for j in range(D)]
+
+        # -- issue ----------------------------------------------------------------------------
+        op0 = ops[0]
+        root_now = Mux(phase, root[1], root[0])
+        pop = Signal(name=f"h{h}_pop")
+        topdown = Signal(name=f"h{h}_topdown")
+        replace = Signal(name=f"h{h}_replace")
+        new_v = Cat(buf_key, 0)
+        m.d.comb += [
+            pop.eq((cur_state == _POP) & (cur_popped != cur_size)),
+            topdown.eq(issuing & (cur_size != cur_k)),
+            replace.eq(issuing & (cur_size == cur_k) & beats(m, new_v, root_now, f"h{h}_rep")),
+            op0["valid"].eq(pop | topdown | replace),
+            op0["bank"].eq(phase),
+            op0["topdown"].eq(topdown),
+            op0["v"].eq(Mux(pop, REMOVED, new_v)),
+            op0["idx"].eq(0),
+            op0["limit"].eq(cur_size),
+        ]
+        # Top-down path to position `cur_size`: (pos + 1) << (D - 1 - level(pos)) puts its
+        # leading one at bit D - 1; the bits below it are the left/right turns.
+        pos1 = Signal(range(K + 2), name=f"h{h}_pos1")
+        m.d.comb += pos1.eq(cur_size + 1)
+        for level in range(D):
+            with m.If(pos1[level]):
+                m.d.comb += [op0["tlevel"].eq(level), op0["norm"].eq(pos1 << (D - 1 - level))]
+        for b in range(2):
+            with m.If(phase == b):
+                with m.If(topdown):
+                    m.d.sync += size[b][h].eq(size[b][h] + 1)
+                with m.If(pop):
+                    m.d.sync += popped[b][h].eq(popped[b][h] + 1)
+
+        # Sorted array: best first, both banks (bank b at K*b ..).
+        sorted_mem = Memory(shape=W, depth=2 * K, init=[])
+        m.submodules[f"sorted{h}"] = sorted_mem
+        s_wr = sorted_mem.write_port()
+        s_rd = sorted_mem.read_port()
+        rank = Signal(range(K), name=f"h{h}_rank")
+        m.d.comb += [
+            rank.eq(cur_size - 1 - cur_popped),
+            s_wr.en.eq(pop),
+            s_wr.addr.eq(Mux(phase, K + rank, rank)),
+            s_wr.data.eq(root_now[:W]),
+        ]
+
+        # -- the pipeline ---------------------------------------------------------------------
+        next_word = {}       # (level, "td"/"sd") -> word address issued for that level
+        for j in range(D):
+            op = ops[j]
+            # The node itself (top-down) and its children (sift-down), read a cycle ago.
+            if j == 0:
+                own = root_now
+            else:
+                own = Mux(op["bank"],
+                          Mux(op["idx"][0], store[j, 1, 1].r_data, store[j, 1, 0].r_data),
+                          Mux(op["idx"][0], store[j, 0, 1].r_data, store[j, 0, 0].r_data))
+            if j + 1 < D:
+                c0 = Mux(op["bank"], store[j + 1, 1, 0].r_data, store[j + 1, 0, 0].r_data)
+                c1 = Mux(op["bank"], store[j + 1, 1, 1].r_data, store[j + 1, 0, 1].r_data)
+                first_child = Signal(range(1 << (j + 2)), name=f"h{h}_s{j}_child")
+                m.d.comb += first_child.eq((1 << (j + 1)) - 1 + Cat(0, op["idx"][:j]))
+                p0 = first_child < op["limit"]
+                p1 = (first_child + 1) < op["limit"]
+            else:
+                c0 = c1 = own
+                p0 = p1 = 0
+            pick1 = Signal(name=f"h{h}_s{j}_pick1")
+            move = Signal(name=f"h{h}_s{j}_move")
+            # Three comparisons side by side rather than "pick the smaller child, then compare
+            # with it": one carry chain deep instead of two.
+            m.d.comb += [
+                pick1.eq(p1 & beats(m, c0, c1, f"h{h}_s{j}_c")),
+                move.eq(Mux(pick1, beats(m, op["v"], c1, f"h{h}_s{j}_m1"),
+                            p0 & beats(m, op["v"], c0, f"h{h}_s{j}_m0"))),
+            ]
+            low_child = Mux(pick1, c1, c0)
+            at_target = op["tlevel"] == j
+            v_below = Signal(name=f"h{h}_s{j}_vbelow")      # v < own node
+            m.d.comb += v_below.eq(beats(m, own, op["v"], f"h{h}_s{j}_t"))
+            w_data = Mux(op["topdown"], Mux(at_target | v_below, op["v"], own),
+                         Mux(move, low_child, op["v"]))
+            carry = Mux(op["topdown"] & v_below, own, op["v"])
+            cont = Mux(op["topdown"], ~at_target, move)
+            td_next = op["norm"][D - 2 - j:D - 1] if j + 1 < D else 0
+            sd_next = Cat(pick1, op["idx"][:j])
+            nxt = Mux(op["topdown"], td_next, sd_next)
+            # Write the node.
+            if j == 0:
+                with m.If(op["valid"]):
+                    for b in range(2):
+                        with m.If(op["bank"] == b):
+                            m.d.sync += root[b].eq(w_data)
+            else:
+                for b in range(2):
+                    for side in range(2):
+                        st = store[j, b, side]
+                        m.d.comb += [
+                            st.w_en.eq(op["valid"] & (op["bank"] == b) & (op["idx"][0] == side)),
+                            st.w_addr.eq(op["idx"][1:j]),
+                            st.w_data.eq(w_data),
+                        ]
+            # Hand over to the next level.
+            if j + 1 < D:
+                nop = ops[j + 1]
+                m.d.sync += [
+                    nop["valid"].eq(op["valid"] & cont),
+                    nop["bank"].eq(op["bank"]),
+                    nop["topdown"].eq(op["topdown"]),
+                    nop["v"].eq(carry),
+                    nop["idx"].eq(nxt),
+                    nop["limit"].eq(op["limit"]),
+                    nop["norm"].eq(op["norm"]),
+                    nop["tlevel"].eq(op["tlevel"]),
+                ]
+                next_word[j + 1, "td"] = nxt[1:j + 1]     # its own node at level j + 1
+                next_word[j + 2, "sd"] = nxt              # its children at level j + 2
+        # Read addresses: level `lv` of bank b is read by the operation at stage lv - 1 if it
+        # belongs to bank b (its node, for a top-down step), else by the one at stage lv - 2
+        # (its children, for a sift-down step); the two are always of different banks.
+        for level in range(1, D):
+            for b in range(2):
+                for side in range(2):
+                    st = store[level, b, side]
+                    if level == 1:
+                        m.d.comb += st.r_addr.eq(0)
+                        continue
+                    m.d.comb += st.r_addr.eq(Mux(ops[level - 1]["bank"] == b,
+                                                 next_word[level, "td"],
+                                                 next_word[level, "sd"]))
+        return s_wr, s_rd

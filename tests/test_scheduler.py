@@ -1,0 +1,190 @@
+"""The host scheduler (sim/scheduler.py) and the functional model of the top level
+(sim/accel_model.py): real queries through the memory formats of hw/descriptors.py equal
+the golden cascade; invalid pipelines are refused before anything is built; bad ring
+entries are rejected with their error code while the next entries run normally."""
+
+import numpy as np
+import pytest
+
+from rpaccel.hw import descriptors as d
+from rpaccel.hw.config import PRESETS
+from rpaccel.sim.accel_model import ERROR, AccelModel
+from rpaccel.sim.data import ensure_dataset
+from rpaccel.sim.golden import PIPELINES, load_golden
+from rpaccel.sim.scheduler import (MemoryImage, Scheduler, SchedulerError, access_counts,
+                                   hot_order)
+
+CONFIG = PRESETS["default"].replace(topk_max=256)
+TINY = PRESETS["tiny"]
+
+
+@pytest.fixture(scope="module")
+def setup():
+    ensure_dataset()
+    return load_golden()
+
+
+def users_with_tests(setup, n):
+    return [int(u) for u in np.flatnonzero(setup.split.test.any(axis=1))[:n]]
+
+
+def check_against_golden(setup, scheduler, queries, results):
+    for (user, cands), res in zip(queries, results):
+        ref = setup.golden.run(scheduler.pipeline, user, cands)
+        assert res.error == 0, res.error_name
+        np.testing.assert_array_equal(res.ranking, ref.ranking)
+        np.testing.assert_array_equal(res.scores, ref.stages[-1].kept_scores)
+        for kept, stage in zip(res.kept, ref.stages):
+            np.testing.assert_array_equal(kept, stage.kept)
+
+
+@pytest.mark.parametrize("pipeline", ["2-stage", "3-stage"])
+def test_real_queries_equal_the_golden_cascade(setup, pipeline):
+    """Whole test users (every candidate) through the report's cascades, everything read
+    from the memory image: records, hot-ordered tables, static rows, weight words."""
+    sch = Scheduler(CONFIG, setup, PIPELINES[pipeline])
+    queries = [(u, setup.split.test_candidates(u)) for u in users_with_tests(setup, 2)]
+    model = AccelModel(CONFIG)
+    check_against_golden(setup, sch, queries, sch.run(model, queries))
+    assert model.lookups["static_hits"] > 0 and model.lookups["memory"] > 0
+    assert model.lookups["errors"] == 0
+
+
+def test_without_static_cache_and_on_one_partition(setup):
+    cfg = CONFIG.replace(partitions=1, topk_units=1, static_cache_rows=0)
+    sch = Scheduler(cfg, setup, "small:64,medium:8")
+    queries = [(u, setup.split.test_candidates(u)[:300]) for u in users_with_tests(setup, 2)]
+    model = AccelModel(cfg)
+    check_against_golden(setup, sch, queries, sch.run(model, queries))
+    assert model.lookups["static_hits"] == 0
+
+
+def test_hot_order_and_static_rows_are_prefixes(setup):
+    counts = access_counts(setup)
+    assert [c.size for c in counts] == list(setup.features.table_rows)
+    assert counts[1].sum() == setup.split.train.sum()          # one item row per pair
+    order = hot_order(np.array([3, 9, 9, 0, 5]))
+    assert order.tolist() == [1, 2, 4, 0, 3]                   # ties: lower row first
+    sch = Scheduler(CONFIG, setup, "small:64,large:10")
+    used = sum(sum(m.static_rows) for m in sch.models.values())
+    assert used == min(CONFIG.static_cache_rows, sum(
+        sum(setup.features.table_rows) for _ in sch.models))
+    for m in sch.models.values():
+        assert all(0 <= h <= rows for h, rows in zip(m.static_rows, setup.features.table_rows))
+
+
+@pytest.mark.parametrize("pipeline, config, message", [
+    ("small:300,large:10", CONFIG, "keep_k 300 is above topk_max=256"),
+    ("small:64,medium:32,large:16,small:8,medium:4", CONFIG,
+     "5 stages; this accelerator runs at most max_stages=4"),
+    ("tiny:10", CONFIG, "unknown model 'tiny'"),
+    ("small:10,large:20", CONFIG, "larger than its input"),
+    ("small:16,large:10", TINY, "model 'large.top' does not fit the engine"),
+])
+def test_invalid_pipelines_are_refused_before_anything_is_built(setup, pipeline, config,
+                                                                message):
+    with pytest.raises(SchedulerError, match=message):
+        Scheduler(config, setup, pipeline)
+
+
+def test_invalid_stage_mapping_is_refused(setup):
+    with pytest.raises(SchedulerError, match="partition mask 0x4 names no partition"):
+        Scheduler(CONFIG, setup, "small:8", stage_partitions=[4])
+    with pytest.raises(SchedulerError, match="top-k unit 5 does not exist"):
+        Scheduler(CONFIG, setup, "small:8", stage_topk_units=[5])
+    sch = Scheduler(CONFIG, setup, "small:8")
+    user = users_with_tests(setup, 1)[0]
+    with pytest.raises(SchedulerError, match="keeps 8 of only 3 candidates"):
+        sch.plan([(user, setup.split.test_candidates(user)[:3])])
+
+
+def _corrupt(plan, index, layout, **changes):
+    """Rewrite fields of ring entry ``index`` in the image."""
+    addr = plan.ring.ring_base + index * d.COMMAND_BYTES
+    value = d.unpack(layout, plan.image.read(addr, d.COMMAND_BYTES))
+    for key, v in changes.items():
+        if key.startswith("stage0_"):
+            value["stages"][0][key[len("stage0_"):]] = v
+        elif key == "opcode":
+            value["header"]["opcode"] = v
+        else:
+            value[key] = v
+    plan.image.write(addr, d.pack(layout, value, d.COMMAND_BYTES))
+
+
+@pytest.mark.parametrize("change, code", [
+    ({"opcode": 9}, "BAD_OPCODE"),
+    ({"n_candidates": 0}, "ZERO_CANDIDATES"),
+    ({"stage0_k": 0}, "BAD_K"),
+    ({"stage0_k": 257}, "BAD_K"),
+    ({"n_stages": 0}, "BAD_STAGES"),
+    ({"records_addr": 0x10}, "ADDRESS_RANGE"),
+    ({"result_addr": 1 << 40}, "ADDRESS_RANGE"),
+    ({"stage0_partition_mask": 4}, "BAD_PARTITION"),
+    ({"stage0_topk_unit": 3}, "BAD_PARTITION"),
+    ({"stage0_slot": 3}, "MODEL_NOT_LOADED"),
+])
+def test_a_bad_query_between_two_good_ones(setup, change, code):
+    """The bad entry completes with its code and writes no result; both neighbours are
+    exact."""
+    sch = Scheduler(CONFIG, setup, "small:16,medium:4")
+    users = users_with_tests(setup, 3)
+    queries = [(u, setup.split.test_candidates(u)[:200]) for u in users]
+    plan = sch.plan(queries)
+    bad = plan.queries[1]
+    before = plan.image.read(bad["result"], 4 * d.RESULT_BYTES)
+    _corrupt(plan, bad["index"], d.run_query_layout(CONFIG), **change)
+    model = AccelModel(CONFIG)
+    assert model.execute(plan.image, plan.ring) == plan.ring.tail
+    results = sch.results(plan)
+    assert results[1].error == ERROR[code], results[1].error_name
+    assert plan.image.read(bad["result"], 4 * d.RESULT_BYTES) == before
+    check_against_golden(setup, sch, [queries[0], queries[2]], [results[0], results[2]])
+
+
+def test_an_embedding_row_outside_its_table_is_zeros_and_flagged(setup):
+    sch = Scheduler(CONFIG, setup, "small:8")
+    user = users_with_tests(setup, 1)[0]
+    cands = setup.split.test_candidates(user)[:50]
+    plan = sch.plan([(user, cands)])
+    q = plan.queries[0]
+    size = d.record_bytes(CONFIG)
+    layout = d.record_layout(CONFIG)
+    rec = d.unpack(layout, plan.image.read(_records_addr(plan, q), size))
+    rec["lookups"][1]["row"] = 100_000                  # the item table has 1682 rows
+    plan.image.write(_records_addr(plan, q), d.pack(layout, rec, size))
+    model = AccelModel(CONFIG)
+    model.execute(plan.image, plan.ring)
+    res = sch.results(plan)[0]
+    assert res.error == ERROR["EMBEDDING"] and model.lookups["errors"] == 1
+    assert len(res.ranking) == 8                        # the query still completes
+
+
+def _records_addr(plan, q):
+    raw = plan.image.read(plan.ring.ring_base + q["index"] * d.COMMAND_BYTES, d.COMMAND_BYTES)
+    return d.unpack(d.run_query_layout(CONFIG), raw)["records_addr"]
+
+
+def test_memory_image_bounds_and_words():
+    image = MemoryImage(base=0x100)
+    a = image.put(b"\x01\x02\x03")
+    b = image.put(b"\x04", align=16)
+    assert (a, b) == (0x100, 0x110)
+    assert image.words(4)[:1] == [0x030201]
+    with pytest.raises(IndexError, match="outside the image"):
+        image.read(0x0FF, 2)
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_every_descriptor_fits_its_size(name):
+    cfg = PRESETS[name]
+    for layout in d.command_layouts(cfg).values():
+        assert layout.size <= 8 * d.COMMAND_BYTES
+    assert d.completion_layout(cfg).size <= 8 * d.COMPLETION_BYTES
+    assert d.layer_layout(cfg).size <= 8 * d.LAYER_BYTES
+    assert d.table_layout(cfg).size <= 8 * d.TABLE_BYTES
+    assert d.record_layout(cfg).size <= 8 * d.record_bytes(cfg)
+    raw = d.pack(d.run_query_layout(cfg), {"header": {"opcode": 3, "tag": 7},
+                                            "n_candidates": 5}, d.COMMAND_BYTES)
+    assert len(raw) == 64 and raw[0] == 3 and raw[2] == 7
+    assert d.unpack(d.run_query_layout(cfg), raw)["n_candidates"] == 5

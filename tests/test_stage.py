@@ -1,0 +1,139 @@
+"""The stage runner (hw/stage.py) with the real units around it, in the Amaranth simulator:
+the command processor loads a trained model into the engine and the embedding subsystem
+from a scheduler's memory image, then the runner ranks a real query's candidates (records
+and embedding rows read from that memory over AXI with random pauses) through the bottom
+MLP, the embedding subsystem, the interaction unit, the top MLP and the top-k unit; the
+kept positions and scores equal the functional model's (and so the golden's)."""
+
+import copy
+
+import numpy as np
+import pytest
+from amaranth import Elaboratable, Module
+from amaranth.lib import wiring
+
+from rpaccel.hw import descriptors as d
+from rpaccel.hw.axi_write import AxiBlockWriter
+from rpaccel.hw.command import CommandProcessor
+from rpaccel.hw.compute_core import ComputeCore
+from rpaccel.hw.config import PRESETS, ConfigError
+from rpaccel.hw.embedding import EmbeddingSubsystem
+from rpaccel.hw.stage import StageRunner
+from rpaccel.hw.topk import TopKFilter
+from rpaccel.sim.accel_model import AccelModel
+from rpaccel.sim.data import ensure_dataset
+from rpaccel.sim.golden import load_golden
+from rpaccel.sim.scheduler import Scheduler
+from rpaccel.tb.amaranth_axi import AxiMemory
+from rpaccel.tb.amaranth_sim import Stalls, get, put, receive, simulate
+
+CONFIG = PRESETS["tiny"].replace(act_buffers=4)
+
+
+class Harness(Elaboratable):
+    """Command processor, compute core, embedding subsystem, stage runner (partition 0) and
+    a top-k unit, wired as the top level wires them."""
+
+    def __init__(self, config):
+        self.cp = CommandProcessor(config)
+        self.writer = AxiBlockWriter(config)
+        self.core = ComputeCore(config)
+        self.emb = EmbeddingSubsystem(config)
+        self.runner = StageRunner(config)
+        self.topk = TopKFilter(config)
+        self.config = config
+
+    def elaborate(self, platform):
+        m = Module()
+        cp, core, emb, run = self.cp, self.core, self.emb, self.runner
+        for name in ("cp", "writer", "core", "emb", "runner", "topk"):
+            m.submodules[name] = getattr(self, name)
+        wiring.connect(m, cp.wr_jobs, self.writer.jobs)
+        wiring.connect(m, cp.wr_data, self.writer.data)
+        wiring.connect(m, self.writer.done, cp.wr_done)
+        for p in range(self.config.partitions):
+            wiring.connect(m, cp.weight_write[p], core.weight_write[p])
+            wiring.connect(m, cp.bias_write[p], core.bias_write[p])
+        wiring.connect(m, cp.emb_descriptors, emb.descriptors)
+        wiring.connect(m, cp.static_write, emb.static_write)
+        m.d.comb += [cp.layer_addr.eq(run.layer_addr), run.layer_data.eq(cp.layer_data),
+                     cp.pair_addr.eq(run.pair_addr), run.pair_data.eq(cp.pair_data)]
+        wiring.connect(m, run.cmd, core.cmd[0])
+        wiring.connect(m, core.resp[0], run.resp)
+        wiring.connect(m, run.act_write, core.act_write[0])
+        wiring.connect(m, run.act_read, core.act_read[0])
+        wiring.connect(m, core.act_data[0], run.act_data)
+        wiring.connect(m, core.scores[0], run.scores)
+        wiring.connect(m, run.lookups, emb.lookups)
+        wiring.connect(m, emb.pooled, run.pooled)
+        wiring.connect(m, run.topk, self.topk.scores)
+        ways = (1 << self.config.dynamic_cache_ways) - 1
+        m.d.comb += [emb.stage_ways[s].eq(ways) for s in range(len(emb.stage_ways))]
+        return m
+
+
+@pytest.fixture(scope="module")
+def setup():
+    ensure_dataset()
+    return load_golden()
+
+
+def test_stage_runner_needs_three_buffers():
+    with pytest.raises(ConfigError, match="act_buffers must be at least 3"):
+        StageRunner(PRESETS["tiny"])
+
+
+def test_a_real_stage_on_the_hardware_equals_the_functional_model(setup):
+    user = int(np.flatnonzero(setup.split.test.any(axis=1))[0])
+    cands = setup.split.test_candidates(user)[:37]     # 3 sub-batches of 16, 16, 5
+    sch = Scheduler(CONFIG, setup, "small:8", stage_partitions=[1])
+    plan = sch.plan([(user, cands)])
+    q = plan.queries[0]
+    model = AccelModel(CONFIG)
+    expected = copy.deepcopy(plan.image)
+    model.execute(expected, copy.deepcopy(plan.ring))
+    kept = [d.unpack(d.result_layout(CONFIG), expected.read(q["result"] + i * d.RESULT_BYTES,
+                                                            d.RESULT_BYTES))
+            for i in range(8)]
+    entry = d.unpack(d.run_query_layout(CONFIG), plan.image.read(
+        plan.ring.ring_base + q["index"] * d.COMMAND_BYTES, d.COMMAND_BYTES))
+    loads = q["index"]                                   # the entries before the query
+
+    h = Harness(CONFIG)
+    cp, run = h.cp, h.runner
+    rng = np.random.default_rng(11)
+    B = CONFIG.mem_bus_width // 8
+    memories = [AxiMemory(plan.image, B, stalls=Stalls(0.25, rng)) for _ in range(4)]
+    ring, out = plan.ring, {}
+
+    async def bench(ctx):
+        ctx.set(cp.ring_base, ring.ring_base)
+        ctx.set(cp.ring_log2, ring.ring_log2)
+        ctx.set(cp.completion_base, ring.completion_base)
+        ctx.set(cp.region_base, ring.region_base)
+        ctx.set(cp.region_size, ring.region_size)
+        ctx.set(cp.tail, loads)
+        ctx.set(cp.enable, 1)
+        await ctx.tick().until(cp.entries_done == loads)
+        info = ctx.get(cp.model_info[0])
+        assert info.loaded
+        await put(ctx, run.job, {
+            "records_addr": entry["records_addr"], "n": len(cands), "from_kept": 0, "k": 8,
+            "slot": 0, "n_bottom": info.n_bottom, "n_top": info.n_top,
+            "n_tables": info.n_tables, "emb_dim": info.emb_dim, "n_dense": info.n_dense,
+            "n_pairs": info.n_pairs, "stage": 0})
+        out["kept"] = await receive(ctx, h.topk.topk, 8, Stalls(0.2, 3))
+        out["done"] = await get(ctx, run.done)
+
+    simulate(h, [bench], background=[memories[0].reader(cp.rd_bus),
+                                     memories[1].writer(h.writer.bus),
+                                     memories[2].reader(run.rd_bus),
+                                     memories[3].reader(h.emb.m_axi)],
+             max_cycles=400_000, name="stage_runner")
+    got = [(b["id"], b["score"]) for b in out["kept"]]
+    assert got == [(k["position"], k["score"]) for k in kept], (got, kept)
+    assert out["done"] == {"error": 0}
+    assert out["kept"][-1]["last"] == 1
+    # the golden's ranking of those candidates
+    ref = setup.golden.run(sch.pipeline, user, cands)
+    assert [int(np.sort(cands)[p]) for p, _ in got] == ref.ranking.tolist()
