@@ -84,7 +84,9 @@ def test_bad_config_fails_with_one_line_and_writes_nothing(tmp_path, toml, messa
 @pytest.mark.parametrize("args, message", [
     (["--preset", "nope"], "unknown preset 'nope'; known presets: tiny, small, default, paper"),
     (["--unit", "nope"], "unknown unit 'nope'; known units: pe, vector_unit, interaction, "
-                         "systolic_array, topk, mlp_engine, compute_core, topk_harness"),
+                         "systolic_array, topk, mlp_engine, compute_core, csr, axi_writer, "
+                         "embedding, embedding_harness, axi_read_arbiter, command, stage_runner, "
+                         "axi_read_harness, topk_harness"),
     (["--config", "does/not/exist.toml"], "cannot read config file"),
 ])
 def test_unknown_names_and_unreadable_files(tmp_path, args, message):
