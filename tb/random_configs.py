@@ -66,6 +66,7 @@ def _draw(rng: np.random.Generator) -> dict:
         "id_width": int(rng.integers(max(4, topk_max.bit_length()), 21)),
         "mem_bus_width": _pow2(rng, 32, 256),
         "clock_mhz": float(round(rng.uniform(50, 250), 1)),
+        "act_buffers": int(rng.integers(2, 5)),
     }
 
 

@@ -21,7 +21,7 @@ import pytest
 from rpaccel.gen.generate import convert, generate
 from rpaccel.gen.simulators import lint, run_cocotb, unavailable_reason
 from rpaccel.gen.units import UNITS
-from rpaccel.hw.config import PRESETS, load_toml
+from rpaccel.hw.config import PRESETS, ConfigError, load_toml
 from rpaccel.tb.random_configs import random_config
 
 #: Seeds of the fast suite and, besides them, of the slow one.
@@ -48,8 +48,8 @@ def configurations(default_seeds, with_small=True):
 
 
 #: Edge values lint used to reject (zero-width row indices, constant comparisons).
-EDGES = [("sub_batch=1", PRESETS["tiny"].replace(sub_batch=1)),
-         ("sub_batch=31", PRESETS["small"].replace(sub_batch=31))]
+EDGES = [("edge1", PRESETS["tiny"].replace(sub_batch=1, topk_max=1)),
+         ("edge31", PRESETS["small"].replace(sub_batch=31, topk_max=31))]
 FAST = configurations(FAST_SEEDS)
 SLOW = configurations(SLOW_SEEDS, with_small=False)
 
@@ -67,21 +67,31 @@ def needs(sim):
     return pytest.mark.skipif(reason is not None, reason=f"{sim} unavailable: {reason}")
 
 
+#: The hardware units lint checks: every unit but the test-only harnesses (some of them
+#: instantiate Verilog testbench models that live beside the benches).
+LINTED = [name for name in UNITS if not name.endswith("_harness")]
+
+
 def check_lint(config, unit):
-    out = generate(config, unit)
+    try:
+        out = generate(config, unit)
+    except ConfigError as err:
+        # A unit may need more than the configuration's general rules (e.g. the stage
+        # runner's act_buffers >= 3); it says so at construction, as the contract wants.
+        pytest.skip(f"{unit} does not take this configuration: {err}")
     proc = lint(out.verilog)
     assert proc.returncode == 0, f"{unit}: lint failed on {replay(config)}\n" \
                                  f"{proc.stdout}{proc.stderr}"
 
 
-@pytest.mark.parametrize("unit", list(UNITS))
+@pytest.mark.parametrize("unit", LINTED)
 @pytest.mark.parametrize("config", params(FAST + EDGES))
 def test_every_unit_lints_clean(config, unit):
     check_lint(config, unit)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("unit", list(UNITS))
+@pytest.mark.parametrize("unit", LINTED)
 @pytest.mark.parametrize("config", params(SLOW))
 def test_every_unit_lints_clean_more_seeds(config, unit):
     check_lint(config, unit)
