@@ -72,6 +72,25 @@ def needs(sim):
 LINTED = [name for name in UNITS if not name.endswith("_harness")]
 
 
+#: Defects these tests found in units of other work in progress: (unit, predicate on the
+#: configuration, what is wrong). Expected failures, strict, so the test fails as soon as
+#: one is fixed and its entry must go.
+KNOWN = [
+    ("interaction", lambda config: config.interaction_lanes == 1,
+     "zero-width wires ([-1:0], ASCRANGE) with interaction_lanes = 1 (hw/interaction.py)"),
+]
+
+
+def lint_params(configs):
+    cases = []
+    for name, config in configs:
+        for unit in LINTED:
+            marks = [pytest.mark.xfail(reason=why, strict=True)
+                     for known, applies, why in KNOWN if known == unit and applies(config)]
+            cases.append(pytest.param(config, unit, id=f"{name}-{unit}", marks=marks))
+    return cases
+
+
 def check_lint(config, unit):
     try:
         out = generate(config, unit)
@@ -84,15 +103,13 @@ def check_lint(config, unit):
                                  f"{proc.stdout}{proc.stderr}"
 
 
-@pytest.mark.parametrize("unit", LINTED)
-@pytest.mark.parametrize("config", params(FAST + EDGES))
+@pytest.mark.parametrize("config, unit", lint_params(FAST + EDGES))
 def test_every_unit_lints_clean(config, unit):
     check_lint(config, unit)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("unit", LINTED)
-@pytest.mark.parametrize("config", params(SLOW))
+@pytest.mark.parametrize("config, unit", lint_params(SLOW))
 def test_every_unit_lints_clean_more_seeds(config, unit):
     check_lint(config, unit)
 
