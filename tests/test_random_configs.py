@@ -78,6 +78,9 @@ LINTED = [name for name in UNITS if not name.endswith("_harness")]
 KNOWN = [
     ("interaction", lambda config: config.interaction_lanes == 1,
      "zero-width wires ([-1:0], ASCRANGE) with interaction_lanes = 1 (hw/interaction.py)"),
+    ("embedding", lambda config: config.dynamic_cache_sets == 1,
+     "zero-width tag-memory address ([-1:0], ASCRANGE) with dynamic_cache_sets = 1 "
+     "(hw/embedding.py)"),
 ]
 
 
