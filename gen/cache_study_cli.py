@@ -90,11 +90,14 @@ def cmd_cache_study(args) -> int:
     from rpaccel.sim.cache_study import cascade_traffic, study, zipf_traffic
     from rpaccel.sim.golden import load_golden
 
-    from .options import config_from_args
+    from .options import check_data_root, check_output_file, config_from_args
 
     if args.users < 1:
         raise RpaccelError(f"--users must be at least 1, not {args.users}")
     config, _ = config_from_args(args)
+    check_output_file(args.json, "--json")
+    check_output_file(args.plot, "--plot")
+    check_data_root(models=True)
     started = time.monotonic()
     setup = load_golden(progress=_say)
     n_users = setup.split.n_users

@@ -29,6 +29,7 @@ from pathlib import Path
 from rpaccel.hw.config import AccelConfig
 from .generate import generate
 from rpaccel.sim.report import format_table
+from .options import check_simulator
 from .simulators import run_cocotb
 from rpaccel.tb.topk_harness import harness_depth
 
@@ -74,6 +75,7 @@ def _run(config, unit, sim, module, plan, progress) -> dict:
 
 
 def run_core_bench(config: AccelConfig, name: str, sim: str, progress=print) -> dict:
+    check_simulator(sim)  # before any generation
     plan = bench_plan(config)
     started = time.monotonic()
     core = _run(config, "compute_core", sim, "rpaccel.tb.bench_core", plan, progress)

@@ -24,14 +24,15 @@ import time
 
 import numpy as np
 
-from .options import config_from_args
+from .options import (check_build_root, check_data_root, check_simulator, config_from_args,
+                      say)
 from rpaccel.sim.report import format_table
 
 __all__ = ["run_demo", "rtl_cascade"]
 
 
 def _say(msg: str):
-    print(f"[demo] {msg}", flush=True)
+    say(f"[demo] {msg}")
 
 
 def rtl_cascade(config, setup, user: int, stages, sim: str, work, progress=_say) -> dict:
@@ -59,10 +60,17 @@ def run_demo(args) -> int:
 
     from .generate import build_root, generate
     from .simulators import lint
-    from .synth import synthesize
+    from .synth import check_synth, synthesize
 
+    # Everything the demo will need is checked before it starts (minutes of work).
     config, name = config_from_args(args)
     sim = args.sim or "verilator"
+    check_simulator(sim)
+    check_simulator("verilator")     # lint
+    if not args.skip_synth:
+        check_synth("ecp5-85k")
+    check_build_root()
+    check_data_root(models=True)
     work = build_root() / "demo"
     work.mkdir(parents=True, exist_ok=True)
     rows, report = [], {"preset": name, "config_hash": config.hash, "simulator": sim}

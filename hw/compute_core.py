@@ -9,6 +9,7 @@ from amaranth.lib.wiring import In, Out
 from rpaccel.hw.config import AccelConfig
 from rpaccel.hw import mlp_engine
 from rpaccel.hw.mlp_engine import MLPLayerEngine
+from rpaccel.hw.shared import add_shared
 from rpaccel.hw.systolic import SystolicArray
 
 __all__ = ["ComputeCore"]
@@ -24,6 +25,9 @@ class ComputeCore(wiring.Component):
     nothing but the clock: each runs its own layer (its own shape, sub-batch and model) at
     the same time as the others, which is how RPAccel runs the stages of a cascade
     concurrently. With ``partitions = 1`` it is one engine on one monolithic array.
+
+    Reset: as for the engine and the array, no port takes or offers anything while ``rst``
+    is asserted. In Verilog the engine is one module instantiated ``partitions`` times.
     """
 
     def __init__(self, config: AccelConfig):
@@ -49,8 +53,8 @@ class ComputeCore(wiring.Component):
         m = Module()
         m.submodules.array = array = SystolicArray(self._config)
         for p in range(self._config.partitions):
-            engine = MLPLayerEngine(self._config)
-            m.submodules[f"engine{p}"] = engine
+            engine = add_shared(m, platform, f"engine{p}", "mlp_engine",
+                                MLPLayerEngine(self._config))
             wiring.connect(m, engine.array_weights, array.weights[p])
             wiring.connect(m, engine.array_acts, array.acts[p])
             wiring.connect(m, array.results[p], engine.array_results)

@@ -121,6 +121,11 @@ class AccelConfig:
 
     def __post_init__(self):
         self._validate()
+        # The canonical form: a float field holds a float (``clock_mhz = 125`` and ``125.0``
+        # are one configuration, with one hash and one build folder).
+        for f in fields(self):
+            if f.type in ("float", float):
+                object.__setattr__(self, f.name, float(getattr(self, f.name)))
 
     # -- validation ----------------------------------------------------------------------------
     def _validate(self):
@@ -220,16 +225,19 @@ class AccelConfig:
 
     @property
     def hash(self) -> str:
-        """Short stable hash of every field: names builds and stamps every output."""
+        """Short stable hash of every field: names builds and stamps every output. It is
+        taken over the canonical form (every field in its declared type, sorted keys), so
+        equal configurations have equal hashes."""
         blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
     # -- copying, (de)serialisation ---------------------------------------------------------
     def replace(self, **changes) -> "AccelConfig":
         """A copy with some fields changed (validated again)."""
-        unknown = sorted(set(changes) - {f.name for f in fields(self)})
+        known = [f.name for f in fields(self)]
+        unknown = sorted(set(changes) - set(known))
         if unknown:
-            raise ConfigError(f"unknown field {unknown[0]!r}")
+            raise ConfigError(f"unknown field {unknown[0]!r}; valid fields: {', '.join(known)}")
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict:
@@ -241,7 +249,11 @@ class AccelConfig:
         values = dict(values)
         start = base or DEFAULT
         if "preset" in values:
-            start = preset(values.pop("preset"))
+            name = values.pop("preset")
+            if not isinstance(name, str):
+                raise ConfigError(f"preset must be a preset name ({', '.join(PRESETS)}), "
+                                  f"not {name!r}")
+            start = preset(name)
         return start.replace(**values)
 
     def to_toml(self) -> str:
@@ -255,9 +267,15 @@ def load_toml(path: str | Path) -> AccelConfig:
     """Read a configuration from a TOML file (flat ``key = value``; optional ``preset``)."""
     path = Path(path)
     try:
-        text = path.read_text()
+        raw = path.read_bytes()
     except OSError as err:
         raise ConfigError(f"cannot read config file {str(path)!r}: {err.strerror}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"config file {str(path)!r} is not UTF-8 text (byte "
+                          f"0x{raw[err.start]:02x} at offset {err.start}): TOML files are "
+                          f"UTF-8") from None
     try:
         values = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
@@ -265,7 +283,10 @@ def load_toml(path: str | Path) -> AccelConfig:
     for key, value in values.items():
         if isinstance(value, dict):
             raise ConfigError(f"config file {str(path)!r}: tables are not supported ([{key}])")
-    return AccelConfig.from_dict(values)
+    try:
+        return AccelConfig.from_dict(values)
+    except ConfigError as err:
+        raise ConfigError(f"config file {str(path)!r}: {err}") from None
 
 
 DEFAULT = AccelConfig()

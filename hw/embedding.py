@@ -6,7 +6,7 @@ structure of each cache, counter semantics, cycles); ``rpaccel.sim.cache_model``
 Python model that predicts every counter of :class:`EmbeddingSubsystem` exactly.
 """
 
-from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth import Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from amaranth import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth import Array, Cat, Const, Module, Mux, ResetSignal, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -53,7 +53,7 @@ def response_layout(config: AccelConfig) -> data.StructLayout:
 
 def score_layout(config: AccelConfig) -> data.StructLayout:
     return data.StructLayout({"score": signed(config.acc_width),
-                              "row": range(config.sub_batch), "last": 1})
+                              "row": _row_range(config.sub_batch), "last": 1})
 
 
 def weight_write_layout(config: AccelConfig) -> data.StructLayout:
@@ -88,6 +88,19 @@ def _beyond(index, count: int):
     """``index >= count`` for a field of ``range(count)``; no comparison (a constant 0) when
     ``count`` is a power of two and the field cannot hold a larger value."""
     return Const(0, 1) if count & (count - 1) == 0 else (index >= count)
+
+
+def _row_range(sub_batch: int) -> range:
+    """Row indices of a sub-batch, ``range(sub_batch)``, but at least one bit wide: with
+    ``sub_batch = 1`` a zero-width index would be a ``[-1:0]`` wire in Verilog."""
+    return range(max(sub_batch, 2))
+
+
+def _above(value, limit: int):
+    """``value > limit``, or a constant 0 when ``value``'s width cannot exceed ``limit`` (a
+    field of ``range(limit + 1)`` with ``limit = 2**n - 1``: the comparison would be
+    constant, which lint rejects)."""
+    return value > limit if (1 << len(value)) - 1 > limit else Const(0, 1)
 
 
 class MLPLayerEngine(wiring.Component):
@@ -130,6 +143,11 @@ class MLPLayerEngine(wiring.Component):
     ``max_layer_dim``, weight tiles or bias words beyond the memories, ``src == dst``, a
     score layer with more than one output) are answered with ``error = 1`` and dropped;
     the engine stays ready for the next command.
+
+    Reset: while ``rst`` is asserted no input accepts anything (every ``ready`` is low, no
+    host write reaches a memory) and no output offers anything (every ``valid`` is low); a
+    layer in progress is abandoned without a response. The memories keep their contents
+    (weights, biases and activations loaded before a reset are still there after it).
     """
 
     def __init__(self, config: AccelConfig):
@@ -168,7 +186,7 @@ class MLPLayerEngine(wiring.Component):
         # -- memories ------------------------------------------------------------------------
         weight_mem = Memory(shape=unsigned(ow * Cp), depth=geo.weight_words, init=[])
         bias_mem = Memory(shape=unsigned(aw * Cp), depth=geo.bias_words, init=[])
-        acc_mem = Memory(shape=unsigned(aw * Cp), depth=SB, init=[])
+        acc_mem = Memory(shape=unsigned(aw * Cp), depth=len(_row_range(SB)), init=[])
         act_mems = [Memory(shape=unsigned(ow * W), depth=geo.act_words, init=[])
                     for _ in range(geo.act_buffers)]
         m.submodules.weight_mem = weight_mem
@@ -199,9 +217,9 @@ class MLPLayerEngine(wiring.Component):
         c_ot = (c.out_dim + (Cp - 1)) >> log_cp
         bad = Signal()
         m.d.comb += bad.eq(
-            (c.rows == 0) | (c.rows > SB) |
-            (c.in_dim == 0) | (c.in_dim > geo.max_layer_dim) |
-            (c.out_dim == 0) | (c.out_dim > geo.max_layer_dim) |
+            (c.rows == 0) | _above(c.rows, SB) |
+            (c.in_dim == 0) | _above(c.in_dim, geo.max_layer_dim) |
+            (c.out_dim == 0) | _above(c.out_dim, geo.max_layer_dim) |
             ((c.weight_tile + c_it * c_ot) > geo.weight_words // R) |
             ((c.bias_word + c_ot) > geo.bias_words) |
             ((c.src == c.dst) & ~c.score) |
@@ -209,10 +227,11 @@ class MLPLayerEngine(wiring.Component):
             (c.score & (c.out_dim != 1)))
 
         start = Signal()
+        in_reset = ResetSignal()
         with m.FSM(name="control"):
             with m.State("IDLE"):
-                m.d.comb += self.cmd.ready.eq(1)
-                with m.If(self.cmd.valid):
+                m.d.comb += self.cmd.ready.eq(~in_reset)
+                with m.If(self.cmd.valid & self.cmd.ready):
                     m.d.sync += [cmd.eq(c), n_it.eq(c_it), n_ot.eq(c_ot), cycles.eq(1),
                                  error.eq(bad)]
                     with m.If(bad):
@@ -226,13 +245,14 @@ class MLPLayerEngine(wiring.Component):
                 with m.If(done):
                     m.next = "RESPOND"
             with m.State("RESPOND"):
-                m.d.comb += [self.resp.valid.eq(1),
+                m.d.comb += [self.resp.valid.eq(~in_reset),
                              self.resp.payload.tag.eq(cmd.tag),
                              self.resp.payload.error.eq(error),
                              self.resp.payload.cycles.eq(cycles)]
                 with m.If(self.resp.ready):
                     m.next = "IDLE"
-        idle = ~running & ~self.resp.valid
+        # Host ports are served while no layer runs (and not under reset).
+        idle = ~running & ~self.resp.valid & ~in_reset
 
         # -- weight feeder: every tile's R rows, in stored order, into the array ----------------
         m.submodules.weight_fifo = w_fifo = StreamFIFO(systolic.weight_layout(cfg), FEED_FIFO_DEPTH)
@@ -258,7 +278,7 @@ class MLPLayerEngine(wiring.Component):
         wiring.connect(m, a_fifo.r, wiring.flipped(self.array_acts))
         f_j = Signal.like(n_ot)
         f_i = Signal.like(n_it)
-        f_b = Signal(range(SB))
+        f_b = Signal(_row_range(SB))
         f_active = Signal()
         f_pending = Signal()       # a read issued last cycle: its data is on the read port
         f_valid = Signal()         # ... registered: the row written into the FIFO this cycle
@@ -314,9 +334,9 @@ class MLPLayerEngine(wiring.Component):
         vu = m.submodules.vector_unit = VectorUnit(cfg)
         r_j = Signal.like(n_ot)
         r_i = Signal.like(n_it)
-        r_b = Signal(range(SB))
+        r_b = Signal(_row_range(SB))
         stage = data.StructLayout({"valid": 1, "first": 1, "final": 1, "last": 1,
-                                   "row": range(SB)})
+                                   "row": _row_range(SB)})
         s1, s2, s3 = (Signal(stage, name=f"acc_s{n}") for n in (1, 2, 3))
         s1_psum, s2_psum = Signal(aw * Cp), Signal(aw * Cp)
         s2_acc, s2_bias, s3_bias = Signal(aw * Cp), Signal(aw * Cp), Signal(aw * Cp)
@@ -330,7 +350,7 @@ class MLPLayerEngine(wiring.Component):
         res = self.array_results
         take = res.valid & res.ready
         m.d.comb += [
-            res.ready.eq(go1 & ~hazard),
+            res.ready.eq(go1 & ~hazard & ~in_reset),
             acc_rd.addr.eq(r_b), acc_rd.en.eq(take),
             b_rd.addr.eq(Mux(running, cmd.bias_word + r_j, 0)), b_rd.en.eq(take),
         ]
@@ -374,11 +394,11 @@ class MLPLayerEngine(wiring.Component):
 
         # -- output: requantized rows into the destination buffer, or scores out --------------
         o_j = Signal.like(n_ot)
-        o_b = Signal(range(SB))
+        o_b = Signal(_row_range(SB))
         out = vu.out
         o_take = out.valid & out.ready
         m.d.comb += out.ready.eq(Mux(cmd.score, self.scores.ready, 1))
-        m.d.comb += [self.scores.valid.eq(out.valid & cmd.score),
+        m.d.comb += [self.scores.valid.eq(out.valid & cmd.score & ~in_reset),
                      self.scores.payload.score.eq(out.payload.data[0]),
                      self.scores.payload.row.eq(o_b),
                      self.scores.payload.last.eq(o_b == cmd.rows - 1)]
@@ -423,7 +443,8 @@ class MLPLayerEngine(wiring.Component):
         w_buf, r_buf = self.act_write.payload.buffer, self.act_read.payload.buffer
         m.d.comb += [
             self.weight_write.ready.eq(idle), self.bias_write.ready.eq(idle),
-            self.act_write.ready.eq(~in_use.bit_select(w_buf, 1) & ~_beyond(w_buf, geo.act_buffers)),
+            self.act_write.ready.eq(~in_use.bit_select(w_buf, 1) & ~_beyond(w_buf, geo.act_buffers)
+                                    & ~in_reset),
             w_wr.addr.eq(self.weight_write.payload.addr),
             w_wr.data.eq(self.weight_write.payload.data.as_value()),
             w_wr.en.eq(self.weight_write.valid & idle),
@@ -434,14 +455,14 @@ class MLPLayerEngine(wiring.Component):
         host_rd_pending = Signal()
         host_rd_buffer = Signal(range(geo.act_buffers))
         m.d.comb += self.act_read.ready.eq(~in_use.bit_select(r_buf, 1) &
-                                           ~_beyond(r_buf, geo.act_buffers) &
+                                           ~_beyond(r_buf, geo.act_buffers) & ~in_reset &
                                            (~host_rd_pending | self.act_data.ready))
         host_rd = self.act_read.valid & self.act_read.ready
         with m.If(host_rd):
             m.d.sync += [host_rd_pending.eq(1), host_rd_buffer.eq(r_buf)]
         with m.Elif(self.act_data.ready):
             m.d.sync += host_rd_pending.eq(0)
-        m.d.comb += [self.act_data.valid.eq(host_rd_pending),
+        m.d.comb += [self.act_data.valid.eq(host_rd_pending & ~in_reset),
                      self.act_data.payload.eq(Array(port.data for port in act_rd)[host_rd_buffer])]
 
         host_w = self.act_write.valid & self.act_write.ready

@@ -50,6 +50,10 @@ class ProcessingElement(wiring.Component):
     ``psum_out``. The weight used is the one held when the activation arrives. Throughput
     one MAC per cycle. There is no enable: the array around the cell never stalls (flow
     control is done with credits at its edges).
+
+    Reset: while ``rst`` is asserted both weights, the product register and every output
+    are held at zero and ``weight_shift`` has no effect (the cell has no stream ports; the
+    array around it refuses beats under reset).
     """
 
     def __init__(self, config: AccelConfig):

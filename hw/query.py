@@ -11,7 +11,7 @@ and dealing one stage's sub-batches over several partitions are the next steps
 
 from __future__ import annotations
 
-from amaranth import Cat, Const, Module, Mux, ResetSignal, Signal, unsigned
+from amaranth import Cat, Module, Mux, ResetSignal, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out

@@ -7,7 +7,7 @@ a transfer happens on a cycle where ``valid`` and ``ready`` are both high, and `
 never depends on ``ready``.
 """
 
-from amaranth import Module, Shape
+from amaranth import Module, ResetSignal, Shape
 from amaranth.lib import fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -27,7 +27,9 @@ class StreamFIFO(wiring.Component):
     level : Out(range(depth + 1))
         Payloads held.
 
-    Throughput one payload per cycle in and out at the same time.
+    Throughput one payload per cycle in and out at the same time. Reset empties the FIFO;
+    while it is asserted ``w.ready`` and ``r.valid`` are low, so no payload is taken or
+    offered.
     """
 
     def __init__(self, shape, depth: int):
@@ -49,13 +51,14 @@ class StreamFIFO(wiring.Component):
         m = Module()
         width = Shape.cast(self._shape).width
         m.submodules.fifo = q = fifo.SyncFIFOBuffered(width=width, depth=self._depth)
+        in_reset = ResetSignal()
         m.d.comb += [
             q.w_data.eq(self.w.payload),
-            q.w_en.eq(self.w.valid),
-            self.w.ready.eq(q.w_rdy),
+            q.w_en.eq(self.w.valid & ~in_reset),
+            self.w.ready.eq(q.w_rdy & ~in_reset),
             self.r.payload.eq(q.r_data),
-            self.r.valid.eq(q.r_rdy),
-            q.r_en.eq(self.r.ready),
+            self.r.valid.eq(q.r_rdy & ~in_reset),
+            q.r_en.eq(self.r.ready & ~in_reset),
             self.level.eq(q.level),
         ]
         return m

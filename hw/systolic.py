@@ -56,15 +56,16 @@ The PEs carry only activations, their bank bits and partial sums; valid and ``la
 in a delay line next to them (with a copy of the bank bit, for the drain bookkeeping).
 """
 
-from amaranth import Module, Signal, signed
+from amaranth import Module, ResetSignal, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from rpaccel.hw.config import AccelConfig
 from rpaccel.hw.pe import PRODUCT_LATENCY, ProcessingElement
+from rpaccel.hw.shared import add_shared
 from rpaccel.hw.stream import StreamFIFO
 
-__all__ = ["SystolicArray", "SystolicPartition", "weight_layout", "act_layout",
+__all__ = ["SystolicArray", "SystolicPartition", "PERow", "weight_layout", "act_layout",
            "result_layout", "pipeline_latency", "result_fifo_depth", "PERF_COUNTER_WIDTH"]
 
 #: Width of the performance counters. They count from reset and wrap (34 s at 125 MHz):
@@ -123,6 +124,62 @@ def _delayed(m: Module, value, cycles: int, name: str):
     return value
 
 
+class PERow(wiring.Component):
+    """One row of ``partition_cols`` PEs of a partition: the activation enters at the left
+    and moves right, each column's partial sum and weight chain pass through.
+
+    Ports: ``act_in``/``bank_in`` (into ``PE[r][0]``), ``psum_in``/``psum_out``
+    (``Cp x acc_width`` bits, lane ``c`` = column ``c``) and ``weight_in``/``weight_out``
+    (``Cp x operand_width`` bits), ``weight_shift`` and ``weight_bank`` (bit ``c`` for column
+    ``c``). The lanes are plain bit vectors, not ``ArrayLayout`` views: Amaranth names a
+    view's elements ``psum_in[0]``, which clashes with yosys's names of the port's bits in a
+    synthesis that keeps the hierarchy. Timing is the PE's (``hw/pe.py``). In Verilog the
+    row is one module instantiated ``rows`` times per partition, and the PE one module
+    instantiated ``Cp`` times in it (``hw/shared.py``): a 128 x 128 array is then a few
+    hundred instances instead of 16,384 copies of the PE.
+    """
+
+    def __init__(self, config: AccelConfig):
+        self._config = config
+        ow, aw, cp = config.operand_width, config.acc_width, config.partition_cols
+        super().__init__({
+            "act_in": In(signed(ow)),
+            "bank_in": In(1),
+            "psum_in": In(aw * cp),
+            "psum_out": Out(aw * cp),
+            "weight_in": In(ow * cp),
+            "weight_out": Out(ow * cp),
+            "weight_shift": In(cp),
+            "weight_bank": In(cp),
+        })
+
+    def psum_lane(self, value, c: int):
+        """Lane ``c`` of ``psum_in``/``psum_out``, signed."""
+        aw = self._config.acc_width
+        return value.word_select(c, aw).as_signed()
+
+    def weight_lane(self, value, c: int):
+        """Lane ``c`` of ``weight_in``/``weight_out``."""
+        return value.word_select(c, self._config.operand_width)
+
+    def elaborate(self, platform):
+        m = Module()
+        pes = [add_shared(m, platform, f"pe_{c}", "pe", ProcessingElement(self._config))
+               for c in range(self._config.partition_cols)]
+        for c, pe in enumerate(pes):
+            m.d.comb += [
+                pe.act_in.eq(self.act_in if c == 0 else pes[c - 1].act_out),
+                pe.bank_in.eq(self.bank_in if c == 0 else pes[c - 1].bank_out),
+                pe.psum_in.eq(self.psum_lane(self.psum_in, c)),
+                self.psum_lane(self.psum_out, c).eq(pe.psum_out),
+                pe.weight_in.eq(self.weight_lane(self.weight_in, c)),
+                self.weight_lane(self.weight_out, c).eq(pe.weight_out),
+                pe.weight_shift.eq(self.weight_shift[c]),
+                pe.weight_bank.eq(self.weight_bank[c]),
+            ]
+        return m
+
+
 class SystolicPartition(wiring.Component):
     """One independent sub-array of ``rows`` x ``partition_cols`` PEs with its own streams,
     flow control and performance counters. :class:`SystolicArray` holds ``partitions`` of
@@ -153,10 +210,10 @@ class SystolicPartition(wiring.Component):
         ow = config.operand_width
         depth = result_fifo_depth(config)
 
-        pes = [[ProcessingElement(config) for _ in range(Cp)] for _ in range(R)]
-        for r in range(R):
-            for c in range(Cp):
-                m.submodules[f"pe_{r}_{c}"] = pes[r][c]
+        rows = [add_shared(m, platform, f"row_{r}", "pe_row", PERow(config)) for r in range(R)]
+        # Nothing is accepted while reset is asserted (the bookkeeping below is being reset,
+        # and a beat taken then would be lost).
+        in_reset = ResetSignal()
 
         # -- bank bookkeeping ------------------------------------------------------------
         # full[b]: bank b holds a complete tile whose rows may go. draining[b]: that tile's
@@ -175,7 +232,7 @@ class SystolicPartition(wiring.Component):
 
         # -- weight loading --------------------------------------------------------------
         load_free = ~full.bit_select(load_bank, 1) & ~draining.bit_select(load_bank, 1)
-        m.d.comb += self.weights.ready.eq(load_free)
+        m.d.comb += self.weights.ready.eq(load_free & ~in_reset)
         weight_taken = self.weights.valid & self.weights.ready
         with m.If(weight_taken):
             m.d.sync += load_count.eq(load_count + 1)
@@ -202,20 +259,17 @@ class SystolicPartition(wiring.Component):
             shift = _delayed(m, shift0, c, f"shift_c{c}")
             shift_bank = _delayed(m, shift_bank0, c, f"shift_bank_c{c}")
             beat = _delayed(m, beat0[c], c, f"weight_c{c}")
-            for r in range(R):
-                pe = pes[r][c]
-                # Upward chain: the bottom PE takes the beat, every other PE its lower
-                # neighbour's weight, so the first beat (row 0) ends up in PE[0][c].
-                below = beat if r == R - 1 else pes[r + 1][c].weight_out
-                m.d.comb += [
-                    pe.weight_in.eq(below),
-                    pe.weight_shift.eq(shift),
-                    pe.weight_bank.eq(shift_bank),
-                ]
+            m.d.comb += rows[R - 1].weight_lane(rows[R - 1].weight_in, c).eq(beat)
+            for row in rows:
+                m.d.comb += [row.weight_shift[c].eq(shift), row.weight_bank[c].eq(shift_bank)]
+        # Upward chain: the bottom row takes the beats, every other row its lower
+        # neighbour's weights, so the first beat (row 0) ends up in PE[0][c].
+        for r in range(R - 1):
+            m.d.comb += rows[r].weight_in.eq(rows[r + 1].weight_out)
 
         # -- activation acceptance -------------------------------------------------------
         bank_full = full.bit_select(act_bank, 1)
-        m.d.comb += self.acts.ready.eq(bank_full & credit_ok)
+        m.d.comb += self.acts.ready.eq(bank_full & credit_ok & ~in_reset)
         act_taken = self.acts.valid & self.acts.ready
         act_last = self.acts.payload.last
         with m.If(act_taken & act_last):
@@ -253,20 +307,14 @@ class SystolicPartition(wiring.Component):
         m.d.sync += [in_data.eq(self.acts.payload.data), in_bank.eq(act_bank)]
         for r in range(R):
             m.d.comb += [
-                pes[r][0].act_in.eq(_delayed(m, in_data[r], r, f"act_r{r}")),
-                pes[r][0].bank_in.eq(_delayed(m, in_bank, r, f"bank_r{r}")),
+                rows[r].act_in.eq(_delayed(m, in_data[r], r, f"act_r{r}")),
+                rows[r].bank_in.eq(_delayed(m, in_bank, r, f"bank_r{r}")),
             ]
-            for c in range(1, Cp):
-                m.d.comb += [
-                    pes[r][c].act_in.eq(pes[r][c - 1].act_out),
-                    pes[r][c].bank_in.eq(pes[r][c - 1].bank_out),
-                ]
 
         # Partial sums: zero into the top row, down each column.
-        for c in range(Cp):
-            m.d.comb += pes[0][c].psum_in.eq(0)
-            for r in range(1, R):
-                m.d.comb += pes[r][c].psum_in.eq(pes[r - 1][c].psum_out)
+        m.d.comb += rows[0].psum_in.eq(0)
+        for r in range(1, R):
+            m.d.comb += rows[r].psum_in.eq(rows[r - 1].psum_out)
 
         # -- output de-skew and FIFO -----------------------------------------------------
         # Column c's sum leaves PE[R-1][c] in cycle t + R + 1 + L + c (L = PRODUCT_LATENCY);
@@ -275,7 +323,8 @@ class SystolicPartition(wiring.Component):
         m.submodules.result_fifo = fifo = StreamFIFO(result_layout(config), depth)
         out = ctl[R + Cp + PRODUCT_LATENCY]
         for c in range(Cp):
-            column = _delayed(m, pes[R - 1][c].psum_out, Cp - 1 - c, f"psum_c{c}")
+            column = _delayed(m, rows[R - 1].psum_lane(rows[R - 1].psum_out, c), Cp - 1 - c,
+                              f"psum_c{c}")
             m.d.comb += fifo.w.payload.data[c].eq(column)
         # The credits guarantee fifo.w.ready whenever out.valid (see credits_used).
         m.d.comb += [fifo.w.payload.last.eq(out.last), fifo.w.valid.eq(out.valid)]
@@ -332,6 +381,13 @@ class SystolicArray(wiring.Component):
     There is no invalid input: any number of rows per tile (>= 1) is valid, a tile of
     weights is always ``R`` beats, and each stream simply waits (``ready`` low) until the
     array can take it. Rows offered before their tile's weights wait for them.
+
+    Reset: while ``rst`` is asserted ``weights[p].ready`` and ``acts[p].ready`` are low (no
+    beat is taken) and ``results[p].valid`` is low (nothing is offered); reset empties the
+    banks, the pipeline and the output FIFO and clears the counters, so the first beat after
+    it starts a new tile. Verilog: each partition, each row of PEs and the PE are one module
+    each, instantiated (``hw/shared.py``), so even the 128 x 128 ``paper`` array generates
+    in seconds.
     """
 
     def __init__(self, config: AccelConfig):
@@ -369,7 +425,8 @@ class SystolicArray(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         for p in range(self._config.partitions):
-            part = m.submodules[f"partition{p}"] = SystolicPartition(self._config)
+            part = add_shared(m, platform, f"partition{p}", "partition",
+                              SystolicPartition(self._config))
             wiring.connect(m, wiring.flipped(self.weights[p]), part.weights)
             wiring.connect(m, wiring.flipped(self.acts[p]), part.acts)
             wiring.connect(m, part.results, wiring.flipped(self.results[p]))

@@ -254,7 +254,6 @@ class HeapTopK(TopKPorts):
               D, K):
         """One heap (both banks): its level memories, its pipeline, its issue logic and its
         sorted-array memory. Returns (sorted memory write port, read port)."""
-        cfg = self._config
         cur_state = Mux(phase, state[1], state[0])
         cur_size = Mux(phase, size[1][h], size[0][h])
         cur_popped = Mux(phase, popped[1][h], popped[0][h])

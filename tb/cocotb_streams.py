@@ -6,7 +6,10 @@ payloads on such a port with random idle cycles (valid gaps); :class:`StreamSink
 with random backpressure (ready low). Payloads are plain Python values: a ``dict`` (nested
 for nested layouts) for a ``data.Layout`` payload, packed with the hardware's own layout
 (``layout.const(d).as_bits()``) and unpacked with ``layout.from_bits(...)``, or an ``int``
-for a plain shape. No bit position is derived here.
+for a plain shape. No bit position is derived here. A value that does not fit its field
+(an int8 lane given 200, an id wider than ``id_width``) raises ``ValueError`` naming the
+port, the field and the range instead of being truncated: a bench whose stimulus ignores the
+configuration fails loudly rather than testing other numbers than it thinks.
 
 Timing convention (the same for every driver and sink, so they compose): signals are
 driven just after the falling clock edge and sampled in the ``ReadOnly`` phase that
@@ -33,7 +36,8 @@ from amaranth.lib import data
 
 from rpaccel.tb.amaranth_sim import to_python
 
-__all__ = ["CycleCounter", "Transfer", "StreamDriver", "StreamSink", "packets", "child_rng"]
+__all__ = ["CycleCounter", "Transfer", "StreamDriver", "StreamSink", "packets", "child_rng",
+           "check_fits"]
 
 
 def child_rng(rng: np.random.Generator) -> np.random.Generator:
@@ -80,6 +84,7 @@ class _Port:
         return self.p > 0 and self.rng.random() < self.p
 
     def pack(self, value) -> int:
+        check_fits(self.layout, value, self.prefix)
         if isinstance(self.layout, data.Layout):
             return self.layout.const(value).as_bits()
         return int(value) & ((1 << Shape.cast(self.layout).width) - 1)
@@ -91,6 +96,38 @@ class _Port:
         if shape.signed and bits >> (shape.width - 1):
             return bits - (1 << shape.width)
         return bits
+
+
+def check_fits(shape, value, where: str) -> None:
+    """Raise ``ValueError`` if ``value`` (int, or dict/list for a layout) does not fit
+    ``shape`` without truncation; ``where`` names it in the message."""
+    if isinstance(shape, data.ArrayLayout):
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"{where}: expected a list of {shape.length}, not {value!r}")
+        if len(value) > shape.length:
+            raise ValueError(f"{where}: {len(value)} elements for {shape.length} lanes")
+        for i, item in enumerate(value):
+            check_fits(shape.elem_shape, item, f"{where}[{i}]")
+        return
+    if isinstance(shape, data.Layout):
+        if not isinstance(value, dict):
+            raise ValueError(f"{where}: expected a dict of fields, not {value!r}")
+        for name, item in value.items():
+            try:
+                field = shape[name]
+            except KeyError:
+                raise ValueError(f"{where}: no field {name!r}") from None
+            check_fits(field.shape, item, f"{where}.{name}")
+        return
+    resolved = Shape.cast(shape)
+    lo = -(1 << (resolved.width - 1)) if resolved.signed else 0
+    hi = (1 << (resolved.width - 1 if resolved.signed else resolved.width)) - 1
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{where}: expected an integer, not {value!r}")
+    if not lo <= int(value) <= hi:
+        raise ValueError(f"{where} = {int(value)} does not fit "
+                         f"{'signed' if resolved.signed else 'unsigned'}({resolved.width}) "
+                         f"({lo}..{hi})")
 
 
 class StreamDriver(_Port):

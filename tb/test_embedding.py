@@ -24,10 +24,9 @@ import cocotb
 from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
 
 from rpaccel.hw.axi import bus_bytes
-from rpaccel.hw.config import AccelConfig
 from rpaccel.hw.embedding import (STAGES, counter_layout, descriptor_layout, lookup_layout,
                                   pooled_layout, static_write_layout)
-from rpaccel.sim.cache_model import Lookup, TableDescriptor
+from rpaccel.sim.cache_model import Lookup
 from rpaccel.tb.amaranth_sim import to_python
 from rpaccel.tb.cocotb_streams import CycleCounter, StreamDriver, StreamSink, child_rng
 from rpaccel.tb.common import load_manifest, setup

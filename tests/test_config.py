@@ -88,3 +88,43 @@ def test_toml_errors(tmp_path):
     bad.write_text("[array]\nrows = 4\n")
     with pytest.raises(ConfigError, match=r"tables are not supported \(\[array\]\)"):
         load_toml(bad)
+
+
+def test_equal_configurations_have_equal_hashes(tmp_path):
+    as_int = DEFAULT.replace(clock_mhz=125)
+    assert as_int == DEFAULT and as_int.hash == DEFAULT.hash
+    assert isinstance(as_int.clock_mhz, float) and as_int.to_dict() == DEFAULT.to_dict()
+    hashes = set()
+    for text in ("clock_mhz = 125\n", "clock_mhz = 125.0\n", 'preset = "default"\n', ""):
+        path = tmp_path / "c.toml"
+        path.write_text(text)
+        hashes.add(load_toml(path).hash)
+    assert hashes == {DEFAULT.hash}
+    assert DEFAULT.replace(clock_mhz=125.5).hash != DEFAULT.hash
+
+
+def test_unknown_field_lists_the_valid_ones(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        DEFAULT.replace(rowz=4)
+    assert str(err.value) == ("unknown field 'rowz'; valid fields: "
+                              + ", ".join(DEFAULT.to_dict()))
+    path = tmp_path / "my.toml"
+    path.write_text("rowz = 4\n")
+    with pytest.raises(ConfigError, match=r"^config file '.*my\.toml': unknown field 'rowz'; "
+                                          r"valid fields: rows, cols"):
+        load_toml(path)
+
+
+def test_toml_encoding_and_preset_type_errors(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_bytes("rows = 4 # größe\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"c\.toml' is not UTF-8 text \(byte 0xf6 at offset "
+                                          r"13\): TOML files are UTF-8$"):
+        load_toml(path)
+    path.write_text('preset = ["tiny"]\n')
+    with pytest.raises(ConfigError, match=r"preset must be a preset name \(tiny, small, "
+                                          r"default, paper\), not \['tiny'\]$"):
+        load_toml(path)
+    path.write_text('preset = "tiny"\nrows = 3\n')
+    with pytest.raises(ConfigError, match=r"c\.toml': rows must be a power of two"):
+        load_toml(path)

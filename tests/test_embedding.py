@@ -11,9 +11,9 @@ from amaranth.hdl import Fragment
 from rpaccel.gen.generate import generate
 from rpaccel.gen.simulators import lint, run_cocotb
 from rpaccel.hw.axi import RESP_OKAY, RESP_SLVERR, bus_bytes
-from rpaccel.hw.config import PRESETS, AccelConfig, ConfigError
-from rpaccel.hw.embedding import (COUNTERS, KIND_HIT, KIND_MISS, KIND_STATIC,
-                                  EmbeddingSubsystem, descriptor_layout, lookup_layout,
+from rpaccel.hw.config import PRESETS, ConfigError
+from rpaccel.hw.embedding import (KIND_HIT, KIND_MISS, KIND_STATIC,
+                                  EmbeddingSubsystem, lookup_layout,
                                   pooled_layout, set_index)
 from rpaccel.sim.cache_model import EmbeddingCacheModel, Lookup, TableDescriptor
 from rpaccel.tb.amaranth_sim import Stalls, receive, send, simulate, to_python

@@ -2,10 +2,8 @@
 policy (training counts, renumbering, plan), the synthetic Zipf trace, the study's curves and
 the command's files."""
 
-import json
 
 import numpy as np
-import pytest
 
 from rpaccel.gen.cache_study_cli import format_study, plot_study
 from rpaccel.gen.cli import build_parser

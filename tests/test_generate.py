@@ -3,7 +3,6 @@ the manifest's port layouts read by a host that only has the JSON, the shared bu
 atomic writes and locks, and FST waveforms on both RTL simulators."""
 
 import fcntl
-import json
 import os
 import subprocess
 import sys

@@ -14,7 +14,7 @@ from rpaccel.hw.topk import (INSERTION_MAX, InsertionTopK, TopKFilter, first_res
                              k_shape, result_layout, score_layout, topk_structure)
 from rpaccel.tb.amaranth_sim import Stalls, WithReset, receive, send, simulate
 from rpaccel.tb.unit_models.topk import (bad_k_values, check_results, edge_queries,
-                                         expected_results, query_beats, random_query,
+                                         query_beats, random_query,
                                          result_count, score_range)
 
 #: The configurations simulated: the insertion array, a small heap, the default heap.
