@@ -277,7 +277,7 @@ class EmbeddingCacheModel:
 
     def access(self, lk: Lookup) -> Access:
         """Classify one lookup beat and update the counters (the RTL's stage B)."""
-        c = self.counters
+        cfg, c = self.config, self.counters
         model, table, row, bag_end, _, empty, stage = lk
         c["lookups"] += 1
         desc = self.tables.get((model, table))
