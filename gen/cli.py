@@ -19,7 +19,7 @@ from pathlib import Path
 
 from rpaccel.hw.errors import RpaccelError
 
-from . import cache_study_cli, golden_cli
+from . import cache_study_cli, golden_cli, regmap_export
 from .options import (add_config_options, check_build_root, check_output_dir, check_output_file,
                       check_simulator, config_from_args, heartbeat, say)
 
@@ -47,7 +47,11 @@ def cmd_gen(args) -> int:
     from .units import get_unit
     config, name = config_from_args(args)
     get_unit(args.unit)  # unknown names fail before anything is written
-    check_output_dir(args.out, "--out")
+    if args.out is not None:
+        check_output_dir(args.out, "--out")
+    else:
+        from .generate import unit_dir
+        check_output_dir(unit_dir(config, args.unit), "the build folder")
     out = _generate(config, args.unit, name, args.out)
     ports = out.read_manifest()["ports"]
     print(f"wrote {out.verilog} ({len(ports)} ports) and {out.manifest} "
@@ -139,8 +143,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("gen", help="generate Verilog and a JSON manifest for a unit")
     add_config_options(p)
     p.add_argument("--unit", default=DEFAULT_UNIT, help=f"unit to generate: {units}")
-    p.add_argument("--out", required=True, type=Path,
-                   help="output folder (created if needed; files in it are replaced)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="output folder (created if needed; files in it are replaced; default: "
+                        "the build folder lint, synth and simulation share, "
+                        "$RPACCEL_BUILD/<unit>-<config hash>)")
     p.set_defaults(func=cmd_gen)
 
     p = sub.add_parser("lint", help="run verilator --lint-only -Wall on a generated unit")
@@ -172,6 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     golden_cli.register(sub)
+    regmap_export.register(sub)
     cache_study_cli.register(sub)
     return parser
 

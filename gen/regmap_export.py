@@ -108,11 +108,13 @@ def write_exports(config: AccelConfig, out_dir: Path) -> list[Path]:
 
 
 def cmd_regmap(args) -> int:
-    from .options import config_from_args
-    from .generate import build_root
+    from rpaccel.sim.files import build_root
+
+    from .options import check_output_dir, config_from_args
 
     config, _ = config_from_args(args)
     out = args.out if args.out is not None else build_root() / f"regmap-{config.hash}"
+    check_output_dir(out, "--out")
     for path in write_exports(config, out):
         print(f"wrote {path}")
     return 0
@@ -123,7 +125,7 @@ def register(sub) -> None:
     from .options import add_config_options
 
     p = sub.add_parser("regmap", help="write the register map as Markdown, a C header and "
-                                      "SystemRDL")
+                                      "SystemRDL (stamped with the configuration hash)")
     add_config_options(p)
     p.add_argument("--out", type=Path, default=None,
                    help="output folder (default: build/regmap-<config hash>)")

@@ -364,8 +364,10 @@ class EmbeddingSubsystem(wiring.Component):
         if has_dynamic:
             set_bits = sets.bit_length() - 1
             set_l = _set_layout(cfg)
-            m.submodules.tags = tag_mem = Memory(shape=set_l, depth=sets,
-                                                 init=[_set_init(cfg)] * sets)
+            # (a one-set cache keeps a second, unused set: no zero-width address)
+            tag_depth = max(sets, 2)
+            m.submodules.tags = tag_mem = Memory(shape=set_l, depth=tag_depth,
+                                                 init=[_set_init(cfg)] * tag_depth)
             tag_wp = tag_mem.write_port()
             tag_rp = tag_mem.read_port(domain="sync", transparent_for=(tag_wp,))
 
@@ -378,7 +380,7 @@ class EmbeddingSubsystem(wiring.Component):
                         ^ ((mt * SET_HASH_MULT) & mask))[:set_bits]
 
             m.d.comb += [tag_rp.addr.eq(hash_of(lk)), tag_rp.en.eq(accept)]
-            b_set = Signal(range(sets))
+            b_set = Signal(range(max(sets, 2)))
             m.d.comb += b_set.eq(hash_of(b))
             cur = tag_rp.data
             hitv = Signal(ways)
@@ -434,7 +436,7 @@ class EmbeddingSubsystem(wiring.Component):
             m.d.comb += line.eq(b_set * ways + touched)
 
             # Flush walks the sets; it owns the write port (lookups are held off meanwhile).
-            flush_set = Signal(range(sets))
+            flush_set = Signal(range(max(sets, 2)))
             with m.If(flushing):
                 m.d.comb += [tag_wp.addr.eq(flush_set), tag_wp.en.eq(1),
                              tag_wp.data.eq(set_l.const(_set_init(cfg)))]
@@ -494,7 +496,8 @@ class EmbeddingSubsystem(wiring.Component):
         m.d.comb += [rob.r.ready.eq(go), fills.r.ready.eq(go & need_fill)]
         line_l = data.StructLayout({"data": unsigned(rbits), "poison": 1})
         if has_dynamic:
-            m.submodules.lines = line_mem = Memory(shape=line_l, depth=sets * ways, init=[])
+            m.submodules.lines = line_mem = Memory(shape=line_l, depth=max(sets * ways, 2),
+                                                   init=[])
             ln_wp = line_mem.write_port()
             ln_rp = line_mem.read_port(domain="sync")
             m.d.comb += [

@@ -284,7 +284,8 @@ class InteractionUnit(wiring.Component):
         job_last = [Signal(range(vmax + 1), name=f"job_last{b}") for b in range(2)]  # n - 1
         job_beats = [Signal(range(chunks + 1), name=f"job_beats{b}") for b in range(2)]
         job_ok = [Signal(name=f"job_ok{b}") for b in range(2)]
-        job_lp = [Signal(range(lp_max + 1), name=f"job_lp{b}") for b in range(2)]
+        # (at least one bit wide: with a pack factor of 1 only, lp is always 0)
+        job_lp = [Signal(range(max(lp_max + 1, 2)), name=f"job_lp{b}") for b in range(2)]
         wb = Signal()                            # buffer being loaded
         first = Signal(init=1)                   # the next vector starts a sample
         count = Signal(range(vmax + 1))          # vectors of this sample so far (saturating)
@@ -296,7 +297,7 @@ class InteractionUnit(wiring.Component):
         cur_beats = (cur_dim + (lanes - 1)) >> log_lanes
         # Comb logic here is plain expressions (Mux chains), not Switch/If: Icarus runs the
         # `always_comb` blocks those become once per bit of a partly assigned vector.
-        cur_lp = Signal(range(lp_max + 1))       # log2 of this sample's pack factor
+        cur_lp = Signal(range(max(lp_max + 1, 2)))   # log2 of this sample's pack factor
         lp_expr = 0
         for lp in range(1, lp_max + 1):
             lp_expr = Mux(cur_dim <= (lanes >> lp), lp, lp_expr)

@@ -161,6 +161,25 @@ class StageRunner(wiring.Component):
             return Mux(last, final, Mux(src == BUFFER_H, Mux(final == BUFFER_Z, BUFFER_X,
                                                              BUFFER_Z), BUFFER_H))
 
+        def fetch_record(prefix: str, then: str, on_word: list):
+            """States reading row ``b``'s record (its position, then one word) into
+            ``held``; used twice, for the dense codes and for the lookups."""
+            with m.State(f"{prefix}_READ"):
+                m.d.comb += pos_r.addr.eq(b)
+                m.next = f"{prefix}_JOB"
+            with m.State(f"{prefix}_JOB"):
+                m.d.comb += [pos_r.addr.eq(b), reader.jobs.valid.eq(1),
+                             reader.jobs.payload.addr.eq(job.records_addr +
+                                                         pos_r.data * self._record_bytes),
+                             reader.jobs.payload.count.eq(1)]
+                with m.If(reader.jobs.ready):
+                    m.next = f"{prefix}_WORD"
+            with m.State(f"{prefix}_WORD"):
+                m.d.comb += reader.words.ready.eq(1)
+                with m.If(reader.words.valid):
+                    m.d.sync += [held.eq(record), *on_word]
+                    m.next = then
+
         with m.FSM(name="stage"):
             with m.State("IDLE"):
                 m.d.comb += self.job.ready.eq(~in_reset)
@@ -201,21 +220,7 @@ class StageRunner(wiring.Component):
                         m.d.sync += b.eq(0)
                         m.next = "DENSE_READ"
             # -- 1. dense codes into X -------------------------------------------------------------
-            with m.State("DENSE_READ"):
-                m.d.comb += pos_r.addr.eq(b)
-                m.next = "DENSE_JOB"
-            with m.State("DENSE_JOB"):
-                m.d.comb += [pos_r.addr.eq(b), reader.jobs.valid.eq(1),
-                             reader.jobs.payload.addr.eq(job.records_addr +
-                                                         pos_r.data * self._record_bytes),
-                             reader.jobs.payload.count.eq(1)]
-                with m.If(reader.jobs.ready):
-                    m.next = "DENSE_WORD"
-            with m.State("DENSE_WORD"):
-                m.d.comb += reader.words.ready.eq(1)
-                with m.If(reader.words.valid):
-                    m.d.sync += [held.eq(record), chunk.eq(0)]
-                    m.next = "DENSE_WRITE"
+            fetch_record("DENSE", "DENSE_WRITE", [chunk.eq(0)])
             with m.State("DENSE_WRITE"):
                 aw_ = self.act_write
                 dense = Cat(held.dense.as_value(), Const(0, W * ow * dense_chunks))
@@ -253,22 +258,8 @@ class StageRunner(wiring.Component):
                         m.d.sync += layer.eq(layer + 1)
                         m.next = "BOTTOM"
             # -- 3. lookups, bottom output and pooled vectors through the interaction ------------
-            with m.State("INTER_READ"):
-                m.d.comb += pos_r.addr.eq(b)
-                m.next = "INTER_JOB"
-            with m.State("INTER_JOB"):
-                m.d.comb += [pos_r.addr.eq(b), reader.jobs.valid.eq(1),
-                             reader.jobs.payload.addr.eq(job.records_addr +
-                                                         pos_r.data * self._record_bytes),
-                             reader.jobs.payload.count.eq(1)]
-                with m.If(reader.jobs.ready):
-                    m.next = "INTER_WORD"
-            with m.State("INTER_WORD"):
-                m.d.comb += reader.words.ready.eq(1)
-                with m.If(reader.words.valid):
-                    m.d.sync += [held.eq(record), lookup_n.eq(0), table.eq(0), chunk.eq(0),
-                                 pooled_n.eq(0), result_n.eq(0)]
-                    m.next = "LOOKUPS"
+            fetch_record("INTER", "LOOKUPS", [lookup_n.eq(0), table.eq(0), chunk.eq(0),
+                                              pooled_n.eq(0), result_n.eq(0)])
             with m.State("LOOKUPS"):
                 # A record without lookups sends one empty bag (pooled to zeros, flagged).
                 lk = held.lookups[lookup_n]

