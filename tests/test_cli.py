@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from rpaccel.gen.units import UNITS
+
 from rpaccel.gen import cli
 
 RPACCEL = [sys.executable, "-m", "rpaccel.gen.cli"]
@@ -83,10 +85,8 @@ def test_bad_config_fails_with_one_line_and_writes_nothing(tmp_path, toml, messa
 
 @pytest.mark.parametrize("args, message", [
     (["--preset", "nope"], "unknown preset 'nope'; known presets: tiny, small, default, paper"),
-    (["--unit", "nope"], "unknown unit 'nope'; known units: pe, vector_unit, interaction, "
-                         "systolic_array, topk, mlp_engine, compute_core, csr, axi_writer, "
-                         "embedding, embedding_harness, axi_read_arbiter, command, stage_runner, "
-                         "axi_read_harness, topk_harness"),
+    # every registered unit, in registry order (the message lists them all)
+    (["--unit", "nope"], f"unknown unit 'nope'; known units: {', '.join(UNITS)}"),
     (["--config", "does/not/exist.toml"], "cannot read config file"),
 ])
 def test_unknown_names_and_unreadable_files(tmp_path, args, message):
@@ -182,9 +182,20 @@ def test_every_option_has_help_and_sim_choices_agree():
 
 
 def test_usage_errors_are_one_line():
-    line = one_error_line(rpaccel("gen", "--preset", "tiny"))
-    assert line == ("rpaccel: error: gen: the following arguments are required: --out "
+    line = one_error_line(rpaccel("gen", "--preset", "tiny", "--unit"))
+    assert line == ("rpaccel: error: gen: argument --unit: expected one argument "
                     "(see `rpaccel gen --help`)")
+
+
+def test_gen_writes_into_the_shared_build_folder_by_default(tmp_path, monkeypatch):
+    """Without --out, gen writes where lint, synth and the simulators look."""
+    from rpaccel.gen.generate import unit_dir
+    from rpaccel.hw.config import PRESETS
+    monkeypatch.setenv("RPACCEL_BUILD", str(tmp_path / "build"))
+    proc = rpaccel("gen", "--preset", "tiny", "--unit", "pe")
+    assert proc.returncode == 0, proc.stderr
+    folder = unit_dir(PRESETS["tiny"], "pe")
+    assert (folder / "rpaccel_pe.v").exists() and str(folder) in proc.stdout
 
 
 def test_demo_unknown_simulator_fails_at_once(tmp_path):
