@@ -287,6 +287,19 @@ class CommandProcessor(wiring.Component):
                                done.total_cycles, done.kept.as_value(),
                                done.stage_cycles.as_value()))
 
+        def array_start(kind, size, base, n, nxt, also):
+            """The state starting the read of an array of ``n`` words of ``size`` bytes
+            (state ``kind`` handles its words); an empty array goes on to ``nxt``."""
+            with m.State(f"{kind}_START"):
+                m.d.comb += self.busy.eq(1)
+                with m.If(n == 0):
+                    m.next = nxt
+                with m.Else():
+                    m.d.comb += start(size, base, n)
+                    with m.If(reader(size).jobs.ready):
+                        m.d.sync += [count.eq(0), *also]
+                        m.next = kind
+
         m.d.comb += [self.busy.eq(0)]
         with m.FSM(name="command"):
             with m.State("IDLE"):
@@ -379,15 +392,7 @@ class CommandProcessor(wiring.Component):
                      "LAYERS_START")):
                 word_base = lm.weight_word_base if kind == "WEIGHTS" else lm.bias_word_base
                 lanes_bits = geo.cols * (cfg.operand_width if kind == "WEIGHTS" else cfg.acc_width)
-                with m.State(f"{kind}_START"):
-                    m.d.comb += self.busy.eq(1)
-                    with m.If(n == 0):
-                        m.next = nxt
-                    with m.Else():
-                        m.d.comb += start(size, base, n)
-                        with m.If(reader(size).jobs.ready):
-                            m.d.sync += [count.eq(0), pending.eq(0)]
-                            m.next = kind
+                array_start(kind, size, base, n, nxt, [pending.eq(0)])
                 with m.State(kind):
                     r = reader(size)
                     m.d.comb += self.busy.eq(1)
@@ -416,15 +421,7 @@ class CommandProcessor(wiring.Component):
                     ("PAIRS", d.PAIR_BYTES, lm.pairs_addr, lm.n_pairs, "MODEL_DONE"),
                     ("STATIC", engine_word_bytes(8 * self._rowbytes), ls.src_addr, ls.rows,
                      "COMPLETE")):
-                with m.State(f"{kind}_START"):
-                    m.d.comb += self.busy.eq(1)
-                    with m.If(n == 0):
-                        m.next = nxt
-                    with m.Else():
-                        m.d.comb += start(size, base, n)
-                        with m.If(reader(size).jobs.ready):
-                            m.d.sync += count.eq(0)
-                            m.next = kind
+                array_start(kind, size, base, n, nxt, [])
                 with m.State(kind):
                     r = reader(size)
                     word = r.words.payload.data

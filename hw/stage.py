@@ -180,6 +180,19 @@ class StageRunner(wiring.Component):
                     m.d.sync += [held.eq(record), *on_word]
                     m.next = then
 
+        def layer_command(prefix: str, last, final: int):
+            """The states sending the current layer's command: its descriptor is read in
+            ``prefix`` (one cycle), the command goes in ``<prefix>_CMD``, its destination
+            the other buffer of the pair, ``final`` for the MLP's last layer."""
+            with m.State(prefix):
+                m.next = f"{prefix}_CMD"
+            with m.State(f"{prefix}_CMD"):
+                dst = next_buffer(buf, last, final)
+                m.d.comb += [self.cmd.valid.eq(1), cmd.dst.eq(dst)]
+                with m.If(self.cmd.ready):
+                    m.d.sync += buf.eq(dst)
+                    m.next = f"{prefix}_RESP"
+
         with m.FSM(name="stage"):
             with m.State("IDLE"):
                 m.d.comb += self.job.ready.eq(~in_reset)
@@ -237,14 +250,7 @@ class StageRunner(wiring.Component):
                         with m.Else():
                             m.next = "DENSE_READ"
             # -- 2. bottom MLP X -> H -> ... -> Z --------------------------------------------------
-            with m.State("BOTTOM"):
-                m.next = "BOTTOM_CMD"          # the layer descriptor read takes one cycle
-            with m.State("BOTTOM_CMD"):
-                m.d.comb += [self.cmd.valid.eq(1),
-                             cmd.dst.eq(next_buffer(buf, bottom_last, BUFFER_Z))]
-                with m.If(self.cmd.ready):
-                    m.d.sync += buf.eq(next_buffer(buf, bottom_last, BUFFER_Z))
-                    m.next = "BOTTOM_RESP"
+            layer_command("BOTTOM", bottom_last, BUFFER_Z)
             with m.State("BOTTOM_RESP"):
                 m.d.comb += self.resp.ready.eq(1)
                 with m.If(self.resp.valid):
@@ -343,14 +349,7 @@ class StageRunner(wiring.Component):
                     with m.Else():
                         m.next = "INTER_READ"
             # -- 4. top MLP Z -> H -> ... -> scores into the top-k unit --------------------------
-            with m.State("TOP"):
-                m.next = "TOP_CMD"
-            with m.State("TOP_CMD"):
-                m.d.comb += [self.cmd.valid.eq(1),
-                             cmd.dst.eq(next_buffer(buf, top_last, BUFFER_H))]
-                with m.If(self.cmd.ready):
-                    m.d.sync += buf.eq(next_buffer(buf, top_last, BUFFER_H))
-                    m.next = "TOP_RESP"
+            layer_command("TOP", top_last, BUFFER_H)
             with m.State("TOP_RESP"):
                 m.d.comb += self.resp.ready.eq(~score_pending)
                 with m.If(self.resp.valid & ~score_pending):
