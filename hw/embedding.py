@@ -390,7 +390,7 @@ class EmbeddingSubsystem(wiring.Component):
                                        & (t.row == b.row))
             mask = Signal(ways)
             m.d.comb += mask.eq(self.stage_ways[b.stage])
-            hit_way = Signal(range(ways))
+            hit_way = Signal(range(max(ways, 2)))       # (one bit even for one way)
             for i in reversed(range(ways)):
                 with m.If(hitv[i]):
                     m.d.comb += hit_way.eq(i)
@@ -403,7 +403,7 @@ class EmbeddingSubsystem(wiring.Component):
                     if j != i:
                         cond = cond & (~mask[j] | (cur.ages[i] > cur.ages[j]))
                 m.d.comb += [invalid[i].eq(mask[i] & ~cur.tags[i].valid), oldest[i].eq(cond)]
-            victim = Signal(range(ways))
+            victim = Signal(range(max(ways, 2)))
             for i in reversed(range(ways)):
                 with m.If(oldest[i]):
                     m.d.comb += victim.eq(i)
@@ -416,7 +416,7 @@ class EmbeddingSubsystem(wiring.Component):
                 miss.eq(dyn & ~hitv.any()),
                 alloc.eq(dyn & ~hitv.any() & mask.any()),
             ]
-            touched = Signal(range(ways))
+            touched = Signal(range(max(ways, 2)))
             m.d.comb += touched.eq(Mux(hit, hit_way, victim))
             m.d.comb += evict.eq(alloc & cur.tags[victim].valid)
             # Every field of the new set word is assigned once (no default-then-override:
