@@ -34,7 +34,7 @@ def command_layout(config: AccelConfig) -> data.StructLayout:
         "in_dim": range(config.max_layer_dim + 1),
         "out_dim": range(config.max_layer_dim + 1),
         "weight_tile": range(geo.weight_words // geo.rows),
-        "bias_word": range(geo.bias_words),
+        "bias_word": range(max(geo.bias_words, 2)),     # (one bit even for one word)
         "mult": unsigned(config.requant_mult_width),
         "shift": unsigned(6),
         "relu": 1,
@@ -64,7 +64,7 @@ def weight_write_layout(config: AccelConfig) -> data.StructLayout:
 
 def bias_write_layout(config: AccelConfig) -> data.StructLayout:
     geo = EngineGeometry.of(config)
-    return data.StructLayout({"addr": range(geo.bias_words),
+    return data.StructLayout({"addr": range(max(geo.bias_words, 2)),
                               "data": data.ArrayLayout(signed(config.acc_width), geo.cols)})
 
 
@@ -185,7 +185,8 @@ class MLPLayerEngine(wiring.Component):
 
         # -- memories ------------------------------------------------------------------------
         weight_mem = Memory(shape=unsigned(ow * Cp), depth=geo.weight_words, init=[])
-        bias_mem = Memory(shape=unsigned(aw * Cp), depth=geo.bias_words, init=[])
+        # (a one-word bias memory keeps a second word: no zero-width address)
+        bias_mem = Memory(shape=unsigned(aw * Cp), depth=max(geo.bias_words, 2), init=[])
         acc_mem = Memory(shape=unsigned(aw * Cp), depth=len(_row_range(SB)), init=[])
         act_mems = [Memory(shape=unsigned(ow * W), depth=geo.act_words, init=[])
                     for _ in range(geo.act_buffers)]

@@ -325,7 +325,7 @@ class StageRunner(wiring.Component):
             with m.State("RESULTS"):
                 # one pair result per cycle into Z, element D + p of row b
                 out = inter.out
-                lane_of = Signal(range(interaction.pack_max(cfg)))
+                lane_of = Signal(range(max(interaction.pack_max(cfg), 2)))
                 aw_ = self.act_write
                 element = job.emb_dim + result_n
                 m.d.comb += [aw_.valid.eq(out.valid & ~out.payload.error),

@@ -164,7 +164,8 @@ def plan_static(table_rows: dict, counts: dict, capacity: int) -> dict:
     """Static-cache rows per table for a budget of ``capacity`` rows: the globally hottest
     rows (by ``counts[(model, table)]``, per row in hotness order), which under the
     renumbering of :func:`hotness_order` is a prefix of each table. Returns
-    ``{(model, table): (static_base, static_rows)}`` with consecutive bases."""
+    ``{(model, table): (static_base, static_rows)}`` with consecutive bases (0 for a
+    table that gets no rows)."""
     candidates = []
     for key in sorted(table_rows):
         c = np.sort(np.asarray(counts[key]))[::-1]
@@ -175,8 +176,11 @@ def plan_static(table_rows: dict, counts: dict, capacity: int) -> dict:
         take[key] = take.get(key, 0) + 1
     plan, base = {}, 0
     for key in sorted(table_rows):
-        plan[key] = (base, take.get(key, 0))
-        base += take.get(key, 0)
+        rows = take.get(key, 0)
+        # a table with no static rows gets base 0 (the field is sized for the cache, so
+        # a base equal to the capacity would not fit it)
+        plan[key] = (base if rows else 0, rows)
+        base += rows
     return plan
 
 

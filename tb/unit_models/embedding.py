@@ -74,8 +74,9 @@ def split_static(config: AccelConfig, tables: dict, rng: np.random.Generator) ->
         take = int(min(room, rng.integers(0, tables[key].shape[0] + 1) // 2)) if room > 0 else 0
         if rng.random() < 0.15:
             take = min(room, tables[key].shape[0])     # a small table pinned whole
-        plan[key] = (base, max(0, take))
-        base += max(0, take)
+        take = max(0, take)
+        plan[key] = (base if take else 0, take)   # no rows: base 0 (it must fit the field)
+        base += take
     return plan
 
 
