@@ -11,7 +11,8 @@ fetches, loads, ranks and writes completions and results, and raises ``irq`` whi
 
 What this version does and does not do yet (docs/architecture.md, "Top level"): queries
 run one at a time, each stage on the lowest partition of its mask with that partition's
-top-k unit, sub-batches of a stage in sequence. Needs ``act_buffers >= 3``.
+top-k unit, sub-batches of a stage in sequence. Needs ``act_buffers >= 3`` (the stage
+runner's check, raised at construction).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from .axi_arbiter import AxiReadArbiter
 from .axi_write import AxiBlockWriter, axi4_write_signature
 from .command import CommandProcessor
 from .compute_core import ComputeCore
-from .config import AccelConfig, ConfigError
+from .config import AccelConfig
 from .csr import CSRBlock, axi_lite_signature
 from .query import QueryEngine
 from .regmap import counter_names
@@ -61,9 +62,6 @@ class RPAccel(wiring.Component):
     """The accelerator. Ports: ``s_axil`` (registers), ``m_axi`` (memory), ``irq``."""
 
     def __init__(self, config: AccelConfig):
-        if config.act_buffers < 3:
-            raise ConfigError(f"act_buffers must be at least 3 for the top level, not "
-                              f"{config.act_buffers!r}")
         self._config = config
         self._csr_width = CSRBlock.address_width(config)
         cp_ids = CommandProcessor.read_id_width(config)

@@ -21,6 +21,7 @@ from .axi_read import AxiWordReader
 from .axi_write import write_beat_layout, write_job_layout
 from .config import AccelConfig
 from .geometry import EngineGeometry
+from .interaction import pairs_max
 from .regmap import ERROR_CODES
 
 __all__ = ["CommandProcessor", "query_layout", "query_done_layout", "model_info_layout",
@@ -100,11 +101,9 @@ class CommandProcessor(wiring.Component):
         self._bbytes = engine_word_bytes(geo.cols * cfg.acc_width)
         self._rowbytes = cfg.emb_dim_max * cfg.operand_width // 8
         # One reader per word size, all behind one arbiter.
-        sizes = [d.COMMAND_BYTES, self._wbytes, self._bbytes, d.LAYER_BYTES, d.TABLE_BYTES,
-                 d.PAIR_BYTES, engine_word_bytes(8 * self._rowbytes)]
-        self._sizes = sorted(set(sizes))
-        self._arbiter_ids = max(1, (len(self._sizes) - 1).bit_length()) + 1
-        self._pairs_max = cfg.max_interaction_vectors * (cfg.max_interaction_vectors - 1) // 2
+        self._sizes = self._word_sizes(cfg)
+        self._arbiter_ids = self.read_id_width(cfg)
+        self._pairs_max = pairs_max(cfg)
         super().__init__({
             "enable": In(1), "ring_base": In(aw), "ring_log2": In(5), "tail": In(16),
             "completion_base": In(aw), "region_base": In(aw), "region_size": In(aw + 1),
@@ -131,15 +130,19 @@ class CommandProcessor(wiring.Component):
         })
 
     @staticmethod
+    def _word_sizes(config: AccelConfig) -> list[int]:
+        """The word sizes of the command processor's readers (one reader each)."""
+        geo = EngineGeometry.of(config)
+        return sorted({d.COMMAND_BYTES, engine_word_bytes(geo.cols * config.operand_width),
+                       engine_word_bytes(geo.cols * config.acc_width), d.LAYER_BYTES,
+                       d.TABLE_BYTES, d.PAIR_BYTES,
+                       engine_word_bytes(config.emb_dim_max * config.operand_width)})
+
+    @staticmethod
     def read_id_width(config: AccelConfig) -> int:
         """Width of ``rd_bus``'s ARID: the index of one of its word readers plus their own
         1-bit ID."""
-        geo = EngineGeometry.of(config)
-        sizes = {d.COMMAND_BYTES, engine_word_bytes(geo.cols * config.operand_width),
-                 engine_word_bytes(geo.cols * config.acc_width), d.LAYER_BYTES,
-                 d.TABLE_BYTES, d.PAIR_BYTES,
-                 engine_word_bytes(config.emb_dim_max * config.operand_width)}
-        return max(1, (len(sizes) - 1).bit_length()) + 1
+        return max(1, (len(CommandProcessor._word_sizes(config)) - 1).bit_length()) + 1
 
     @property
     def word_sizes(self) -> list[int]:

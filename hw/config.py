@@ -63,8 +63,9 @@ class AccelConfig:
     #: Bias memory per partition, in accumulator-wide elements.
     bias_capacity: int = 1024
     #: Activation buffers per engine: a layer reads one and writes another; the others
-    #: are free for the host (or the sub-batch controller) while it runs.
-    act_buffers: int = 2
+    #: are free for the host (or the sub-batch controller) while it runs. The top level
+    #: needs 3 (``X``, ``H``, ``Z``), and 4 with ``subbatch_overlap`` (a second ``Z``).
+    act_buffers: int = 4
 
     # -- Feature interaction -----------------------------------------------------------------
     #: Most vectors (pooled embeddings plus the bottom-MLP output) one sample interacts.
@@ -85,8 +86,6 @@ class AccelConfig:
     dynamic_cache_ways: int = 4
     #: Most rows one multi-hot bag pools (a longer bag is flagged as bad input).
     max_bag: int = 8
-    #: Table sets (models) whose descriptors the embedding subsystem holds at once.
-    emb_models: int = 4
     #: Width of an embedding row index (a table has at most 2**emb_row_width rows).
     emb_row_width: int = 20
     #: Row lookups the embedding subsystem keeps in flight (misses outstanding on the bus).
@@ -104,12 +103,22 @@ class AccelConfig:
     # -- Top level -----------------------------------------------------------------------------
     #: Most stages of one query's cascade (sizes descriptors, completions and CSRs).
     max_stages: int = 4
-    #: Models the accelerator holds loaded at once (each may be loaded into any partitions).
+    #: Models the accelerator holds loaded at once (each may be loaded into any partitions);
+    #: also the table sets whose descriptors the embedding subsystem holds.
     model_slots: int = 4
     #: Dense (int8) features a candidate record carries.
     max_dense: int = 8
     #: Embedding lookups (rows over all tables) a candidate record carries.
     max_lookups: int = 16
+
+    # -- Feature switches (all on is RPAccel; all off, with partitions = 1 and no caches, is
+    # -- the baseline accelerator built by this same generator with the same MACs) ---------
+    #: Overlap sub-batch ``i + 1``'s bottom MLP and ``i - 1``'s top MLP with sub-batch
+    #: ``i``'s embedding gathers and interaction (needs ``act_buffers >= 4``).
+    subbatch_overlap: bool = True
+    #: Filter each stage's scores with an on-chip top-k unit and feed the next stage from
+    #: it; off, every stage's scores go to memory and the host filters between stages.
+    onchip_topk: bool = True
 
     # -- System --------------------------------------------------------------------------------
     #: Data width of the AXI4 memory bus, in bits.
@@ -134,7 +143,10 @@ class AccelConfig:
 
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.type in ("int", int):
+            if f.type in ("bool", bool):
+                if not isinstance(value, bool):
+                    fail(f.name, "true or false")
+            elif f.type in ("int", int):
                 if not isinstance(value, int) or isinstance(value, bool):
                     fail(f.name, "an integer")
             elif f.type in ("float", float):
@@ -183,8 +195,6 @@ class AccelConfig:
             fail("dynamic_cache_ways", "between 1 and 16")
         if not 1 <= self.max_bag <= 255:
             fail("max_bag", "between 1 and 255")
-        if not (_is_pow2(self.emb_models) and self.emb_models <= 16):
-            fail("emb_models", "a power of two between 1 and 16")
         if not 4 <= self.emb_row_width <= 28:
             fail("emb_row_width", "between 4 and 28")
         if not 2 <= self.emb_inflight <= 256:
@@ -199,8 +209,8 @@ class AccelConfig:
             fail("topk_max", f"at most 2**id_width={1 << self.id_width}")
         if not 1 <= self.max_stages <= 6:
             fail("max_stages", "between 1 and 6")
-        if not 1 <= self.model_slots <= 16:
-            fail("model_slots", "between 1 and 16")
+        if not (_is_pow2(self.model_slots) and self.model_slots <= 16):
+            fail("model_slots", "a power of two between 1 and 16")
         if not 1 <= self.max_dense <= min(64, self.max_layer_dim):
             fail("max_dense", f"between 1 and min(64, max_layer_dim={self.max_layer_dim})")
         if not self.max_tables <= self.max_lookups <= 64:

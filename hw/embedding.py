@@ -52,7 +52,7 @@ COUNTERS = (
 
 
 def model_bits(config: AccelConfig) -> int:
-    return max(1, (config.emb_models - 1).bit_length())
+    return max(1, (config.model_slots - 1).bit_length())
 
 
 def table_bits(config: AccelConfig) -> int:
@@ -263,7 +263,7 @@ class EmbeddingSubsystem(wiring.Component):
         has_dynamic = sets > 0
         has_static = cfg.static_cache_rows > 0
         bus_shift = bus_bytes(cfg).bit_length() - 1
-        n_desc = cfg.emb_models * cfg.max_tables
+        n_desc = cfg.model_slots * cfg.max_tables
         incr = {name: Signal(name=f"incr_{name}") for name in COUNTERS}
 
         # -- descriptors ------------------------------------------------------------------
@@ -349,7 +349,7 @@ class EmbeddingSubsystem(wiring.Component):
 
         d = desc_rp.data
         bag_count = Signal(range(cfg.max_bag + 1))
-        table_ok = (b.model < cfg.emb_models) & (b.table < cfg.max_tables)
+        table_ok = (b.model < cfg.model_slots) & (b.table < cfg.max_tables)
         bad = Signal()
         static_hit = Signal()
         dyn = Signal()

@@ -86,7 +86,7 @@ class StageRunner(wiring.Component):
                               f"{config.act_buffers!r}")
         self._config = config
         self._geo = EngineGeometry.of(config)
-        self._pairs_max = config.max_interaction_vectors * (config.max_interaction_vectors - 1) // 2
+        self._pairs_max = interaction.pairs_max(config)
         self._record_bytes = d.record_bytes(config)
         aw = config.mem_addr_width
         super().__init__({

@@ -26,6 +26,7 @@ from rpaccel.hw import descriptors as d
 from rpaccel.hw.command import MAX_LAYERS, engine_word_bytes
 from rpaccel.hw.config import AccelConfig
 from rpaccel.hw.geometry import EngineGeometry
+from rpaccel.hw.interaction import pairs_max
 from rpaccel.hw.regmap import ERROR_CODES
 
 from . import numerics
@@ -126,12 +127,11 @@ class AccelModel:
         if c["slot"] >= cfg.model_slots or mask == 0 or mask >> cfg.partitions:
             raise Rejected("BAD_PARTITION")
         n_layers = c["n_bottom"] + c["n_top"]
-        pairs_max = cfg.max_interaction_vectors * (cfg.max_interaction_vectors - 1) // 2
         if (c["weight_word_base"] + c["weight_words"] > g.weight_words or
                 c["bias_word_base"] + c["bias_words"] > g.bias_words or
                 c["n_tables"] > cfg.max_tables or c["emb_dim"] > cfg.emb_dim_max or
                 c["n_dense"] > cfg.max_dense or n_layers > MAX_LAYERS or
-                c["n_pairs"] > pairs_max):
+                c["n_pairs"] > pairs_max(cfg)):
             raise Rejected("BAD_PARTITION")
         w_bytes = engine_word_bytes(g.cols * cfg.operand_width)
         b_bytes = engine_word_bytes(g.cols * cfg.acc_width)

@@ -229,7 +229,7 @@ class EmbeddingCacheModel:
         self._set_mask = max(sets - 1, 0)
         self._set_bits = max(sets.bit_length() - 1, 0)
         self._mt_hash = [[set_index(cfg, mdl, t, 0) for t in range(cfg.max_tables)]
-                         for mdl in range(cfg.emb_models)]
+                         for mdl in range(cfg.model_slots)]
         self._beats = [row_beats(cfg, d) for d in range(cfg.emb_dim_max + 1)]
         self._bus_bytes = bus_bytes(cfg)
         self._all_ways = (1 << cfg.dynamic_cache_ways) - 1

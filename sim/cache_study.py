@@ -146,7 +146,7 @@ def _config(base: AccelConfig, static_rows: int, dyn_rows: int, ways: int) -> Ac
     row_width = max(base.emb_row_width, 21)
     return base.replace(static_cache_rows=static_rows, dynamic_cache_sets=sets,
                         dynamic_cache_ways=ways, emb_row_width=row_width,
-                        emb_models=max(base.emb_models, 4))
+                        model_slots=max(base.model_slots, 4))
 
 
 def simulate(traffic: Traffic, base: AccelConfig, *, static_rows: int, dyn_rows: int,

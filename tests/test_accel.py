@@ -15,7 +15,7 @@ from rpaccel.sim.scheduler import Scheduler
 from rpaccel.tb.amaranth_axi import AxiMemory, axil_read, axil_write
 from rpaccel.tb.amaranth_sim import Stalls, simulate
 
-CONFIG = PRESETS["tiny"].replace(act_buffers=4)
+CONFIG = PRESETS["tiny"]
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +26,7 @@ def setup():
 
 def test_the_top_level_needs_three_buffers():
     with pytest.raises(ConfigError, match="act_buffers must be at least 3"):
-        RPAccel(PRESETS["tiny"])
+        RPAccel(PRESETS["tiny"].replace(act_buffers=2))
 
 
 def test_real_queries_through_a_two_stage_cascade(setup):

@@ -128,3 +128,15 @@ def test_toml_encoding_and_preset_type_errors(tmp_path):
     path.write_text('preset = "tiny"\nrows = 3\n')
     with pytest.raises(ConfigError, match=r"c\.toml': rows must be a power of two"):
         load_toml(path)
+
+
+def test_feature_switches_are_booleans_and_round_trip(tmp_path):
+    off = PRESETS["tiny"].replace(subbatch_overlap=False, onchip_topk=False)
+    assert off.hash != PRESETS["tiny"].hash
+    path = tmp_path / "off.toml"
+    path.write_text(off.to_toml())
+    assert "subbatch_overlap = false" in path.read_text()
+    assert load_toml(path) == off
+    for name in ("subbatch_overlap", "onchip_topk"):
+        with pytest.raises(ConfigError, match=f"{name} must be true or false, not 1"):
+            DEFAULT.replace(**{name: 1})

@@ -139,7 +139,7 @@ def test_constructor_takes_a_config():
 
 @pytest.mark.parametrize("field, value, message", [
     ("max_bag", 0, "max_bag must be between 1 and 255, not 0"),
-    ("emb_models", 3, "emb_models must be a power of two between 1 and 16, not 3"),
+    ("model_slots", 3, "model_slots must be a power of two between 1 and 16, not 3"),
     ("emb_row_width", 40, "emb_row_width must be between 4 and 28, not 40"),
     ("emb_inflight", 1, "emb_inflight must be between 2 and 256, not 1"),
     ("mem_addr_width", 8, "mem_addr_width must be between 16 and 64, not 8"),
@@ -156,7 +156,7 @@ def test_pooled_layout_matches_the_interaction_unit(preset):
     pooled, vector = pooled_layout(config), vector_layout(config)
     assert pooled["data"].shape == vector["data"].shape
     assert pooled["last"].shape == vector["last"].shape
-    beat = {"model": config.emb_models - 1, "table": config.max_tables - 1,
+    beat = {"model": config.model_slots - 1, "table": config.max_tables - 1,
             "row": (1 << config.emb_row_width) - 1, "bag_end": 1, "sample_end": 0,
             "empty": 1, "stage": 3}
     layout = lookup_layout(config)

@@ -14,7 +14,7 @@ from rpaccel.sim.mlp_program import (MLPProgram, activation_addresses, pack_acti
                                      random_layer, unpack_activations)
 from rpaccel.tb.amaranth_sim import get, put, simulate
 
-CONFIG = PRESETS["tiny"].replace(act_buffers=4)
+CONFIG = PRESETS["tiny"]
 
 
 def test_act_buffers_is_validated_and_sizes_the_fields():

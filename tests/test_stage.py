@@ -27,7 +27,7 @@ from rpaccel.sim.scheduler import Scheduler
 from rpaccel.tb.amaranth_axi import AxiMemory
 from rpaccel.tb.amaranth_sim import Stalls, get, put, receive, simulate
 
-CONFIG = PRESETS["tiny"].replace(act_buffers=4)
+CONFIG = PRESETS["tiny"]
 
 
 class Harness(Elaboratable):
@@ -80,7 +80,7 @@ def setup():
 
 def test_stage_runner_needs_three_buffers():
     with pytest.raises(ConfigError, match="act_buffers must be at least 3"):
-        StageRunner(PRESETS["tiny"])
+        StageRunner(PRESETS["tiny"].replace(act_buffers=2))
 
 
 def test_a_real_stage_on_the_hardware_equals_the_functional_model(setup):

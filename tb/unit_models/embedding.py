@@ -53,7 +53,7 @@ def random_tables(rng: np.random.Generator, config: AccelConfig, *, models: int 
     dimensions (the models' own dims, as the cascade's models differ), full int range."""
     lo, hi = -(1 << (config.operand_width - 1)), (1 << (config.operand_width - 1)) - 1
     out = {}
-    for mdl in range(min(models, config.emb_models)):
+    for mdl in range(min(models, config.model_slots)):
         dim = int(rng.choice([1, config.emb_dim_max, int(rng.integers(1, config.emb_dim_max + 1))]))
         for t in range(tables or config.max_tables):
             n = int(rng.integers(1, max_rows + 1))
@@ -121,7 +121,7 @@ def random_lookups(rng: np.random.Generator, config: AccelConfig, tables: dict,
                 if what == 0:
                     idx[int(rng.integers(0, k))] = n + int(rng.integers(0, 3))
                 elif what == 1:             # a model number no table set uses
-                    m = config.emb_models - 1
+                    m = config.model_slots - 1
                     assert (m, t) not in tables, "leave the last model unconfigured"
                 elif what == 2:
                     idx = []
