@@ -19,7 +19,7 @@ from pathlib import Path
 
 from rpaccel.hw.errors import RpaccelError
 
-from . import cache_study_cli, golden_cli, regmap_export
+from . import cache_study_cli, cosim, golden_cli, regmap_export
 from .options import (add_config_options, check_build_root, check_output_dir, check_output_file,
                       check_simulator, config_from_args, heartbeat, say)
 
@@ -180,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     golden_cli.register(sub)
     regmap_export.register(sub)
     cache_study_cli.register(sub)
+    cosim.register(sub)
     return parser
 
 

@@ -189,7 +189,8 @@ def run_cocotb(generated: GeneratedUnit, sim: str, test_module: str, *,
                testcase: str | None = None, extra_env: dict | None = None,
                waves: bool | None = None, seed: int | None = None,
                build_args: list[str] | None = None, test_dir: Path | None = None,
-               optimize: bool = False, quiet: bool = False) -> Path:
+               optimize: bool = False, quiet: bool | str = False,
+               ports_only: bool = False) -> Path:
     """Build ``generated`` for ``sim`` (once per configuration) and run a cocotb test module.
 
     The test module finds the manifest through ``RPACCEL_MANIFEST``. Returns the results XML
@@ -199,9 +200,14 @@ def run_cocotb(generated: GeneratedUnit, sim: str, test_module: str, *,
     Verilator models are compiled at ``-O0`` unless ``optimize``: cocotb makes every signal
     visible, so the C++ is large and for test-length runs compile time dominates (a 16x16
     array compiles in 27 s of CPU instead of 159 s). Benchmarks pass ``optimize=True``.
+    ``ports_only`` (Verilator) makes only the top module's ports visible to cocotb instead
+    of every signal (cocotb's ``--public-flat-rw``): every other signal may then be
+    optimized away or merged, which makes a long cosimulation several times faster; the
+    bench must touch nothing but ports. Waveforms still trace every signal.
     Each distinct set of build options gets its own build folder. With ``quiet`` the
     simulator's output goes to ``build.log`` and ``<module>.log`` in the build folder
-    instead of the terminal (failure messages name them).
+    instead of the terminal (failure messages name them); ``quiet="build"`` sends only the
+    build's output there (a long run's progress lines still reach the terminal).
     """
     from cocotb_tools.runner import get_runner
     from cocotb_tools.check_results import get_results
@@ -211,7 +217,8 @@ def run_cocotb(generated: GeneratedUnit, sim: str, test_module: str, *,
     args = list(build_args or [])
     env = {"RPACCEL_MANIFEST": str(generated.manifest), **(extra_env or {})}
     stem = f"{test_module.rsplit('.', 1)[-1]}.{os.getpid()}"
-    suffix = ("-waves" if waves else "") + ("-opt" if optimize else "")
+    suffix = ("-waves" if waves else "") + ("-opt" if optimize else "") + \
+        ("-ports" if ports_only and sim == "verilator" else "")
     if args:
         suffix += "-" + hashlib.sha256(" ".join(args).encode()).hexdigest()[:8]
     build_dir = generated.directory / (sim + suffix)
@@ -228,7 +235,7 @@ def run_cocotb(generated: GeneratedUnit, sim: str, test_module: str, *,
         args = [str(WAIVERS), "-Wno-fatal", *([] if optimize else ["-CFLAGS", "-O0"]), *args]
         if os.cpu_count() and os.cpu_count() > 1:
             args += ["-j", "0"]
-    runner = get_runner(sim)
+    runner = _PortsOnlyVerilator() if ports_only and sim == "verilator" else get_runner(sim)
     build_log = build_dir / "build.log" if quiet else None
     with file_lock(build_dir / ".lock"):
         source = icarus_source(generated, build_dir) if sim == "icarus" else generated.verilog
@@ -239,7 +246,7 @@ def run_cocotb(generated: GeneratedUnit, sim: str, test_module: str, *,
         except (RuntimeError, subprocess.CalledProcessError) as err:
             raise SimulationFailed(f"{sim} build of {generated.top} failed ({err}); "
                                    f"see {build_log or 'the output above'}") from None
-    test_log = run_dir / f"{stem}.log" if quiet else None
+    test_log = run_dir / f"{stem}.log" if quiet and quiet != "build" else None
     try:
         runner.test(hdl_toplevel=generated.top, test_module=test_module, build_dir=build_dir,
                     test_dir=run_dir, extra_env=env, waves=waves, seed=seed,
@@ -258,6 +265,27 @@ def run_cocotb(generated: GeneratedUnit, sim: str, test_module: str, *,
                                f"on {sim} ({generated.top}, config {generated.config.hash})"
                                + (f"; see {test_log}" if test_log else ""))
     return results
+
+
+def _ports_only_runner_class():
+    from cocotb_tools.runner import Verilator
+
+    class PortsOnlyVerilator(Verilator):
+        """cocotb's Verilator runner with ``--public-depth 1`` (the top module's ports and
+        wires) in place of ``--public-flat-rw`` (every signal of the design)."""
+
+        def _build_command(self):
+            cmds = super()._build_command()
+            first = list(cmds[0])
+            at = first.index("--public-flat-rw")
+            first[at:at + 1] = ["--public-depth", "1"]
+            return [first, *cmds[1:]]
+
+    return PortsOnlyVerilator
+
+
+def _PortsOnlyVerilator():
+    return _ports_only_runner_class()()
 
 
 def run_bench(generated: GeneratedUnit, sim: str, *, testcase: str | None = None,

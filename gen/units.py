@@ -90,6 +90,10 @@ UNITS: dict[str, Unit] = {unit.name: unit for unit in [
     Unit("axi_read_harness", "test only: AXI4 word readers of several word sizes",
          "rpaccel.tb.axi_read_harness:AxiReadHarness",
          bench="rpaccel.tb.test_axi_read", cocotb_tests=2),
+    Unit("accel", "the accelerator: CSRs, command ring, query engine, stage runners, compute "
+         "core, embedding subsystem, top-k units, one AXI4 master", "rpaccel.hw.accel:RPAccel"),
+    Unit("accel_harness", "test only: the accelerator on the HDL AXI4 memory model "
+         "(cosimulation of real queries)", "rpaccel.tb.accel_harness:AccelHarness"),
     Unit("topk_harness", "benchmark harness (test only): stimulus RAM -> top-k -> result RAM",
          "rpaccel.tb.topk_harness:TopKHarness"),
 ]}

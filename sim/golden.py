@@ -71,12 +71,16 @@ class Pipeline:
 
     @classmethod
     def parse(cls, text: str, name: str | None = None) -> "Pipeline":
-        """``"small:256,medium:64,large:10"`` -> a pipeline."""
+        """``"small:256,medium:64,large:10"`` -> a pipeline; the name of one of
+        :data:`PIPELINES` (``"2-stage"``) -> that pipeline."""
+        if text.strip() in PIPELINES:
+            return PIPELINES[text.strip()]
         stages = []
         for part in text.split(","):
             model, sep, k = part.strip().partition(":")
             if not sep or not model:
-                raise GoldenError(f"pipeline stage {part.strip()!r} is not MODEL:KEEP_K")
+                raise GoldenError(f"pipeline stage {part.strip()!r} is not MODEL:KEEP_K (or "
+                                  f"name one of the pipelines: {', '.join(PIPELINES)})")
             try:
                 stages.append(Stage(model, int(k)))
             except ValueError:

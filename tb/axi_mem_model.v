@@ -5,7 +5,10 @@
 // Contents: a pulse on `load` reads the hex file named by the plusarg +AXI_MEM_FILE=<path>
 // (default "axi_mem.hex", relative to the simulator's working directory) with $readmemh:
 // one DATA_WIDTH-bit word per line, "@<word index>" lines to jump. Words not in the file
-// read as 0 after reset.
+// keep their contents (0 after the start of simulation). A pulse on `dump` writes the
+// words dump_lo..dump_hi (word indices, inclusive) with $writememh to the file named by
+// +AXI_MEM_DUMP=<path> (default "axi_mem_dump.hex"), so a bench reads results back
+// without walking the array through the simulator's interface.
 //
 // Timing: an accepted AR (arready is high while fewer than OUTSTANDING bursts are queued and
 // the random AR stall is off) becomes eligible `latency` cycles after its handshake; bursts
@@ -26,6 +29,9 @@ module rpaccel_axi_mem #(
     input  wire                    clk,
     input  wire                    rst,
     input  wire                    load,
+    input  wire                    dump,
+    input  wire [31:0]             dump_lo,
+    input  wire [31:0]             dump_hi,
     input  wire [15:0]             latency,
     input  wire [7:0]              stall_ar,
     input  wire [7:0]              stall_r,
@@ -69,17 +75,22 @@ module rpaccel_axi_mem #(
     localparam QBITS = $clog2(OUTSTANDING) > 0 ? $clog2(OUTSTANDING) : 1;
 
     reg [DATA_WIDTH-1:0] mem [0:WORDS-1];
-    reg [8*256-1:0] file_name;
+    reg [8*256-1:0] file_name, dump_name;
     integer i;
     initial begin
         if (!$value$plusargs("AXI_MEM_FILE=%s", file_name))
             file_name = "axi_mem.hex";
+        if (!$value$plusargs("AXI_MEM_DUMP=%s", dump_name))
+            dump_name = "axi_mem_dump.hex";
         for (i = 0; i < WORDS; i = i + 1)
             mem[i] = {DATA_WIDTH{1'b0}};
     end
-    always @(posedge clk)
+    always @(posedge clk) begin
         if (load)
             $readmemh(file_name, mem);
+        if (dump)
+            $writememh(dump_name, mem, dump_lo, dump_hi);
+    end
 
     reg [31:0] now;
     reg [31:0] rnd;

@@ -1,0 +1,171 @@
+"""cocotb bench of the whole accelerator on the HDL memory model (``tb/accel_harness.py``):
+the host's side of a real run, with Python out of the per-cycle path.
+
+The job (JSON named by ``RPACCEL_ACCEL_JOB``, written by
+:class:`rpaccel.gen.rtl_backend.RTLBackend`) lists batches; each is a memory image as a
+``$readmemh`` file, the ring registers the scheduler planned, the word range to read back
+and where to put it. For each batch the bench resets the accelerator (memory keeps its
+contents), copies the image to the model's load file and pulses ``mem_load``, writes the
+ring and region registers over AXI4-Lite (``cocotbext-axi``), sets ``CTRL.ENABLE`` and
+``IRQ_ENABLE``, moves ``RING_TAIL`` and then only awaits the interrupt: each wake-up reads
+``COMMANDS_DONE`` and clears ``IRQ_STATUS``, and a timer wakes it every
+``progress_cycles`` to report progress (and to catch a completion whose interrupt it cleared
+together with the previous one). A batch that does not finish in ``timeout_cycles`` fails
+with the head, the status and the error registers. At the end it reads every performance
+counter, checks the harness's region monitor, pulses ``mem_dump`` and writes the figures
+(testbench-measured cycles beside the CSR counters, simulator wall time) to the job's
+``out`` file.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+
+import cocotb
+from cocotb.clock import Clock
+from cocotb.triggers import ClockCycles, First, RisingEdge, Timer
+from cocotb.utils import get_sim_time
+
+from rpaccel.hw.config import AccelConfig
+from rpaccel.hw.regmap import counter_names
+from rpaccel.sim.registers import RegisterAccess
+
+from .common import CLOCK_NS, load_manifest
+
+MEM_FILE, DUMP_FILE = "axi_mem.hex", "axi_mem_dump.hex"
+
+
+class Host:
+    """The registers through ``cocotbext-axi``'s AXI4-Lite master, by name."""
+
+    def __init__(self, dut, config: AccelConfig):
+        from cocotbext.axi import AxiLiteBus, AxiLiteMaster
+        self.regs = RegisterAccess(config)
+        self.axil = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axil_"), dut.clk, dut.rst)
+        for side in (self.axil.write_if, self.axil.read_if):
+            side.log.setLevel(logging.WARNING)      # one line per access otherwise
+
+    async def write(self, name: str, value: int | None = None, **fields):
+        offset, word = self.regs.encode(name, value, **fields)
+        await self.axil.write_dword(offset, word)
+
+    async def read(self, name: str) -> dict:
+        word = await self.axil.read_dword(self.regs.offset(name))
+        return self.regs.decode(name, word)
+
+    async def read64(self, name: str) -> int:
+        lo = (await self.read(f"{name}_LO"))["VALUE"]
+        hi = (await self.read(f"{name}_HI"))["VALUE"]
+        return lo | hi << 32
+
+
+def _cycle() -> int:
+    return round(get_sim_time("ns") / CLOCK_NS)
+
+
+async def _reset(dut):
+    dut.rst.value = 1
+    await ClockCycles(dut.clk, 3)
+    dut.rst.value = 0
+    await RisingEdge(dut.clk)
+
+
+async def _pulse(dut, signal):
+    signal.value = 1
+    await RisingEdge(dut.clk)
+    signal.value = 0
+    await RisingEdge(dut.clk)
+
+
+async def run_batch(dut, host: Host, config: AccelConfig, job: dict, batch: dict,
+                    number: int) -> dict:
+    ring, B = batch["ring"], config.mem_bus_width // 8
+    await _reset(dut)
+    shutil.copyfile(batch["hex"], MEM_FILE)
+    await _pulse(dut, dut.mem_load)
+    dut.mem_region_lo.value = ring["region_base"]
+    dut.mem_region_hi.value = ring["region_base"] + ring["region_size"]
+    for name, value in (("RING_BASE", ring["ring_base"]),
+                        ("COMPLETION_BASE", ring["completion_base"]),
+                        ("REGION_BASE", ring["region_base"]),
+                        ("REGION_SIZE", ring["region_size"])):
+        await host.write(f"{name}_LO", VALUE=value & 0xFFFFFFFF)
+        await host.write(f"{name}_HI", VALUE=value >> 32)
+    await host.write("RING_ENTRIES", LOG2=ring["ring_log2"])
+    await host.write("CTRL", ENABLE=1, IRQ_ENABLE=1)
+    csr_start, tb_start = await host.read64("CYCLES"), _cycle()
+    wall = time.perf_counter()
+    await host.write("RING_TAIL", INDEX=ring["tail"])
+    tail, done = ring["tail"], 0
+    deadline = _cycle() + job["timeout_cycles"]
+    chunk = job["progress_cycles"]
+    while True:
+        if not dut.irq.value:
+            await First(RisingEdge(dut.irq), Timer(chunk * CLOCK_NS, "ns"))
+        done = (await host.read("COMMANDS_DONE_LO"))["VALUE"]
+        if dut.irq.value:
+            await host.write("IRQ_STATUS", DONE=1, ERROR=1)
+            done = (await host.read("COMMANDS_DONE_LO"))["VALUE"]
+        if done >= tail:
+            break
+        elapsed = time.perf_counter() - wall
+        cocotb.log.info("batch %d: %d of %d ring entries done, %d cycles, %.0f cycles/s",
+                        number, done, tail, _cycle() - tb_start,
+                        (_cycle() - tb_start) / max(elapsed, 1e-9))
+        if _cycle() >= deadline:
+            status = await host.read("STATUS")
+            error = await host.read("ERROR")
+            head = (await host.read("RING_HEAD"))["INDEX"]
+            raise AssertionError(
+                f"batch {number}: {done} of {tail} ring entries done after "
+                f"{_cycle() - tb_start} cycles (timeout {job['timeout_cycles']}); head {head}, "
+                f"status {status}, last error {error}")
+    tb_end, wall = _cycle(), time.perf_counter() - wall
+    csr_end = await host.read64("CYCLES")
+    tb_read = _cycle()
+    figures = {
+        "head": (await host.read("RING_HEAD"))["INDEX"],
+        "errors": (await host.read("ERROR_COUNT"))["VALUE"],
+        "status": await host.read("STATUS"),
+        # CYCLES read at two points, against the simulator's clock at the same two reads
+        # (each read takes the same bus cycles, so the differences must be equal)
+        "csr_cycles": csr_end - csr_start, "tb_cycles": tb_read - tb_start,
+        "run_cycles": tb_end - tb_start, "wall_s": wall,
+        "counters": {name: await host.read64(name) for name, _ in counter_names(config)},
+        "violation": int(dut.mem_violation.value),
+    }
+    lo = ring["region_base"] // B
+    dut.mem_dump_lo.value = lo
+    dut.mem_dump_hi.value = lo + -(-ring["region_size"] // B) - 1
+    await _pulse(dut, dut.mem_dump)
+    shutil.move(DUMP_FILE, batch["dump"])
+    return figures
+
+
+@cocotb.test()
+async def run_job(dut):
+    """Every batch of the job, in order (see the module docstring)."""
+    manifest = load_manifest()
+    config = AccelConfig.from_dict(manifest["config"])
+    with open(os.environ["RPACCEL_ACCEL_JOB"]) as f:
+        job = json.load(f)
+    for port in manifest["ports"]:
+        if port["direction"] == "input" and port["name"] not in ("clk", "rst"):
+            getattr(dut, port["name"]).value = 0
+    dut.mem_latency.value = job.get("latency", 0)
+    dut.mem_stall_ar.value = job.get("stall", 0)
+    dut.mem_stall_r.value = job.get("stall", 0)
+    dut.mem_seed.value = job.get("seed", 1)
+    cocotb.start_soon(Clock(dut.clk, CLOCK_NS, unit="ns").start())
+    host = Host(dut, config)
+    results = []
+    for number, batch in enumerate(job["batches"]):
+        results.append(await run_batch(dut, host, config, job, batch, number))
+        cocotb.log.info("batch %d of %d: %d cycles, %.1f s", number + 1, len(job["batches"]),
+                        results[-1]["run_cycles"], results[-1]["wall_s"])
+    with open(job["out"], "w") as f:
+        json.dump(results, f, indent=1)
