@@ -84,9 +84,11 @@ def check_against_golden(ref, result) -> list[str]:
 
 def run_cosim(config: AccelConfig, preset_name: str, sim: str, pipeline: str,
               n_queries: int | None, *, work: Path, waves: bool = False, latency: int = 0,
-              stall: int = 0, seed: int = 1, progress=print, setup=None) -> dict:
-    """Cosimulate ``n_queries`` test users (``None``: all) through ``pipeline``; returns the
-    figures of the module docstring (and ``first_mismatches``, what differed)."""
+              stall: int = 0, seed: int = 1, progress=print, setup=None,
+              candidates: int | None = None, users: list[int] | None = None) -> dict:
+    """Cosimulate ``n_queries`` test users (``None``: all; or the given ``users``) through
+    ``pipeline``, each with all its test candidates (or the first ``candidates`` of them);
+    returns the figures of the module docstring (and ``first_mismatches``, what differed)."""
     from rpaccel.sim.golden import load_golden
     from rpaccel.sim.scheduler import Scheduler
     from rpaccel.tb.accel_harness import MEM_BYTES
@@ -97,10 +99,11 @@ def run_cosim(config: AccelConfig, preset_name: str, sim: str, pipeline: str,
     setup = setup or load_golden()
     scheduler = Scheduler(config, setup, pipeline)      # rejects a bad pipeline first
     stages = scheduler.pipeline.stages
-    users = [int(u) for u in np.flatnonzero(setup.split.test.any(axis=1))]
-    if n_queries is not None:
-        users = users[:n_queries]
-    queries = [(u, setup.split.test_candidates(u)) for u in users]
+    if users is None:
+        users = [int(u) for u in np.flatnonzero(setup.split.test.any(axis=1))]
+        if n_queries is not None:
+            users = users[:n_queries]
+    queries = [(u, setup.split.test_candidates(u)[:candidates]) for u in users]
     plans = plan_images(scheduler, queries, MEM_BYTES)
     progress(f"{len(queries)} queries through {scheduler.pipeline.describe()} in "
              f"{len(plans)} memory image(s) on {sim}")
@@ -225,7 +228,10 @@ def cmd_sim(args) -> int:
                           check_simulator, config_from_args, say)
     from .simulators import fst_unavailable_reason
 
+    from rpaccel.sim.golden import Pipeline
+
     config, name = config_from_args(args)
+    Pipeline.parse(args.pipeline)               # its syntax, before anything is loaded
     check_simulator(args.sim)
     check_build_root()
     check_data_root(models=True)
@@ -243,7 +249,7 @@ def cmd_sim(args) -> int:
     work = build_root() / f"cosim-{config.hash}-{args.sim}"
     report = run_cosim(config, name, args.sim, args.pipeline, args.queries, work=work,
                        waves=args.waves, latency=args.latency, stall=args.stall,
-                       seed=args.seed, progress=say, setup=setup)
+                       seed=args.seed, progress=say, setup=setup, candidates=args.candidates)
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
@@ -267,6 +273,9 @@ def register(sub) -> None:
     p.add_argument("--pipeline", default="2-stage", metavar="SPEC",
                    help="cascade: a name (1-stage-small ... 3-stage) or MODEL:K,MODEL:K,... "
                         "(default: 2-stage = small:256,large:10)")
+    p.add_argument("--candidates", type=positive_int, default=None, metavar="N",
+                   help="rank only each user's first N test candidates (default: all, "
+                        "about 1,600)")
     p.add_argument("--json", type=Path, help="write the figures as JSON here")
     p.add_argument("--waves", action="store_true", help="write an FST waveform")
     p.add_argument("--latency", type=int, default=0, metavar="CYCLES",

@@ -92,8 +92,11 @@ class RTLBackend:
     def execute(self, image: MemoryImage, ring: RingState) -> int:
         return self.execute_many([(image, ring)])[0]
 
-    def execute_many(self, runs: list[tuple[MemoryImage, RingState]]) -> list[int]:
-        """Run each ``(image, ring)`` in turn in one simulator process; returns the heads."""
+    def execute_many(self, runs: list[tuple[MemoryImage, RingState]], *,
+                     overrun_first: bool = False) -> list[int]:
+        """Run each ``(image, ring)`` in turn in one simulator process; returns the heads.
+        With ``overrun_first`` the bench first writes a tail past the ring's end (a queue
+        overrun, which must be refused) before the right one."""
         from rpaccel.tb.accel_harness import AXI_MEM_MODEL
 
         cfg, B = self.config, self.config.mem_bus_width // 8
@@ -109,7 +112,8 @@ class RTLBackend:
             batches.append({"hex": str(hex_path), "dump": str(self.work / f"dump{n}.hex"),
                             "ring": {k: int(getattr(ring, k)) for k in (
                                 "ring_base", "ring_log2", "completion_base", "region_base",
-                                "region_size", "tail")}})
+                                "region_size", "tail")},
+                            "overrun": overrun_first})
             if ring.head != 0:
                 raise CosimError("the RTL backend runs a ring from entry 0 (the accelerator "
                                  "is reset before each image)")

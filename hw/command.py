@@ -72,7 +72,14 @@ class CommandProcessor(wiring.Component):
         To the CSRs. ``head`` is the next entry to fetch (it advances when an entry has
         been fetched); ``busy`` while an entry is in progress or a query is out.
     done_pulse, error_pulse : Out(1)
-        One cycle per completion written (``error_pulse`` when its code is not 0).
+        One cycle per completion written (``error_pulse`` when its code is not 0), and
+        ``error_pulse`` once when the tail overruns the ring (below).
+
+    Queue overrun: when ``tail - head`` (16-bit indices) exceeds the ring's entries, the
+    host has written past entries not yet fetched. Nothing more is fetched; the error
+    registers get ``QUEUE_OVERRUN`` with the tail as its index (once per overrun, counted
+    in ``errors``) and, as soon as the host writes a tail within the ring again, fetching
+    goes on from the head: no entry is lost or run twice.
     rd_bus : Out(AXI4 read)
         Ring entries and load data (word readers of each size behind an arbiter).
     wr_jobs, wr_data / wr_done : completions to an ``AxiBlockWriter`` (64 bytes each).
@@ -304,6 +311,21 @@ class CommandProcessor(wiring.Component):
                         m.next = kind
 
         m.d.comb += [self.busy.eq(0)]
+        # queue overrun: more entries pending than the ring holds (see the class docstring)
+        pending = Signal(16)
+        overrun, overrun_flagged, overrun_event = Signal(), Signal(), Signal()
+        m.d.comb += [pending.eq(self.tail - self.head),
+                     overrun.eq(pending > (Const(1, 17) << self.ring_log2)),
+                     # not while a completion updates the same registers (next cycle then)
+                     overrun_event.eq(self.enable & overrun & ~overrun_flagged & ~in_reset &
+                                      ~(self.wr_done.valid & self.wr_done.ready))]
+        with m.If(overrun_event):
+            m.d.sync += [overrun_flagged.eq(1), self.errors.eq(self.errors + 1),
+                         self.error_pulse.eq(1),
+                         self.last_error.eq(ERROR["QUEUE_OVERRUN"]),
+                         self.last_error_index.eq(self.tail)]
+        with m.Elif(~overrun):
+            m.d.sync += overrun_flagged.eq(0)
         with m.FSM(name="command"):
             with m.State("IDLE"):
                 # finished queries first: their completions
@@ -311,7 +333,7 @@ class CommandProcessor(wiring.Component):
                     m.d.comb += self.query_done.ready.eq(1)
                     m.d.sync += [capture(self.query_done.payload), out.eq(out - 1)]
                     m.next = "COMPLETE"
-                with m.Elif(self.enable & (self.head != self.tail) & ~in_reset):
+                with m.Elif(self.enable & (self.head != self.tail) & ~overrun & ~in_reset):
                     r = reader(d.COMMAND_BYTES)
                     m.d.comb += start(d.COMMAND_BYTES,
                                       self.ring_base + ((self.head & mask) << 6), 1)
@@ -517,7 +539,7 @@ class CommandProcessor(wiring.Component):
                         m.next = "QUERY"
                     with m.Else():
                         m.next = "IDLE"
-        with m.If(~(self.wr_done.valid & self.wr_done.ready)):
+        with m.If(~(self.wr_done.valid & self.wr_done.ready) & ~overrun_event):
             m.d.sync += [self.done_pulse.eq(0), self.error_pulse.eq(0)]
         with m.If(out != 0):
             m.d.comb += self.busy.eq(1)

@@ -89,3 +89,28 @@ def describe(config: AccelConfig) -> str:
     """The fields that differ from the defaults, as one TOML-like line (for test output)."""
     default = DEFAULT.to_dict()
     return ", ".join(f"{k} = {v}" for k, v in config.to_dict().items() if default[k] != v)
+
+
+def random_cosim_case(seed: int) -> tuple[AccelConfig, str, int]:
+    """A ``tiny`` accelerator with random partitions, sub-batch, cache sizes and feature
+    switches, a two-stage cascade (small, then medium) with random ``k`` per stage, and a
+    candidate count, all from ``seed``: the cases the whole-accelerator cosimulation runs.
+    ``(config, pipeline spec, candidates per query)``."""
+    from rpaccel.hw.config import PRESETS
+
+    rng = np.random.default_rng(seed)
+    partitions = int(rng.choice([1, 2]))
+    overlap = bool(rng.integers(0, 2))
+    topk_max = int(rng.choice([8, 15, 16, 32]))
+    config = PRESETS["tiny"].replace(
+        partitions=partitions, topk_units=partitions + int(rng.integers(0, 2)),
+        sub_batch=_edge_count(rng, 1, 32),
+        static_cache_rows=int(rng.choice([0, 1, 17, 64, 256])),
+        dynamic_cache_sets=int(rng.choice([0, 1, 2, 8])),
+        dynamic_cache_ways=int(rng.integers(1, 4)),
+        topk_max=topk_max, subbatch_overlap=overlap,
+        act_buffers=3 + overlap + int(rng.integers(0, 2)))
+    n = int(rng.integers(topk_max, 3 * topk_max + 20))
+    k1 = int(rng.integers(1, min(topk_max, n) + 1))
+    k2 = int(rng.integers(1, k1 + 1))
+    return config, f"small:{k1},medium:{k2}", n

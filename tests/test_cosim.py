@@ -1,0 +1,187 @@
+"""The whole accelerator in cocotb on the HDL memory model (``rpaccel sim``, gen/cosim.py,
+gen/rtl_backend.py, tb/bench_accel.py, tb/accel_harness.py): real MovieLens test users
+through two-stage cascades on random ``tiny`` variants (partitions, sub-batch, cache sizes,
+feature switches, ``k`` per stage), bit-exact with the golden, CSR counters equal to the
+testbench's cycle count, no access outside the region; bad queries between good ones and a
+queue overrun on the RTL; Icarus on one query; the command line's checks before any build.
+"""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from rpaccel.gen.cosim import run_cosim
+from rpaccel.gen.rtl_backend import RTLBackend, read_hex, write_hex
+from rpaccel.gen.simulators import unavailable_reason
+from rpaccel.hw import descriptors as d
+from rpaccel.hw.config import PRESETS
+from rpaccel.hw.regmap import ERROR_CODES
+from rpaccel.sim.accel_model import AccelModel
+from rpaccel.sim.data import ensure_dataset
+from rpaccel.sim.files import data_root
+from rpaccel.sim.golden import load_golden
+from rpaccel.sim.scheduler import MemoryImage, Scheduler
+from rpaccel.tb.random_configs import describe, random_cosim_case
+
+ERROR = {name: code for code, (name, _) in ERROR_CODES.items()}
+needs_verilator = pytest.mark.skipif(unavailable_reason("verilator") is not None,
+                                     reason=f"verilator: {unavailable_reason('verilator')}")
+
+
+@pytest.fixture(scope="module")
+def setup():
+    ensure_dataset()
+    return load_golden()
+
+
+def users_with_tests(setup, n, skip=0):
+    return [int(u) for u in np.flatnonzero(setup.split.test.any(axis=1))[skip:skip + n]]
+
+
+def test_hex_images_round_trip(tmp_path):
+    image = MemoryImage()
+    image.put(bytes(range(200)))
+    write_hex(image, 16, tmp_path / "m.hex")
+    text = (tmp_path / "m.hex").read_text().split("\n")
+    assert text[0] == f"@{image.base // 16:x}"
+    assert text[1] == bytes(range(16))[::-1].hex()        # lane 0 is the low byte
+    dump = tmp_path / "d.hex"
+    dump.write_text("// comment\n" + "\n".join(text[1:]))
+    assert read_hex(dump, 16, 13)[:200] == bytes(range(200))
+    dump.write_text("xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\n")
+    with pytest.raises(Exception, match="not hexadecimal"):
+        read_hex(dump, 16, 1)
+
+
+@needs_verilator
+@pytest.mark.cocotb
+@pytest.mark.parametrize("seed", [1, 2, pytest.param(3, marks=pytest.mark.slow),
+                                  pytest.param(4, marks=pytest.mark.slow)])
+def test_random_tiny_variants_rank_real_queries_bit_exact(setup, seed, tmp_path):
+    config, pipeline, n = random_cosim_case(seed)
+    report = run_cosim(config, "tiny", "verilator", pipeline, 3, work=tmp_path, setup=setup,
+                       candidates=n, stall=40, latency=3, seed=seed, progress=lambda m: None)
+    where = f"seed {seed}: {describe(config)}; {pipeline}, {n} candidates"
+    assert report["mismatches"] == 0, (where, report["first_mismatches"])
+    assert report["counters_agree"] and not report["outside_region"], where
+    assert report["errors"] == 0, where
+    assert report["counters"]["QUERIES_DONE"] == 3
+    assert all(c > 0 for c in report["stage_cycles"]) and report["ndcg@10"] >= 0
+    if config.static_cache_rows == 0:
+        assert report["counters"]["STATIC_HITS"] == 0
+    if config.dynamic_cache_sets == 0:
+        assert report["counters"]["DYNAMIC_HITS"] == 0
+
+
+def _corrupt(plan, index, **changes):
+    """Rewrite fields of ``tiny`` ring entry ``index`` in the image."""
+    layout = d.run_query_layout(PRESETS["tiny"])
+    addr = plan.ring.ring_base + index * d.COMMAND_BYTES
+    value = d.unpack(layout, plan.image.read(addr, d.COMMAND_BYTES))
+    for key, v in changes.items():
+        if key.startswith("stage0_"):
+            value["stages"][0][key[len("stage0_"):]] = v
+        elif key == "opcode":
+            value["header"]["opcode"] = v
+        else:
+            value[key] = v
+    plan.image.write(addr, d.pack(layout, value, d.COMMAND_BYTES))
+
+
+BAD = [({"opcode": 9}, "BAD_OPCODE"),
+       ({"n_candidates": 0}, "ZERO_CANDIDATES"),
+       ({"stage0_k": 17}, "BAD_K"),                   # above topk_max = 16
+       ({"stage0_k": 41}, "BAD_K"),                   # above the stage's 40 candidates
+       ({"records_addr": 0x10}, "ADDRESS_RANGE"),
+       ({"result_addr": 0xFFFF_FF00}, "ADDRESS_RANGE"),
+       ({"stage0_partition_mask": 4}, "BAD_PARTITION"),
+       ({"stage0_slot": 3}, "MODEL_NOT_LOADED")]
+
+
+@needs_verilator
+@pytest.mark.cocotb
+def test_bad_queries_between_good_ones_and_an_overrun_on_the_rtl(setup, tmp_path):
+    """One ring: good, bad, good, bad, ... on the RTL after a refused queue overrun. Every
+    bad query completes with its code (and the error registers say so), writes nothing;
+    every good one is bit-exact; the memory equals the functional model's byte for byte
+    apart from the completions' cycle counts; nothing outside the region is touched."""
+    config = PRESETS["tiny"]
+    sch = Scheduler(config, setup, "small:8,medium:4")
+    users = users_with_tests(setup, 2 * len(BAD) + 1)
+    queries = [(u, setup.split.test_candidates(u)[:40]) for u in users]
+    plan = sch.plan(queries)
+    bad_queries = {}                  # query number: (code, its result area before)
+    for b, (change, code) in enumerate(BAD):
+        q = plan.queries[2 * b + 1]   # between good queries 2b and 2b + 2
+        bad_queries[2 * b + 1] = (code, plan.image.read(q["result"], 4 * d.RESULT_BYTES))
+        _corrupt(plan, q["index"], **change)
+    reference = MemoryImage(plan.image.base)
+    reference.data = bytearray(plan.image.data)
+    model = AccelModel(config)
+    assert model.execute(reference, plan.ring) == plan.ring.tail
+    backend = RTLBackend(config, "verilator", tmp_path, stall=30, latency=2, quiet=True)
+    assert backend.execute_many([(plan.image, plan.ring)], overrun_first=True) == [plan.ring.tail]
+    fig = backend.figures[0]
+    over = fig["overrun"]
+    assert over["error"]["CODE"] == ERROR["QUEUE_OVERRUN"] and over["head"] == 0
+    assert over["error_count"] == 1 and over["irq"] == 1
+    assert not fig["violation"] and fig["csr_cycles"] == fig["tb_cycles"]
+    results = sch.results(plan)
+    for n, ((user, cands), res) in enumerate(zip(queries, results)):
+        if n in bad_queries:
+            code, before = bad_queries[n]
+            assert res.error == ERROR[code], (n, res.error_name, code)
+            assert plan.image.read(plan.queries[n]["result"], 4 * d.RESULT_BYTES) == before
+            continue
+        ref = setup.golden.run(sch.pipeline, user, cands)
+        assert res.error == 0, (n, res.error_name)
+        np.testing.assert_array_equal(res.ranking, ref.ranking)
+        np.testing.assert_array_equal(res.scores, ref.stages[-1].kept_scores)
+        for kept, stage in zip(res.kept, ref.stages):
+            np.testing.assert_array_equal(kept, stage.kept)
+    assert fig["errors"] == 1 + len(bad_queries)        # the overrun and each bad query
+    last = max(bad_queries)                             # the error registers name it
+    assert fig["error"]["CODE"] == ERROR[bad_queries[last][0]]
+    assert fig["error"]["INDEX"] == plan.queries[last]["index"]
+    # byte for byte the functional model's memory, but the cycle counts it does not model
+    comp = d.completion_layout(config)
+    for n in range(plan.ring.tail):
+        for image in (plan.image, reference):
+            addr = plan.ring.completion_base + n * d.COMPLETION_BYTES
+            value = d.unpack(comp, image.read(addr, d.COMPLETION_BYTES))
+            value["stage_cycles"] = [0] * len(value["stage_cycles"])
+            value["total_cycles"] = 0
+            image.write(addr, d.pack(comp, value, d.COMPLETION_BYTES))
+    assert plan.image.data == reference.data
+
+
+@pytest.mark.cocotb
+@pytest.mark.skipif(unavailable_reason("icarus") is not None,
+                    reason=f"icarus: {unavailable_reason('icarus')}")
+def test_icarus_ranks_a_real_query_bit_exact(setup, tmp_path):
+    report = run_cosim(PRESETS["tiny"], "tiny", "icarus", "small:8,medium:4", 1,
+                       work=tmp_path, setup=setup, candidates=24, progress=lambda m: None)
+    assert report["mismatches"] == 0 and report["counters_agree"], report["first_mismatches"]
+
+
+def _cli(*args, cwd):
+    env = {**os.environ, "RPACCEL_DATA": str(data_root()), "RPACCEL_BUILD": str(cwd / "build")}
+    return subprocess.run([sys.executable, "-m", "rpaccel.gen.cli", *args], cwd=cwd,
+                          capture_output=True, text=True, env=env)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--queries", "0"], "--queries: must be at least 1, not 0"),
+    (["--queries", "some"], "--queries: must be a number of queries or 'all', not 'some'"),
+    (["--pipeline", "small"], "pipeline stage 'small' is not MODEL:KEEP_K"),
+    (["--preset", "tiny", "--pipeline", "small:17"], "17"),
+    (["--preset", "tiny", "--pipeline", "huge:4"], "huge"),
+])
+def test_bad_command_lines_fail_before_any_build(args, message, tmp_path, setup):
+    proc = _cli("sim", *args, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
+    assert not (tmp_path / "build").exists()
