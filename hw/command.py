@@ -312,10 +312,10 @@ class CommandProcessor(wiring.Component):
 
         m.d.comb += [self.busy.eq(0)]
         # queue overrun: more entries pending than the ring holds (see the class docstring)
-        pending = Signal(16)
+        ring_pending = Signal(16)
         overrun, overrun_flagged, overrun_event = Signal(), Signal(), Signal()
-        m.d.comb += [pending.eq(self.tail - self.head),
-                     overrun.eq(pending > (Const(1, 17) << self.ring_log2)),
+        m.d.comb += [ring_pending.eq(self.tail - self.head),
+                     overrun.eq(ring_pending > (Const(1, 17) << self.ring_log2)),
                      # not while a completion updates the same registers (next cycle then)
                      overrun_event.eq(self.enable & overrun & ~overrun_flagged & ~in_reset &
                                       ~(self.wr_done.valid & self.wr_done.ready))]
