@@ -243,12 +243,16 @@ class StageRunner(wiring.Component):
         f_aw = SimpleNamespace(valid=Signal(name="front_aw_valid"),
                                payload=Signal(mlp_engine.act_write_layout(cfg),
                                               name="front_aw_payload"))
+        # (the loader writes whole words of X: its address and data only)
         l_aw = SimpleNamespace(valid=Signal(name="load_aw_valid"),
-                               payload=Signal(mlp_engine.act_write_layout(cfg),
-                                              name="load_aw_payload"))
-        aw_ = self.act_write
+                               addr=Signal.like(self.act_write.payload.addr, name="load_aw_addr"),
+                               data=Signal.like(self.act_write.payload.data, name="load_aw_data"))
+        aw_, fp = self.act_write, f_aw.payload
         m.d.comb += [aw_.valid.eq(f_aw.valid | l_aw.valid),
-                     aw_.payload.eq(Mux(f_aw.valid, f_aw.payload, l_aw.payload))]
+                     aw_.payload.buffer.eq(Mux(f_aw.valid, fp.buffer, BUFFER_X)),
+                     aw_.payload.addr.eq(Mux(f_aw.valid, fp.addr, l_aw.addr)),
+                     aw_.payload.data.eq(Mux(f_aw.valid, fp.data, l_aw.data)),
+                     aw_.payload.skip.eq(Mux(f_aw.valid, fp.skip, 0))]
         f_aw.ready, l_aw.ready = aw_.ready, aw_.ready & ~f_aw.valid
 
         # -- L: positions into the slot, dense codes into X ----------------------------------
@@ -277,9 +281,8 @@ class StageRunner(wiring.Component):
                                                              l_chunk.eq(0)])
             with m.State("WRITE"):
                 dense = Cat(l_dense.as_value(), Const(0, W * ow * dense_chunks))
-                m.d.comb += [l_aw.valid.eq(1), l_aw.payload.buffer.eq(BUFFER_X),
-                             l_aw.payload.addr.eq(l_chunk * SB + lb),
-                             l_aw.payload.data.eq(dense.word_select(l_chunk, W * ow))]
+                m.d.comb += [l_aw.valid.eq(1), l_aw.addr.eq(l_chunk * SB + lb),
+                             l_aw.data.eq(dense.word_select(l_chunk, W * ow))]
                 with m.If(l_aw.ready):
                     m.d.sync += l_chunk.eq(l_chunk + 1)
                     with m.If(l_chunk == dense_chunks - 1):
