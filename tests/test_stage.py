@@ -25,7 +25,7 @@ from rpaccel.sim.data import ensure_dataset
 from rpaccel.sim.golden import load_golden
 from rpaccel.sim.scheduler import Scheduler
 from rpaccel.tb.amaranth_axi import AxiMemory
-from rpaccel.tb.amaranth_sim import Stalls, get, put, receive, simulate
+from rpaccel.tb.amaranth_sim import Stalls, get, put, receive, send, simulate
 
 CONFIG = PRESETS["tiny"]
 
@@ -90,11 +90,14 @@ def test_stage_runner_needs_three_buffers_and_a_fourth_for_overlap():
         StageRunner(tiny.replace(act_buffers=2, subbatch_overlap=False))
 
 
-def run_stage(setup, n: int, overlap: bool, stalls: float, seed: int = 11):
+def run_stage(setup, n: int, overlap: bool, stalls: float, *, seed: int = 11,
+              config=CONFIG, from_kept: bool = False):
     """A real query's first ``n`` candidates through one stage (k = 8, or n if fewer) on
     the harness; checks the kept list against the functional model and the golden and
-    returns the cycles from the job to ``done``."""
-    config = CONFIG.replace(subbatch_overlap=overlap)
+    returns the cycles from the job to ``done``. With ``from_kept`` the positions come on
+    the runner's ``positions`` stream, in reverse order and with pauses: the kept list is
+    the same (the top-k unit breaks ties on positions, not on arrival)."""
+    config = config.replace(subbatch_overlap=overlap)
     k = min(8, n)
     user = int(np.flatnonzero(setup.split.test.any(axis=1))[0])
     cands = setup.split.test_candidates(user)[:n]
@@ -118,6 +121,10 @@ def run_stage(setup, n: int, overlap: bool, stalls: float, seed: int = 11):
     B = config.mem_bus_width // 8
     memories = [AxiMemory(plan.image, B, stalls=Stalls(stalls, rng)) for _ in range(4)]
     ring, out, clock = plan.ring, {}, {"cycle": 0}
+    order = [{"position": p} for p in reversed(range(n))] if from_kept else []
+
+    async def feed(ctx):
+        await send(ctx, run.positions, order, Stalls(0.3, 5))
 
     async def count(ctx):
         async for _ in ctx.tick():
@@ -136,7 +143,7 @@ def run_stage(setup, n: int, overlap: bool, stalls: float, seed: int = 11):
         assert info.loaded
         begin = clock["cycle"]
         await put(ctx, run.job, {
-            "records_addr": entry["records_addr"], "n": n, "from_kept": 0, "k": k,
+            "records_addr": entry["records_addr"], "n": n, "from_kept": int(from_kept), "k": k,
             "slot": 0, "n_bottom": info.n_bottom, "n_top": info.n_top,
             "n_tables": info.n_tables, "emb_dim": info.emb_dim, "n_dense": info.n_dense,
             "n_pairs": info.n_pairs, "stage": 0})
@@ -144,7 +151,7 @@ def run_stage(setup, n: int, overlap: bool, stalls: float, seed: int = 11):
         out["done"] = await get(ctx, run.done)
         out["cycles"] = clock["cycle"] - begin
 
-    simulate(h, [bench], background=[count, memories[0].reader(cp.rd_bus),
+    simulate(h, [bench, feed], background=[count, memories[0].reader(cp.rd_bus),
                                      memories[1].writer(h.writer.bus),
                                      memories[2].reader(run.rd_bus),
                                      memories[3].reader(h.emb.m_axi)],
@@ -160,12 +167,18 @@ def run_stage(setup, n: int, overlap: bool, stalls: float, seed: int = 11):
 
 
 # tiny: sub_batch 16. 5: one sub-batch (nothing to overlap); 32: two full ones; 37: three
-# (16, 16, 5: an odd count and a short last one).
+# (16, 16, 5: an odd count and a short last one), also with streamed positions; 7 in
+# sub-batches of 2: four (2, 2, 2, 1), so the three position slots and Z0/Z1 wrap around.
 @pytest.mark.parametrize("overlap", [False, True], ids=["sequential", "overlap"])
-@pytest.mark.parametrize("n", [5, 32, 37])
-def test_a_real_stage_on_the_hardware_equals_the_functional_model(setup, n, overlap):
-    cycles = run_stage(setup, n, overlap, stalls=0.25)
-    print(f"n={n} {'overlap' if overlap else 'sequential'}: {cycles} cycles (stalls 0.25)")
+@pytest.mark.parametrize("n, sub_batch, from_kept", [
+    (5, 16, False), (32, 16, False), (37, 16, False), (37, 16, True), (7, 2, True)],
+    ids=["1x5", "2x16", "16-16-5", "16-16-5-kept", "2-2-2-1-kept"])
+def test_a_real_stage_on_the_hardware_equals_the_functional_model(setup, n, sub_batch,
+                                                                   from_kept, overlap):
+    cycles = run_stage(setup, n, overlap, stalls=0.25, from_kept=from_kept,
+                       config=CONFIG.replace(sub_batch=sub_batch))
+    print(f"n={n} sub_batch={sub_batch} {'overlap' if overlap else 'sequential'}: "
+          f"{cycles} cycles (stalls 0.25)")
 
 
 def test_the_overlapped_schedule_is_faster(setup):
