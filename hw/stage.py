@@ -28,13 +28,19 @@ B and T, each one sub-batch at a time) and a controller starts them:
   engine runs ``T(i-1)`` (reading and ping-ponging ``Z[(i-1) % 2]`` and ``H``) and then
   ``B(i+1)`` (``X``/``H`` into ``Z[(i+1) % 2]``, the buffer ``T(i-1)`` has just released),
   and the loader runs ``L(i+1)`` into ``X`` beside ``T(i-1)``; the step ends when all three
-  are done, and ``T(last)`` runs alone at the end. The engine only ever holds ``H`` and
-  one ``Z`` besides ``X``, and is serial, so the front end's reads and writes of
-  ``Z[i % 2]`` and the loader's writes of ``X`` always find their buffer free (the engine's
-  ``act_write``/``act_read`` rule); positions live in three slots (the sub-batches in L,
-  I and T). A stage of ``s`` sub-batches then takes about
-  ``L + B + sum over steps of max(I, T + B (+ L beyond T)) + T`` cycles instead of
-  ``s * (L + B + I + T)``; ``tests/test_stage.py`` measures both.
+  are done, and ``T(last)`` runs alone at the end. During step ``i`` the engine touches
+  only ``X``, ``H`` and ``Z[(i+1) % 2]``, and the loader writes ``X`` only before ``B(i+1)``
+  starts, so the front end's reads and writes of ``Z[i % 2]`` and the loader's writes of
+  ``X`` always find their buffer free (the engine refuses its host ports only on the
+  buffers of the running layer); positions live in three slots (the sub-batches in L, I
+  and T).
+
+Latency and throughput: step ``i`` lasts ``max(I(i), max(T(i-1), L(i+1)) + B(i+1))`` plus
+a few cycles of control, so a stage of ``s`` sub-batches takes ``L + B``, the steps, and a
+final ``T`` instead of ``s * (L + B + I + T)``; in steady state one sub-batch per
+``max(I, T + B)`` (``L`` stretches while it shares the reader with ``I``, but hides under
+``T``). With one sub-batch nothing overlaps and both schedules take the same cycles (the
+overlapped controller adds two). ``tests/test_stage.py`` measures both schedules.
 
 The loader and the front end share one record reader (front end first: its phase is the
 longer) and the engine's ``act_write`` port (front end first). Scores leave in candidate
@@ -548,7 +554,7 @@ class StageRunner(wiring.Component):
         sc = self.scores
         tk = self.topk
         score_reg = Signal(mlp_engine.score_layout(cfg))
-        m.d.comb += [sc.ready.eq(~score_pending | tk.ready),
+        m.d.comb += [sc.ready.eq((~score_pending | tk.ready) & ~in_reset),
                      pos_s.en.eq(~score_pending | tk.ready),
                      pos_s.addr.eq(pos_addr(et.slot, sc.payload.row))]
         with m.If(sc.valid & sc.ready):
