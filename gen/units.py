@@ -85,7 +85,7 @@ UNITS: dict[str, Unit] = {unit.name: unit for unit in [
     Unit("command", "command processor: ring fetch, model and static loads, query hand-off, "
          "completions", "rpaccel.hw.command:CommandProcessor"),
     Unit("stage_runner", "stage runner: records, dense, bottom MLP, embeddings, interaction, "
-         "top MLP, scores to a top-k unit (needs act_buffers >= 3)",
+         "top MLP, scores to a top-k unit (needs act_buffers >= 3 + subbatch_overlap)",
          "rpaccel.hw.stage:StageRunner"),
     Unit("axi_read_harness", "test only: AXI4 word readers of several word sizes",
          "rpaccel.tb.axi_read_harness:AxiReadHarness",

@@ -1,34 +1,60 @@
 """Stage runner: one stage of a query on one partition, from candidate records in memory to
 scores streaming into a top-k unit.
 
-This is the first version of the sub-batch controller's datapath: the sub-batches of a
-stage run one after another (the "sub-batch overlap off" configuration of the top level);
-the version that overlaps sub-batch ``i + 1``'s bottom MLP with sub-batch ``i``'s
-interaction adds a second top-input buffer to the same structure (docs/architecture.md).
+A stage's candidates (positions ``0..n-1``, or the positions the previous stage kept, from
+``positions``) are processed in sub-batches of at most ``sub_batch``. Each sub-batch goes
+through four phases:
 
-For each sub-batch of at most ``sub_batch`` candidates (positions ``0..n-1``, or the
-positions the previous stage kept, from ``positions``):
+* **L** (load): its positions into an on-chip slot; each record is read
+  (``records_addr + position * record_bytes``) and its dense int8 codes are written into
+  activation buffer ``X`` (row = its place in the sub-batch);
+* **B** (bottom MLP): the model's bottom layers ``X -> H -> X -> ... -> Z`` on the engine
+  (layer descriptors from the command processor's model table);
+* **I** (embeddings and interaction): each record is read again; its lookups go to the
+  embedding subsystem; the candidate's bottom output, read from ``Z`` through the engine's
+  free-buffer port, and its pooled vectors go to the interaction unit, whose pair results
+  are written into ``Z`` after the bottom output (element ``D + p``), one lane at a time;
+* **T** (top MLP): ``Z -> H -> Z -> ... -> score``; every score goes to the top-k unit with
+  the candidate's position as its id and the stage's ``k``, ``last`` on the stage's final
+  candidate.
 
-1. **dense**: each candidate's record is read (``records_addr + position * record_bytes``)
-   and its dense int8 codes are written into activation buffer ``X`` (row = its place in
-   the sub-batch);
-2. **bottom MLP**: the model's bottom layers run ``X -> H -> ... -> Z`` on the engine
-   (layer descriptors from the command processor's model table);
-3. **embeddings and interaction**: each record is read again; its lookups go to the
-   embedding subsystem; the candidate's bottom output, read from ``Z`` through the
-   engine's free-buffer port, and its pooled vectors go to the interaction unit, whose
-   pair results are written into ``Z`` after the bottom output (element ``D + p``), one
-   lane at a time;
-4. **top MLP**: ``Z -> H -> ... -> score``; every score goes to the top-k unit with the
-   candidate's position as its id and the stage's ``k``, ``last`` on the stage's final
-   candidate.
+Three workers run the phases (a loader for L, a front end for I, the engine sequencer for
+B and T, each one sub-batch at a time) and a controller starts them:
+
+* ``subbatch_overlap = False`` (the baseline): ``L(i) B(i) I(i) T(i)`` for each sub-batch in
+  turn, buffers ``X``, ``H``, ``Z``.
+* ``subbatch_overlap = True``: buffers ``X``, ``H``, ``Z0``, ``Z1``; sub-batch ``i`` uses
+  ``Z[i % 2]``. After ``L(0) B(0)``, step ``i`` runs ``I(i)`` on the front end while the
+  engine runs ``T(i-1)`` (reading and ping-ponging ``Z[(i-1) % 2]`` and ``H``) and then
+  ``B(i+1)`` (``X``/``H`` into ``Z[(i+1) % 2]``, the buffer ``T(i-1)`` has just released),
+  and the loader runs ``L(i+1)`` into ``X`` beside ``T(i-1)``; the step ends when all three
+  are done, and ``T(last)`` runs alone at the end. During step ``i`` the engine touches
+  only ``X``, ``H`` and ``Z[(i+1) % 2]``, and the loader writes ``X`` only before ``B(i+1)``
+  starts, so the front end's reads and writes of ``Z[i % 2]`` and the loader's writes of
+  ``X`` always find their buffer free (the engine refuses its host ports only on the
+  buffers of the running layer); positions live in three slots (the sub-batches in L, I
+  and T).
+
+Latency and throughput: step ``i`` lasts ``max(I(i), max(T(i-1), L(i+1)) + B(i+1))`` plus
+a few cycles of control, so a stage of ``s`` sub-batches takes ``L + B``, the steps, and a
+final ``T`` instead of ``s * (L + B + I + T)``; in steady state one sub-batch per
+``max(I, T + B)`` (``L`` stretches while it shares the reader with ``I``, but hides under
+``T``). With one sub-batch nothing overlaps and both schedules take the same cycles (the
+overlapped controller adds two). ``tests/test_stage.py`` measures both schedules.
+
+The loader and the front end share one record reader (front end first: its phase is the
+longer) and the engine's ``act_write`` port (front end first). Scores leave in candidate
+order on both schedules, so the top-k unit sees the same stream.
 
 ``done`` reports the stage: ``error`` set if an embedding lookup was out of range or
 unconfigured (its vector pooled to zeros; the stage still completes) or the engine
-rejected a layer (then the stage ends early, still answering ``done``).
+rejected a layer (then no further phase is started: the phases already running finish, and
+``done`` is answered; the top-k unit may not have seen ``last``). ``n`` must be at least 1.
 """
 
 from __future__ import annotations
+
+from types import SimpleNamespace
 
 from amaranth import Cat, Const, Module, Mux, ResetSignal, Signal, unsigned
 from amaranth.lib import data, stream, wiring
@@ -43,10 +69,14 @@ from .command import MAX_LAYERS
 from .config import AccelConfig, ConfigError
 from .geometry import EngineGeometry
 
-__all__ = ["StageRunner", "stage_job_layout", "BUFFER_X", "BUFFER_H", "BUFFER_Z"]
+__all__ = ["StageRunner", "stage_job_layout", "BUFFER_X", "BUFFER_H", "BUFFER_Z", "BUFFER_Z1"]
 
-#: Activation buffers of the stage runner: dense inputs, hidden layers, top-MLP input.
-BUFFER_X, BUFFER_H, BUFFER_Z = 0, 1, 2
+#: Activation buffers of the stage runner: dense inputs, hidden layers, top-MLP input (and
+#: the second top-MLP input of the overlapped schedule).
+BUFFER_X, BUFFER_H, BUFFER_Z, BUFFER_Z1 = 0, 1, 2, 3
+
+#: Position slots of the overlapped schedule: the sub-batches in their L, I and T phases.
+OVERLAP_SLOTS = 3
 
 
 def stage_job_layout(config: AccelConfig) -> data.StructLayout:
@@ -70,20 +100,28 @@ class StageRunner(wiring.Component):
     Ports
     -----
     job : In(stream(stage_job_layout)); done : Out(stream({error}))
-    positions : In(stream({position})) — a later stage's input positions, in order.
-    rd_bus : the record reader's AXI4 read port.
+        One job at a time: ``job`` is taken when the runner is idle, ``done`` answers it.
+    positions : In(stream({position})) — a later stage's input positions, in order; taken
+        sub-batch by sub-batch in its L phase.
+    rd_bus : the record reader's AXI4 read port (one burst outstanding).
     layer_addr / layer_data, pair_addr / pair_data : the command processor's model table.
     cmd, resp, act_write, act_read, act_data, scores : one partition's engine ports.
     lookups / pooled : the embedding subsystem.
-    topk : Out(stream(topk.score_layout)) — the stage's candidates for a top-k unit.
+    topk : Out(stream(topk.score_layout)) — the stage's candidates for a top-k unit, in
+        candidate order, ``last`` on the stage's final one.
 
-    Needs ``act_buffers >= 3`` (buffers ``X``, ``H``, ``Z``).
+    Needs ``act_buffers >= 3 + subbatch_overlap`` (``X``, ``H``, ``Z`` and ``Z1``);
+    fewer raise ``ConfigError`` naming the field, its value and the need.
     """
 
     def __init__(self, config: AccelConfig):
-        if config.act_buffers < 3:
-            raise ConfigError(f"act_buffers must be at least 3 for the stage runner, not "
-                              f"{config.act_buffers!r}")
+        need = 3 + config.subbatch_overlap
+        if config.act_buffers < need:
+            names = "X, H, Z0, Z1" if config.subbatch_overlap else "X, H, Z"
+            raise ConfigError(
+                f"act_buffers must be at least {need} for the stage runner with "
+                f"subbatch_overlap = {config.subbatch_overlap} (buffers {names}), not "
+                f"{config.act_buffers!r}")
         self._config = config
         self._geo = EngineGeometry.of(config)
         self._pairs_max = interaction.pairs_max(config)
@@ -115,6 +153,7 @@ class StageRunner(wiring.Component):
         cfg, geo = self._config, self._geo
         ow = cfg.operand_width
         W, SB = geo.act_lanes, geo.sub_batch
+        overlap = cfg.subbatch_overlap
         in_reset = ResetSignal()
 
         m.submodules.records = reader = AxiWordReader(cfg, self._record_bytes)
@@ -124,148 +163,160 @@ class StageRunner(wiring.Component):
         record = rec_layout(reader.words.payload.data[:rec_layout.size])
 
         job = Signal(stage_job_layout(cfg))
-        pos_mem = Memory(shape=unsigned(cfg.id_width), depth=SB, init=[])
+        slots = OVERLAP_SLOTS if overlap else 1
+        # (at least two words: no zero-width address with sub_batch = 1)
+        pos_mem = Memory(shape=unsigned(cfg.id_width), depth=max(slots * SB, 2), init=[])
         m.submodules.positions_mem = pos_mem
-        pos_w, pos_r = pos_mem.write_port(), pos_mem.read_port(transparent_for=())
-        base = Signal(range((1 << cfg.id_width) + 1))      # first candidate of the sub-batch
-        rows = Signal(range(SB + 1))                       # candidates in the sub-batch
-        b = Signal(range(SB + 1))                          # row counter
-        layer = Signal(range(MAX_LAYERS + 1))
-        buf = Signal(range(cfg.act_buffers))               # source buffer of the next layer
-        error = Signal()
-        chunk = Signal(range(max(2, -(-max(cfg.max_dense, cfg.emb_dim_max) // W) + 1)))
+        pos_w = pos_mem.write_port()
+        # One read port per reader of the slots (scores, loader, front end): they run at once.
+        pos_s, pos_l, pos_f = (pos_mem.read_port(transparent_for=()) for _ in range(3))
+
+        def pos_addr(slot, row):
+            return slot * SB + row if overlap else row
+
+        def z_buffer(parity):
+            return Mux(parity, BUFFER_Z1, BUFFER_Z) if overlap else Const(BUFFER_Z, 2)
+
+        # -- the sub-batch a worker is started on -------------------------------------------
+        first_shape = range((1 << cfg.id_width) + 3 * SB + 1)
+        task_layout = data.StructLayout({
+            "first": first_shape,              # its first candidate (of 0..n-1)
+            "rows": range(SB + 1),
+            "slot": range(OVERLAP_SLOTS),      # its positions' slot
+            "zbuf": range(cfg.act_buffers),    # its Z buffer
+            "top": 1,                          # (engine) top MLP, else bottom
+            "last": 1,                         # the stage's final sub-batch
+        })
+
+        def worker(name):
+            """A worker's start pulse and task (driven by the controller) and its copy."""
+            return SimpleNamespace(go=Signal(name=f"{name}_go"),
+                                   task=Signal(task_layout, name=f"{name}_task"),
+                                   cur=Signal(task_layout, name=f"{name}_cur"))
+
+        load, front, engine = worker("load"), worker("front"), worker("engine")
+
+        def start(w, first, slot, parity, top=0):
+            left = job.n - first
+            m.d.comb += [w.go.eq(1), w.task.first.eq(first),
+                         w.task.rows.eq(Mux(left > SB, SB, left)), w.task.slot.eq(slot),
+                         w.task.zbuf.eq(z_buffer(parity)), w.task.top.eq(top),
+                         w.task.last.eq(first + SB >= job.n)]
+
+        # -- the shared record reader: one job (one record) at a time, front end first ------
+        def reader_client(name):
+            return SimpleNamespace(valid=Signal(name=f"{name}_rd_valid"),
+                                   ready=Signal(name=f"{name}_rd_ready"),
+                                   addr=Signal.like(reader.jobs.payload.addr,
+                                                    name=f"{name}_rd_addr"),
+                                   word_valid=Signal(name=f"{name}_word_valid"),
+                                   word_ready=Signal(name=f"{name}_word_ready"))
+
+        f_rd, l_rd = reader_client("front"), reader_client("load")
+        word_to_front = Signal()     # whose job the reader is answering
+        # The reader samples a job only when it takes it, so the offered job may change
+        # from the loader's to the front end's while the reader is busy.
+        m.d.comb += [reader.jobs.valid.eq(f_rd.valid | l_rd.valid),
+                     reader.jobs.payload.addr.eq(Mux(f_rd.valid, f_rd.addr, l_rd.addr)),
+                     reader.jobs.payload.count.eq(1),
+                     f_rd.ready.eq(reader.jobs.ready),
+                     l_rd.ready.eq(reader.jobs.ready & ~f_rd.valid),
+                     f_rd.word_valid.eq(reader.words.valid & word_to_front),
+                     l_rd.word_valid.eq(reader.words.valid & ~word_to_front),
+                     reader.words.ready.eq(Mux(word_to_front, f_rd.word_ready,
+                                               l_rd.word_ready))]
+        with m.If(reader.jobs.valid & reader.jobs.ready):
+            m.d.sync += word_to_front.eq(f_rd.valid)
+
+        def fetch_record(port, slot, row, client, then, on_word):
+            """States reading ``row``'s record: its position from ``port`` (one cycle), the
+            reader job, the word (``on_word`` runs with ``record`` on it)."""
+            with m.State("READ"):
+                m.d.comb += port.addr.eq(pos_addr(slot, row))
+                m.next = "JOB"
+            with m.State("JOB"):
+                m.d.comb += [port.addr.eq(pos_addr(slot, row)), client.valid.eq(1),
+                             client.addr.eq(job.records_addr + port.data * self._record_bytes)]
+                with m.If(client.ready):
+                    m.next = "WORD"
+            with m.State("WORD"):
+                m.d.comb += client.word_ready.eq(1)
+                with m.If(client.word_valid):
+                    m.d.sync += on_word
+                    m.next = then
+
+        # -- the engine's act_write port: front end (pair results) first, then loader -------
+        f_aw = SimpleNamespace(valid=Signal(name="front_aw_valid"),
+                               payload=Signal(mlp_engine.act_write_layout(cfg),
+                                              name="front_aw_payload"))
+        # (the loader writes whole words of X: its address and data only)
+        l_aw = SimpleNamespace(valid=Signal(name="load_aw_valid"),
+                               addr=Signal.like(self.act_write.payload.addr, name="load_aw_addr"),
+                               data=Signal.like(self.act_write.payload.data, name="load_aw_data"))
+        aw_, fp = self.act_write, f_aw.payload
+        m.d.comb += [aw_.valid.eq(f_aw.valid | l_aw.valid),
+                     aw_.payload.buffer.eq(Mux(f_aw.valid, fp.buffer, BUFFER_X)),
+                     aw_.payload.addr.eq(Mux(f_aw.valid, fp.addr, l_aw.addr)),
+                     aw_.payload.data.eq(Mux(f_aw.valid, fp.data, l_aw.data)),
+                     aw_.payload.skip.eq(Mux(f_aw.valid, fp.skip, 0))]
+        f_aw.ready, l_aw.ready = aw_.ready, aw_.ready & ~f_aw.valid
+
+        # -- L: positions into the slot, dense codes into X ----------------------------------
         dense_chunks = -(-cfg.max_dense // W)
+        lb = Signal(range(SB + 1))
+        l_chunk = Signal(range(max(2, dense_chunks + 1)))
+        l_dense = Signal.like(record.dense)
+        lt = load.cur
+        with m.FSM(name="load") as load_fsm:
+            with m.State("IDLE"):
+                with m.If(load.go):
+                    m.d.sync += [lt.eq(load.task), lb.eq(0)]
+                    m.next = "POSITIONS"
+            with m.State("POSITIONS"):
+                pv = self.positions
+                m.d.comb += [pos_w.addr.eq(pos_addr(lt.slot, lb)), pv.ready.eq(job.from_kept),
+                             pos_w.data.eq(Mux(job.from_kept, pv.payload.position,
+                                               lt.first + lb)),
+                             pos_w.en.eq(~job.from_kept | pv.valid)]
+                with m.If(~job.from_kept | pv.valid):
+                    m.d.sync += lb.eq(lb + 1)
+                    with m.If(lb + 1 == lt.rows):
+                        m.d.sync += lb.eq(0)
+                        m.next = "READ"
+            fetch_record(pos_l, lt.slot, lb, l_rd, "WRITE", [l_dense.eq(record.dense),
+                                                             l_chunk.eq(0)])
+            with m.State("WRITE"):
+                dense = Cat(l_dense.as_value(), Const(0, W * ow * dense_chunks))
+                m.d.comb += [l_aw.valid.eq(1), l_aw.addr.eq(l_chunk * SB + lb),
+                             l_aw.data.eq(dense.word_select(l_chunk, W * ow))]
+                with m.If(l_aw.ready):
+                    m.d.sync += l_chunk.eq(l_chunk + 1)
+                    with m.If(l_chunk == dense_chunks - 1):
+                        m.d.sync += lb.eq(lb + 1)
+                        with m.If(lb + 1 == lt.rows):
+                            m.next = "IDLE"
+                        with m.Else():
+                            m.next = "READ"
+
+        # -- I: lookups, bottom output and pooled vectors through the interaction ------------
+        ft = front.cur
+        fb = Signal(range(SB + 1))
+        chunk = Signal(range(max(2, -(-cfg.emb_dim_max // W) + 1)))
         held = Signal(rec_layout)
         vec0 = Signal(data.ArrayLayout(unsigned(ow), cfg.emb_dim_max))
         lookup_n = Signal(range(cfg.max_lookups + 1))
         table = Signal(range(cfg.max_tables + 1))
-        pooled_n = Signal(range(cfg.max_tables + 1))
         result_n = Signal(range(self._pairs_max + 1))     # pair results written of the row
-        n_pairs = Signal(range(self._pairs_max + 1))
-        score_pending = Signal()                           # a score beat waits for its id
-        score_reg = Signal(mlp_engine.score_layout(cfg))
-        last_sub = Signal()
-
-        m.d.comb += [reader.words.ready.eq(0), self.layer_addr.eq(job.slot * MAX_LAYERS + layer)]
-        cmd = self.cmd.payload
-        ld = self.layer_data
-        m.d.comb += [cmd.rows.eq(rows), cmd.in_dim.eq(ld.in_dim), cmd.out_dim.eq(ld.out_dim),
-                     cmd.weight_tile.eq(ld.weight_tile), cmd.bias_word.eq(ld.bias_word),
-                     cmd.mult.eq(ld.mult), cmd.shift.eq(ld.shift), cmd.relu.eq(ld.relu),
-                     cmd.score.eq(ld.score), cmd.src.eq(buf), cmd.tag.eq(layer)]
-        bottom_last = layer == job.n_bottom - 1
-        top_last = layer == job.n_bottom + job.n_top - 1
-
-        def next_buffer(src, last, final):
-            """Layers alternate between two buffers; the final layer writes ``final``."""
-            return Mux(last, final, Mux(src == BUFFER_H, Mux(final == BUFFER_Z, BUFFER_X,
-                                                             BUFFER_Z), BUFFER_H))
-
-        def fetch_record(prefix: str, then: str, on_word: list):
-            """States reading row ``b``'s record (its position, then one word) into
-            ``held``; used twice, for the dense codes and for the lookups."""
-            with m.State(f"{prefix}_READ"):
-                m.d.comb += pos_r.addr.eq(b)
-                m.next = f"{prefix}_JOB"
-            with m.State(f"{prefix}_JOB"):
-                m.d.comb += [pos_r.addr.eq(b), reader.jobs.valid.eq(1),
-                             reader.jobs.payload.addr.eq(job.records_addr +
-                                                         pos_r.data * self._record_bytes),
-                             reader.jobs.payload.count.eq(1)]
-                with m.If(reader.jobs.ready):
-                    m.next = f"{prefix}_WORD"
-            with m.State(f"{prefix}_WORD"):
-                m.d.comb += reader.words.ready.eq(1)
-                with m.If(reader.words.valid):
-                    m.d.sync += [held.eq(record), *on_word]
-                    m.next = then
-
-        def layer_command(prefix: str, last, final: int):
-            """The states sending the current layer's command: its descriptor is read in
-            ``prefix`` (one cycle), the command goes in ``<prefix>_CMD``, its destination
-            the other buffer of the pair, ``final`` for the MLP's last layer."""
-            with m.State(prefix):
-                m.next = f"{prefix}_CMD"
-            with m.State(f"{prefix}_CMD"):
-                dst = next_buffer(buf, last, final)
-                m.d.comb += [self.cmd.valid.eq(1), cmd.dst.eq(dst)]
-                with m.If(self.cmd.ready):
-                    m.d.sync += buf.eq(dst)
-                    m.next = f"{prefix}_RESP"
-
-        with m.FSM(name="stage"):
+        lane_of = Signal(range(max(interaction.pack_max(cfg), 2)))
+        front_error = Signal()
+        with m.FSM(name="front") as front_fsm:
             with m.State("IDLE"):
-                m.d.comb += self.job.ready.eq(~in_reset)
-                with m.If(self.job.valid & ~in_reset):
-                    m.d.sync += [job.eq(self.job.payload), base.eq(0), error.eq(0),
-                                 n_pairs.eq(0)]
-                    m.next = "PARAMS"
-            # -- the model's interaction parameters into the interaction unit ------------------
-            with m.State("PARAMS"):
-                m.d.comb += self.pair_addr.eq(job.slot * self._pairs_max + n_pairs)
-                m.next = "PARAM_WRITE"
-            with m.State("PARAM_WRITE"):
-                m.d.comb += [self.pair_addr.eq(job.slot * self._pairs_max + n_pairs),
-                             inter.pair_params.valid.eq(1),
-                             inter.pair_params.payload.index.eq(n_pairs),
-                             inter.pair_params.payload.mult.eq(self.pair_data.mult),
-                             inter.pair_params.payload.shift.eq(self.pair_data.shift)]
-                with m.If(inter.pair_params.ready):
-                    m.d.sync += n_pairs.eq(n_pairs + 1)
-                    with m.If(n_pairs + 1 >= job.n_pairs):
-                        m.next = "SUB_BATCH"
-                    with m.Else():
-                        m.next = "PARAMS"
-            # -- the next sub-batch: its positions ----------------------------------------------
-            with m.State("SUB_BATCH"):
-                left = job.n - base
-                m.d.sync += [rows.eq(Mux(left > SB, SB, left)), b.eq(0),
-                             last_sub.eq(left <= SB)]
-                m.next = "POSITIONS"
-            with m.State("POSITIONS"):
-                pv = self.positions
-                m.d.comb += [pos_w.addr.eq(b), pv.ready.eq(job.from_kept),
-                             pos_w.data.eq(Mux(job.from_kept, pv.payload.position, base + b)),
-                             pos_w.en.eq(~job.from_kept | pv.valid)]
-                with m.If(~job.from_kept | pv.valid):
-                    m.d.sync += b.eq(b + 1)
-                    with m.If(b + 1 == rows):
-                        m.d.sync += b.eq(0)
-                        m.next = "DENSE_READ"
-            # -- 1. dense codes into X -------------------------------------------------------------
-            fetch_record("DENSE", "DENSE_WRITE", [chunk.eq(0)])
-            with m.State("DENSE_WRITE"):
-                aw_ = self.act_write
-                dense = Cat(held.dense.as_value(), Const(0, W * ow * dense_chunks))
-                m.d.comb += [aw_.valid.eq(1), aw_.payload.buffer.eq(BUFFER_X),
-                             aw_.payload.addr.eq(chunk * SB + b),
-                             aw_.payload.data.eq(dense.word_select(chunk, W * ow))]
-                with m.If(aw_.ready):
-                    m.d.sync += chunk.eq(chunk + 1)
-                    with m.If(chunk == dense_chunks - 1):
-                        m.d.sync += b.eq(b + 1)
-                        with m.If(b + 1 == rows):
-                            m.d.sync += [layer.eq(0), buf.eq(BUFFER_X)]
-                            m.next = "BOTTOM"
-                        with m.Else():
-                            m.next = "DENSE_READ"
-            # -- 2. bottom MLP X -> H -> ... -> Z --------------------------------------------------
-            layer_command("BOTTOM", bottom_last, BUFFER_Z)
-            with m.State("BOTTOM_RESP"):
-                m.d.comb += self.resp.ready.eq(1)
-                with m.If(self.resp.valid):
-                    with m.If(self.resp.payload.error):
-                        m.d.sync += error.eq(1)
-                        m.next = "DONE"
-                    with m.Elif(bottom_last):
-                        m.d.sync += [b.eq(0), layer.eq(layer + 1)]
-                        m.next = "INTER_READ"
-                    with m.Else():
-                        m.d.sync += layer.eq(layer + 1)
-                        m.next = "BOTTOM"
-            # -- 3. lookups, bottom output and pooled vectors through the interaction ------------
-            fetch_record("INTER", "LOOKUPS", [lookup_n.eq(0), table.eq(0), chunk.eq(0),
-                                              pooled_n.eq(0), result_n.eq(0)])
+                with m.If(front.go):
+                    m.d.sync += [ft.eq(front.task), fb.eq(0)]
+                    m.next = "READ"
+            fetch_record(pos_f, ft.slot, fb, f_rd, "LOOKUPS",
+                         [held.eq(record), lookup_n.eq(0), table.eq(0), chunk.eq(0),
+                          result_n.eq(0)])
             with m.State("LOOKUPS"):
                 # A record without lookups sends one empty bag (pooled to zeros, flagged).
                 lk = held.lookups[lookup_n]
@@ -283,8 +334,8 @@ class StageRunner(wiring.Component):
                         m.next = "VEC0_READ"
             with m.State("VEC0_READ"):
                 ar = self.act_read
-                m.d.comb += [ar.valid.eq(1), ar.payload.buffer.eq(BUFFER_Z),
-                             ar.payload.addr.eq(chunk * SB + b)]
+                m.d.comb += [ar.valid.eq(1), ar.payload.buffer.eq(ft.zbuf),
+                             ar.payload.addr.eq(chunk * SB + fb)]
                 with m.If(ar.ready):
                     m.next = "VEC0_DATA"
             with m.State("VEC0_DATA"):
@@ -319,54 +370,182 @@ class StageRunner(wiring.Component):
                              inter.vectors.payload.last.eq(pv.payload.last),
                              pv.ready.eq(inter.vectors.ready)]
                 with m.If(pv.valid & inter.vectors.ready):
-                    m.d.sync += [pooled_n.eq(pooled_n + 1), error.eq(error | pv.payload.error)]
+                    m.d.sync += front_error.eq(front_error | pv.payload.error)
                     with m.If(pv.payload.last):
                         m.next = "RESULTS"
             with m.State("RESULTS"):
-                # one pair result per cycle into Z, element D + p of row b
+                # one pair result per cycle into Z, element D + p of row fb
                 out = inter.out
-                lane_of = Signal(range(max(interaction.pack_max(cfg), 2)))
-                aw_ = self.act_write
                 element = job.emb_dim + result_n
-                m.d.comb += [aw_.valid.eq(out.valid & ~out.payload.error),
-                             aw_.payload.buffer.eq(BUFFER_Z),
-                             aw_.payload.addr.eq((element // W) * SB + b),
-                             aw_.payload.data.eq(out.payload.data[lane_of].replicate(W)),
-                             aw_.payload.skip.eq(~(Const(1, W) << (element % W)))]
+                m.d.comb += [f_aw.valid.eq(out.valid & ~out.payload.error),
+                             f_aw.payload.buffer.eq(ft.zbuf),
+                             f_aw.payload.addr.eq((element // W) * SB + fb),
+                             f_aw.payload.data.eq(out.payload.data[lane_of].replicate(W)),
+                             f_aw.payload.skip.eq(~(Const(1, W) << (element % W)))]
                 done_beat = lane_of == out.payload.count - 1
-                m.d.comb += out.ready.eq(out.payload.error | (aw_.ready & done_beat))
+                m.d.comb += out.ready.eq(out.payload.error | (f_aw.ready & done_beat))
                 with m.If(out.valid & out.payload.error):
-                    m.d.sync += error.eq(1)
-                with m.If(out.valid & ~out.payload.error & aw_.ready):
+                    m.d.sync += front_error.eq(1)
+                with m.If(out.valid & ~out.payload.error & f_aw.ready):
                     m.d.sync += [result_n.eq(result_n + 1), lane_of.eq(lane_of + 1)]
                     with m.If(done_beat):
                         m.d.sync += lane_of.eq(0)
                 with m.If(out.valid & out.ready & out.payload.last):
-                    m.d.sync += [b.eq(b + 1), lane_of.eq(0)]
-                    with m.If(b + 1 == rows):
-                        m.d.sync += buf.eq(BUFFER_Z)
-                        m.next = "TOP"
+                    m.d.sync += [fb.eq(fb + 1), lane_of.eq(0)]
+                    with m.If(fb + 1 == ft.rows):
+                        m.next = "IDLE"
                     with m.Else():
-                        m.next = "INTER_READ"
-            # -- 4. top MLP Z -> H -> ... -> scores into the top-k unit --------------------------
-            layer_command("TOP", top_last, BUFFER_H)
-            with m.State("TOP_RESP"):
+                        m.next = "READ"
+
+        # -- B and T: one MLP of a sub-batch on the engine, layer by layer -------------------
+        et = engine.cur
+        layer = Signal(range(MAX_LAYERS + 1))
+        buf = Signal(range(cfg.act_buffers))               # source buffer of the next layer
+        engine_error = Signal()
+        score_pending = Signal()                           # a score beat waits for its id
+        m.d.comb += self.layer_addr.eq(job.slot * MAX_LAYERS + layer)
+        cmd = self.cmd.payload
+        ld = self.layer_data
+        m.d.comb += [cmd.rows.eq(et.rows), cmd.in_dim.eq(ld.in_dim), cmd.out_dim.eq(ld.out_dim),
+                     cmd.weight_tile.eq(ld.weight_tile), cmd.bias_word.eq(ld.bias_word),
+                     cmd.mult.eq(ld.mult), cmd.shift.eq(ld.shift), cmd.relu.eq(ld.relu),
+                     cmd.score.eq(ld.score), cmd.src.eq(buf), cmd.tag.eq(layer)]
+        final_layer = Mux(et.top, layer == job.n_bottom + job.n_top - 1,
+                          layer == job.n_bottom - 1)
+        # Layers alternate between two buffers: the bottom MLP between X and H, ending in
+        # its Z; the top MLP between its Z and H (never X: the next sub-batch loads there
+        # meanwhile), its score layer naming H (a score layer writes no buffer).
+        other = Mux(et.top, et.zbuf, BUFFER_X)
+        dst = Mux(final_layer, Mux(et.top, BUFFER_H, et.zbuf),
+                  Mux(buf == BUFFER_H, other, BUFFER_H))
+        with m.FSM(name="engine") as engine_fsm:
+            with m.State("IDLE"):
+                with m.If(engine.go):
+                    m.d.sync += [et.eq(engine.task),
+                                 layer.eq(Mux(engine.task.top, job.n_bottom, 0)),
+                                 buf.eq(Mux(engine.task.top, engine.task.zbuf, BUFFER_X))]
+                    m.next = "DESC"
+            with m.State("DESC"):
+                # the layer's descriptor is read in this cycle (layer_addr registered)
+                m.next = "CMD"
+            with m.State("CMD"):
+                m.d.comb += [self.cmd.valid.eq(1), cmd.dst.eq(dst)]
+                with m.If(self.cmd.ready):
+                    m.d.sync += buf.eq(dst)
+                    m.next = "RESP"
+            with m.State("RESP"):
+                # A score layer answers after its last score was taken; the response waits
+                # until that score has gone to the top-k unit, so the next task may change
+                # the slot the scores' ids are read from.
                 m.d.comb += self.resp.ready.eq(~score_pending)
                 with m.If(self.resp.valid & ~score_pending):
                     with m.If(self.resp.payload.error):
-                        m.d.sync += error.eq(1)
-                        m.next = "DONE"
-                    with m.Elif(top_last):
-                        m.d.sync += base.eq(base + rows)
-                        with m.If(last_sub):
-                            m.next = "DONE"
-                        with m.Else():
-                            m.next = "SUB_BATCH"
+                        m.d.sync += engine_error.eq(1)
+                        m.next = "IDLE"
+                    with m.Elif(final_layer):
+                        m.next = "IDLE"
                     with m.Else():
                         m.d.sync += layer.eq(layer + 1)
-                        m.next = "TOP"
+                        m.next = "DESC"
+
+        load_busy = ~load_fsm.ongoing("IDLE")
+        front_busy = ~front_fsm.ongoing("IDLE")
+        engine_busy = ~engine_fsm.ongoing("IDLE")
+
+        # -- the controller --------------------------------------------------------------------
+        # nxt: the first candidate of the sub-batch to load next (sequential: of the current
+        # one); slot_n, par_n: that sub-batch's position slot and Z parity.
+        nxt = Signal(first_shape)
+        slot_n = Signal(range(OVERLAP_SLOTS))
+        par_n = Signal()
+        n_pairs = Signal(range(self._pairs_max + 1))
+
+        def slot_plus(s, k):
+            return Mux(s + k >= OVERLAP_SLOTS, s + k - OVERLAP_SLOTS, s + k)
+
+        with m.FSM(name="stage"):
+            with m.State("IDLE"):
+                m.d.comb += self.job.ready.eq(~in_reset)
+                with m.If(self.job.valid & ~in_reset):
+                    m.d.sync += [job.eq(self.job.payload), nxt.eq(0), slot_n.eq(0),
+                                 par_n.eq(0), front_error.eq(0), engine_error.eq(0),
+                                 n_pairs.eq(0)]
+                    m.next = "PARAMS"
+            # -- the model's interaction parameters into the interaction unit ------------------
+            with m.State("PARAMS"):
+                m.d.comb += self.pair_addr.eq(job.slot * self._pairs_max + n_pairs)
+                m.next = "PARAM_WRITE"
+            with m.State("PARAM_WRITE"):
+                m.d.comb += [self.pair_addr.eq(job.slot * self._pairs_max + n_pairs),
+                             inter.pair_params.valid.eq(1),
+                             inter.pair_params.payload.index.eq(n_pairs),
+                             inter.pair_params.payload.mult.eq(self.pair_data.mult),
+                             inter.pair_params.payload.shift.eq(self.pair_data.shift)]
+                with m.If(inter.pair_params.ready):
+                    m.d.sync += n_pairs.eq(n_pairs + 1)
+                    with m.If(n_pairs + 1 >= job.n_pairs):
+                        m.next = "STEP" if overlap else "LOAD"
+                    with m.Else():
+                        m.next = "PARAMS"
+            if overlap:
+                # Step i (nxt = first candidate of sub-batch i+1): I(i) | T(i-1), B(i+1) |
+                # L(i+1). The first step (nxt = 0) is L(0), B(0); the last is T(last).
+                has_next = nxt < job.n
+                has_inter = (nxt >= SB) & (nxt < job.n + SB)
+                has_top = nxt >= 2 * SB
+                with m.State("STEP"):
+                    with m.If(has_inter):
+                        start(front, nxt - SB, slot_plus(slot_n, 2), ~par_n)
+                    with m.If(has_next):
+                        start(load, nxt, slot_n, par_n)
+                    with m.If(has_top):      # Z[(i-1) % 2] is Z[(i+1) % 2]
+                        start(engine, nxt - 2 * SB, slot_plus(slot_n, 1), par_n, top=1)
+                    m.next = "STEP_BOTTOM"
+                with m.State("STEP_BOTTOM"):
+                    # B(i+1) needs its dense codes in X and T(i-1) to have released its Z.
+                    with m.If(~engine_busy & ~load_busy):
+                        with m.If(has_next & ~engine_error):
+                            start(engine, nxt, slot_n, par_n)
+                        m.next = "STEP_END"
+                with m.State("STEP_END"):
+                    with m.If(~engine_busy & ~front_busy & ~load_busy):
+                        m.d.sync += [nxt.eq(nxt + SB), slot_n.eq(slot_plus(slot_n, 1)),
+                                     par_n.eq(~par_n)]
+                        # the step that ran T(last) was the last one
+                        with m.If(engine_error | (nxt >= job.n + SB)):
+                            m.next = "DONE"
+                        with m.Else():
+                            m.next = "STEP"
+            else:
+                # L(i), B(i), I(i), T(i), each waiting for the one before.
+                with m.State("LOAD"):
+                    start(load, nxt, 0, 0)
+                    m.next = "BOTTOM"
+                with m.State("BOTTOM"):
+                    with m.If(~load_busy):
+                        start(engine, nxt, 0, 0)
+                        m.next = "INTER"
+                with m.State("INTER"):
+                    with m.If(~engine_busy):
+                        with m.If(engine_error):
+                            m.next = "DONE"
+                        with m.Else():
+                            start(front, nxt, 0, 0)
+                            m.next = "TOP"
+                with m.State("TOP"):
+                    with m.If(~front_busy):
+                        start(engine, nxt, 0, 0, top=1)
+                        m.next = "NEXT"
+                with m.State("NEXT"):
+                    with m.If(~engine_busy):
+                        m.d.sync += nxt.eq(nxt + SB)
+                        with m.If(engine_error | (nxt + SB >= job.n)):
+                            m.next = "DONE"
+                        with m.Else():
+                            m.next = "LOAD"
             with m.State("DONE"):
-                m.d.comb += [self.done.valid.eq(1), self.done.payload.error.eq(error)]
+                m.d.comb += [self.done.valid.eq(1),
+                             self.done.payload.error.eq(front_error | engine_error)]
                 with m.If(self.done.ready):
                     m.next = "IDLE"
 
@@ -374,15 +553,15 @@ class StageRunner(wiring.Component):
         # the position memory reads only when a beat is taken, so a waiting id holds.
         sc = self.scores
         tk = self.topk
-        m.d.comb += [sc.ready.eq(~score_pending | tk.ready),
-                     pos_r.en.eq(~score_pending | tk.ready)]
+        score_reg = Signal(mlp_engine.score_layout(cfg))
+        m.d.comb += [sc.ready.eq((~score_pending | tk.ready) & ~in_reset),
+                     pos_s.en.eq(~score_pending | tk.ready),
+                     pos_s.addr.eq(pos_addr(et.slot, sc.payload.row))]
         with m.If(sc.valid & sc.ready):
             m.d.sync += [score_reg.eq(sc.payload), score_pending.eq(1)]
         with m.Elif(tk.ready):
             m.d.sync += score_pending.eq(0)
-        with m.If(sc.valid):
-            m.d.comb += pos_r.addr.eq(sc.payload.row)
         m.d.comb += [tk.valid.eq(score_pending), tk.payload.score.eq(score_reg.score),
-                     tk.payload.id.eq(pos_r.data), tk.payload.k.eq(job.k),
-                     tk.payload.last.eq(score_reg.last & last_sub)]
+                     tk.payload.id.eq(pos_s.data), tk.payload.k.eq(job.k),
+                     tk.payload.last.eq(score_reg.last & et.last)]
         return m

@@ -24,9 +24,12 @@ def setup():
     return load_golden()
 
 
-def test_the_top_level_needs_three_buffers():
-    with pytest.raises(ConfigError, match="act_buffers must be at least 3"):
-        RPAccel(PRESETS["tiny"].replace(act_buffers=2))
+def test_the_top_level_takes_the_stage_runners_buffer_check():
+    # three buffers are too few for the overlapped schedule (the default), enough without
+    with pytest.raises(ConfigError, match="act_buffers must be at least 4 for the stage runner"):
+        RPAccel(PRESETS["tiny"].replace(act_buffers=3))
+    with pytest.raises(ConfigError, match="act_buffers must be at least 3 for the stage runner"):
+        RPAccel(PRESETS["tiny"].replace(act_buffers=2, subbatch_overlap=False))
 
 
 def test_real_queries_through_a_two_stage_cascade(setup):

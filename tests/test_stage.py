@@ -25,7 +25,7 @@ from rpaccel.sim.data import ensure_dataset
 from rpaccel.sim.golden import load_golden
 from rpaccel.sim.scheduler import Scheduler
 from rpaccel.tb.amaranth_axi import AxiMemory
-from rpaccel.tb.amaranth_sim import Stalls, get, put, receive, simulate
+from rpaccel.tb.amaranth_sim import Stalls, get, put, receive, send, simulate
 
 CONFIG = PRESETS["tiny"]
 
@@ -78,33 +78,57 @@ def setup():
     return load_golden()
 
 
-def test_stage_runner_needs_three_buffers():
-    with pytest.raises(ConfigError, match="act_buffers must be at least 3"):
-        StageRunner(PRESETS["tiny"].replace(act_buffers=2))
+def test_stage_runner_needs_three_buffers_and_a_fourth_for_overlap():
+    tiny = PRESETS["tiny"]
+    StageRunner(tiny.replace(act_buffers=3, subbatch_overlap=False))    # X, H, Z
+    with pytest.raises(ConfigError, match=r"act_buffers must be at least 4 for the stage "
+                                          r"runner with subbatch_overlap = True \(buffers "
+                                          r"X, H, Z0, Z1\), not 3"):
+        StageRunner(tiny.replace(act_buffers=3, subbatch_overlap=True))
+    with pytest.raises(ConfigError, match=r"act_buffers must be at least 3 for the stage "
+                                          r"runner with subbatch_overlap = False .*not 2"):
+        StageRunner(tiny.replace(act_buffers=2, subbatch_overlap=False))
 
 
-def test_a_real_stage_on_the_hardware_equals_the_functional_model(setup):
+def run_stage(setup, n: int, overlap: bool, stalls: float, *, seed: int = 11,
+              config=CONFIG, from_kept: bool = False):
+    """A real query's first ``n`` candidates through one stage (k = 8, or n if fewer) on
+    the harness; checks the kept list against the functional model and the golden and
+    returns the cycles from the job to ``done``. With ``from_kept`` the positions come on
+    the runner's ``positions`` stream, in reverse order and with pauses: the kept list is
+    the same (the top-k unit breaks ties on positions, not on arrival)."""
+    config = config.replace(subbatch_overlap=overlap)
+    k = min(8, n)
     user = int(np.flatnonzero(setup.split.test.any(axis=1))[0])
-    cands = setup.split.test_candidates(user)[:37]     # 3 sub-batches of 16, 16, 5
-    sch = Scheduler(CONFIG, setup, "small:8", stage_partitions=[1])
+    cands = setup.split.test_candidates(user)[:n]
+    assert len(cands) == n
+    sch = Scheduler(config, setup, f"small:{k}", stage_partitions=[1])
     plan = sch.plan([(user, cands)])
     q = plan.queries[0]
-    model = AccelModel(CONFIG)
+    model = AccelModel(config)
     expected = copy.deepcopy(plan.image)
     model.execute(expected, copy.deepcopy(plan.ring))
-    kept = [d.unpack(d.result_layout(CONFIG), expected.read(q["result"] + i * d.RESULT_BYTES,
+    kept = [d.unpack(d.result_layout(config), expected.read(q["result"] + i * d.RESULT_BYTES,
                                                             d.RESULT_BYTES))
-            for i in range(8)]
-    entry = d.unpack(d.run_query_layout(CONFIG), plan.image.read(
+            for i in range(k)]
+    entry = d.unpack(d.run_query_layout(config), plan.image.read(
         plan.ring.ring_base + q["index"] * d.COMMAND_BYTES, d.COMMAND_BYTES))
     loads = q["index"]                                   # the entries before the query
 
-    h = Harness(CONFIG)
+    h = Harness(config)
     cp, run = h.cp, h.runner
-    rng = np.random.default_rng(11)
-    B = CONFIG.mem_bus_width // 8
-    memories = [AxiMemory(plan.image, B, stalls=Stalls(0.25, rng)) for _ in range(4)]
-    ring, out = plan.ring, {}
+    rng = np.random.default_rng(seed)
+    B = config.mem_bus_width // 8
+    memories = [AxiMemory(plan.image, B, stalls=Stalls(stalls, rng)) for _ in range(4)]
+    ring, out, clock = plan.ring, {}, {"cycle": 0}
+    order = [{"position": p} for p in reversed(range(n))] if from_kept else []
+
+    async def feed(ctx):
+        await send(ctx, run.positions, order, Stalls(0.3, 5))
+
+    async def count(ctx):
+        async for _ in ctx.tick():
+            clock["cycle"] += 1
 
     async def bench(ctx):
         ctx.set(cp.ring_base, ring.ring_base)
@@ -117,23 +141,54 @@ def test_a_real_stage_on_the_hardware_equals_the_functional_model(setup):
         await ctx.tick().until(cp.entries_done == loads)
         info = ctx.get(cp.model_info[0])
         assert info.loaded
+        begin = clock["cycle"]
         await put(ctx, run.job, {
-            "records_addr": entry["records_addr"], "n": len(cands), "from_kept": 0, "k": 8,
+            "records_addr": entry["records_addr"], "n": n, "from_kept": int(from_kept), "k": k,
             "slot": 0, "n_bottom": info.n_bottom, "n_top": info.n_top,
             "n_tables": info.n_tables, "emb_dim": info.emb_dim, "n_dense": info.n_dense,
             "n_pairs": info.n_pairs, "stage": 0})
-        out["kept"] = await receive(ctx, h.topk.topk, 8, Stalls(0.2, 3))
+        out["kept"] = await receive(ctx, h.topk.topk, k, Stalls(0.2, 3))
         out["done"] = await get(ctx, run.done)
+        out["cycles"] = clock["cycle"] - begin
 
-    simulate(h, [bench], background=[memories[0].reader(cp.rd_bus),
+    simulate(h, [bench, feed], background=[count, memories[0].reader(cp.rd_bus),
                                      memories[1].writer(h.writer.bus),
                                      memories[2].reader(run.rd_bus),
                                      memories[3].reader(h.emb.m_axi)],
-             max_cycles=400_000, name="stage_runner")
+             max_cycles=400_000, name=f"stage_runner_{n}_{'overlap' if overlap else 'seq'}")
     got = [(b["id"], b["score"]) for b in out["kept"]]
-    assert got == [(k["position"], k["score"]) for k in kept], (got, kept)
+    assert got == [(r["position"], r["score"]) for r in kept], (got, kept)
     assert out["done"] == {"error": 0}
-    assert out["kept"][-1]["last"] == 1
+    assert [b["last"] for b in out["kept"]] == [0] * (k - 1) + [1]
     # the golden's ranking of those candidates
     ref = setup.golden.run(sch.pipeline, user, cands)
     assert [int(np.sort(cands)[p]) for p, _ in got] == ref.ranking.tolist()
+    return out["cycles"]
+
+
+# tiny: sub_batch 16. 5: one sub-batch (nothing to overlap); 32: two full ones; 37: three
+# (16, 16, 5: an odd count and a short last one), also with streamed positions; 7 in
+# sub-batches of 2: four (2, 2, 2, 1), so the three position slots and Z0/Z1 wrap around.
+@pytest.mark.parametrize("overlap", [False, True], ids=["sequential", "overlap"])
+@pytest.mark.parametrize("n, sub_batch, from_kept", [
+    (5, 16, False), (32, 16, False), (37, 16, False), (37, 16, True), (7, 2, True)],
+    ids=["1x5", "2x16", "16-16-5", "16-16-5-kept", "2-2-2-1-kept"])
+def test_a_real_stage_on_the_hardware_equals_the_functional_model(setup, n, sub_batch,
+                                                                   from_kept, overlap):
+    cycles = run_stage(setup, n, overlap, stalls=0.25, from_kept=from_kept,
+                       config=CONFIG.replace(sub_batch=sub_batch))
+    print(f"n={n} sub_batch={sub_batch} {'overlap' if overlap else 'sequential'}: "
+          f"{cycles} cycles (stalls 0.25)")
+
+
+def test_the_overlapped_schedule_is_faster(setup):
+    # No memory pauses, so the figures differ by the schedule only.
+    for n in (5, 37):
+        seq = run_stage(setup, n, overlap=False, stalls=0.0)
+        ovl = run_stage(setup, n, overlap=True, stalls=0.0)
+        print(f"n={n}: sequential {seq} cycles, overlapped {ovl} cycles ({seq / ovl:.2f}x)")
+        if n > CONFIG.sub_batch:
+            assert ovl < seq
+        else:
+            # one sub-batch has nothing to overlap: the same phases in the same order
+            assert ovl <= seq + 8
