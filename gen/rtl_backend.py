@@ -29,7 +29,15 @@ from rpaccel.sim.scheduler import MemoryImage, RingState
 from .generate import generate
 from .simulators import run_cocotb, waves_file
 
-__all__ = ["RTLBackend", "write_hex", "read_hex", "CosimError"]
+__all__ = ["RTLBackend", "write_hex", "read_hex", "CosimError", "VERILATOR_SPEED_ARGS"]
+
+#: Verilator options of the cosimulation build: its own optimizations at -O3, X values
+#: resolved once at build time instead of by code (the design resets everything it reads),
+#: and the model's C++ at -O2 instead of the wheel's -Os. Measured on `default`, two real
+#: queries (802,734 cycles), side by side on a loaded machine: 75k -> 93k cycles/s, at
+#: 175 s instead of 131 s of build.
+VERILATOR_SPEED_ARGS = ["-O3", "--x-assign", "fast", "--x-initial", "fast",
+                        "-MAKEFLAGS", "OPT_FAST=-O2"]
 
 
 class CosimError(RpaccelError, RuntimeError):
@@ -126,7 +134,8 @@ class RTLBackend:
         results = run_cocotb(generate(cfg, "accel_harness"), self.sim, "rpaccel.tb.bench_accel",
                              optimize=True, ports_only=True, waves=self.waves,
                              test_dir=self.work, quiet=self.quiet,
-                             build_args=[str(AXI_MEM_MODEL)],
+                             build_args=[str(AXI_MEM_MODEL)] +
+                             (VERILATOR_SPEED_ARGS if self.sim == "verilator" else []),
                              extra_env={"RPACCEL_ACCEL_JOB": str(job_path)})
         self.wall_s = time.perf_counter() - start
         if self.waves:
