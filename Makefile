@@ -37,6 +37,7 @@ bench: $(STAMP)
 	@mkdir -p reports
 	$(BIN)/rpaccel core-bench --preset default --sim verilator --json reports/core-bench-default-verilator.json
 	$(BIN)/rpaccel eval --json reports/quality.json
+	$(BIN)/rpaccel sim --preset default --sim verilator --queries all --json reports/cosim-default-all.json
 
 lint: $(STAMP)
 	for unit in pe systolic_array vector_unit interaction mlp_engine compute_core topk; do \
