@@ -79,7 +79,10 @@ class RPAccel(wiring.Component):
         self.write_mux = WriteJobMux(config, 2)
         self.reads = arb
         self.stages = [StageRunner(config) for _ in range(config.partitions)]
-        self.topk_units = [TopKFilter(config) for _ in range(config.partitions)]
+        # without on-chip top-k (``onchip_topk`` off) no top-k unit is built: the scores
+        # go to the query engine, which writes them to memory
+        self.topk_units = [TopKFilter(config) for _ in range(config.partitions)] \
+            if config.onchip_topk else []
         super().__init__({
             "s_axil": In(axi_lite_signature(self._csr_width)),
             "m_axi": Out(axi4_signature(config.mem_addr_width, config.mem_bus_width,
@@ -102,7 +105,8 @@ class RPAccel(wiring.Component):
         runners, units = self.stages, self.topk_units
         for p in range(P):
             m.submodules[f"stage{p}"] = runners[p]
-            m.submodules[f"topk{p}"] = units[p]
+            if cfg.onchip_topk:
+                m.submodules[f"topk{p}"] = units[p]
 
         wiring.connect(m, wiring.flipped(self.s_axil), csr.s_axil)
         r = csr.regs
@@ -149,8 +153,11 @@ class RPAccel(wiring.Component):
             wiring.connect(m, run.act_read, core.act_read[p])
             wiring.connect(m, core.act_data[p], run.act_data)
             wiring.connect(m, core.scores[p], run.scores)
-            wiring.connect(m, run.topk, units[p].scores)
-            wiring.connect(m, units[p].topk, qe.results[p])
+            if cfg.onchip_topk:
+                wiring.connect(m, run.topk, units[p].scores)
+                wiring.connect(m, units[p].topk, qe.results[p])
+            else:
+                wiring.connect(m, run.topk, qe.results[p])
         # The model table and the embedding subsystem are shared: the one running stage
         # (this version runs one at a time) uses them; the others are idle.
         active = Signal(range(P))

@@ -238,10 +238,14 @@ class CommandProcessor(wiring.Component):
                     m.d.comb += last_k.eq(stages[s - 1].k)
         rec_bytes = d.record_bytes(cfg)
         checks = []                     # (condition for an error, code), first match wins
-        checks.append(((n_st == 0) | (n_st > cfg.max_stages), "BAD_STAGES"))
+        # without on-chip top-k a query is one stage: the host filters between stages
+        max_stages = cfg.max_stages if cfg.onchip_topk else 1
+        checks.append(((n_st == 0) | (n_st > max_stages), "BAD_STAGES"))
         checks.append((rq.n_candidates == 0, "ZERO_CANDIDATES"))
         checks.append((~fits(rq.records_addr, rq.n_candidates * rec_bytes), "ADDRESS_RANGE"))
-        checks.append((~fits(rq.result_addr, last_k * d.RESULT_BYTES), "ADDRESS_RANGE"))
+        # the results: the last stage's kept list, or (no on-chip top-k) every score
+        results = last_k if cfg.onchip_topk else rq.n_candidates
+        checks.append((~fits(rq.result_addr, results * d.RESULT_BYTES), "ADDRESS_RANGE"))
         checks.append(((rq.kept_addr != 0) &
                        ~fits(rq.kept_addr, n_st * (cfg.topk_max * d.RESULT_BYTES)),
                        "ADDRESS_RANGE"))

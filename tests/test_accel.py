@@ -6,9 +6,11 @@ query's ranking, scores and every stage's kept list equal the golden cascade."""
 import numpy as np
 import pytest
 
+from rpaccel.hw import descriptors as d
 from rpaccel.hw.accel import RPAccel
 from rpaccel.hw.config import PRESETS, ConfigError
 from rpaccel.sim.data import ensure_dataset
+from rpaccel.sim.accel_model import ERROR
 from rpaccel.sim.golden import load_golden
 from rpaccel.sim.registers import RegisterAccess
 from rpaccel.sim.scheduler import Scheduler
@@ -29,16 +31,21 @@ def test_the_top_level_needs_three_buffers():
         RPAccel(PRESETS["tiny"].replace(act_buffers=2))
 
 
-def test_real_queries_through_a_two_stage_cascade(setup):
-    users = [int(u) for u in np.flatnonzero(setup.split.test.any(axis=1))[:2]]
-    queries = [(u, setup.split.test_candidates(u)[:37]) for u in users]
-    sch = Scheduler(CONFIG, setup, "small:8,medium:4")     # stage s on partition s
-    plan = sch.plan(queries)
+COUNTERS = ("QUERIES_DONE", "CYCLES", "ENGINE0_BUSY", "ENGINE1_BUSY", "STATIC_HITS",
+            "DYNAMIC_ACCESSES", "MEM_READ_BYTES", "MEM_WRITE_BYTES")
+
+
+def run_rpaccel(config, sch, plan, *, seed=2, max_cycles=600_000, watch=None):
+    """``plan`` on the whole RPAccel in the Amaranth simulator, the host using only the
+    registers, the ring and memory and waiting for the interrupt; without on-chip top-k
+    the host runs its round trips (``Scheduler.advance``) between rings. Returns the
+    counters read at the end (and ``head``, ``errors``). ``watch(ctx)``, if given, runs
+    beside it every cycle (a background testbench)."""
     ring = plan.ring
-    dut = RPAccel(CONFIG)
-    regs = RegisterAccess(CONFIG)
-    memory = AxiMemory(plan.image, CONFIG.mem_bus_width // 8,
-                       stalls=Stalls(0.2, np.random.default_rng(2)))
+    dut = RPAccel(config)
+    regs = RegisterAccess(config)
+    memory = AxiMemory(plan.image, config.mem_bus_width // 8,
+                       stalls=Stalls(0.2, np.random.default_rng(seed)))
     figures = {}
 
     async def host(ctx):
@@ -53,40 +60,94 @@ def test_real_queries_through_a_two_stage_cascade(setup):
             return regs.decode(name, word)
 
         ident = await read("CONFIG_HASH_LO")
-        assert ident["VALUE"] == int(CONFIG.hash, 16) & 0xFFFFFFFF
+        assert ident["VALUE"] == int(config.hash, 16) & 0xFFFFFFFF
         await write("RING_BASE_LO", VALUE=ring.ring_base)
         await write("RING_ENTRIES", LOG2=ring.ring_log2)
         await write("COMPLETION_BASE_LO", VALUE=ring.completion_base)
         await write("REGION_BASE_LO", VALUE=ring.region_base)
         await write("REGION_SIZE_LO", VALUE=ring.region_size)
         await write("CTRL", ENABLE=1, IRQ_ENABLE=1)
-        await write("RING_TAIL", INDEX=ring.tail)
         while True:
-            await ctx.tick().until(dut.irq)
-            done = (await read("COMMANDS_DONE_LO"))["VALUE"]
-            await write("IRQ_STATUS", DONE=1, ERROR=1)
-            if done == ring.tail:
+            await write("RING_TAIL", INDEX=ring.tail)
+            while True:
+                await ctx.tick().until(dut.irq)
+                done = (await read("COMMANDS_DONE_LO"))["VALUE"]
+                await write("IRQ_STATUS", DONE=1, ERROR=1)
+                if done == ring.tail:
+                    break
+            ring.head = ring.tail
+            if not sch.advance(plan):      # the host's round trip (no on-chip top-k)
                 break
-        for name in ("QUERIES_DONE", "CYCLES", "ENGINE0_BUSY", "ENGINE1_BUSY",
-                     "STATIC_HITS", "DYNAMIC_ACCESSES", "MEM_READ_BYTES", "MEM_WRITE_BYTES"):
+        for name in COUNTERS:
             figures[name] = (await read(f"{name}_LO"))["VALUE"]
         figures["head"] = (await read("RING_HEAD"))["INDEX"]
         figures["errors"] = (await read("ERROR_COUNT"))["VALUE"]
+        figures["error"] = await read("ERROR")
 
-    simulate(dut, [host], background=[memory.reader(dut.m_axi), memory.writer(dut.m_axi)],
-             max_cycles=600_000, name="rpaccel")
-    assert figures["head"] == ring.tail and figures["errors"] == 0
-    results = sch.results(plan)
+    background = [memory.reader(dut.m_axi), memory.writer(dut.m_axi)]
+    if watch is not None:
+        background.append(watch(dut))
+    simulate(dut, [host], background=background, max_cycles=max_cycles, name="rpaccel")
+    for addr, beats in memory.ars + memory.aws:
+        assert plan.image.base <= addr and addr + beats * memory.B <= plan.image.end
+    figures["memory"] = memory
+    return figures
+
+
+def check_golden(setup, sch, queries, results):
     for (user, cands), res in zip(queries, results):
         ref = setup.golden.run(sch.pipeline, user, cands)
         assert res.error == 0, res.error_name
         np.testing.assert_array_equal(res.ranking, ref.ranking)
         np.testing.assert_array_equal(res.scores, ref.stages[-1].kept_scores)
+        assert len(res.kept) == len(ref.stages)
         for kept, stage in zip(res.kept, ref.stages):
             np.testing.assert_array_equal(kept, stage.kept)
         assert all(c > 0 for c in res.stage_cycles) and res.total_cycles >= sum(res.stage_cycles)
+
+
+def test_real_queries_through_a_two_stage_cascade(setup):
+    users = [int(u) for u in np.flatnonzero(setup.split.test.any(axis=1))[:2]]
+    queries = [(u, setup.split.test_candidates(u)[:37]) for u in users]
+    sch = Scheduler(CONFIG, setup, "small:8,medium:4")     # stage s on partition s
+    plan = sch.plan(queries)
+    figures = run_rpaccel(CONFIG, sch, plan)
+    assert figures["head"] == plan.ring.tail and figures["errors"] == 0
+    check_golden(setup, sch, queries, sch.results(plan))
     assert figures["QUERIES_DONE"] == 2
     assert figures["ENGINE0_BUSY"] > 0 and figures["ENGINE1_BUSY"] > 0   # stage 2 on p1
     assert figures["STATIC_HITS"] > 0 and figures["MEM_WRITE_BYTES"] > 0
-    for addr, beats in memory.ars + memory.aws:
-        assert plan.image.base <= addr and addr + beats * memory.B <= plan.image.end
+
+
+NO_TOPK = CONFIG.replace(onchip_topk=False)
+
+
+def test_without_onchip_topk_the_host_filters_between_stages(setup):
+    """onchip_topk off: no top-k unit is built; each stage's scores (every candidate, in
+    order) go to memory and the host keeps the top k and submits the next stage. A
+    2-stage cascade on real users equals the golden; a 2-stage RUN_QUERY between the
+    rounds is rejected with BAD_STAGES (completion and ERROR register) and writes
+    nothing."""
+    users = [int(u) for u in np.flatnonzero(setup.split.test.any(axis=1))[:3]]
+    queries = [(u, setup.split.test_candidates(u)[:37]) for u in users]
+    sch = Scheduler(NO_TOPK, setup, "small:8,medium:4")
+    assert RPAccel(NO_TOPK).topk_units == []
+    plan = sch.plan(queries)
+    bad = plan.queries[1]
+    addr = bad["rounds"][0]["scores"]
+    before = plan.image.read(addr, 37 * d.RESULT_BYTES)
+    index = bad["rounds"][0]["index"]
+    raw = plan.image.read(plan.ring.ring_base + index * d.COMMAND_BYTES, d.COMMAND_BYTES)
+    entry = d.unpack(d.run_query_layout(NO_TOPK), raw)
+    entry["n_stages"] = 2
+    plan.image.write(plan.ring.ring_base + index * d.COMMAND_BYTES,
+                     d.pack(d.run_query_layout(NO_TOPK), entry, d.COMMAND_BYTES))
+    figures = run_rpaccel(NO_TOPK, sch, plan)
+    assert figures["head"] == plan.ring.tail and figures["errors"] == 1
+    assert figures["error"]["CODE"] == ERROR["BAD_STAGES"] and figures["error"]["INDEX"] == index
+    results = sch.results(plan)
+    assert results[1].error == ERROR["BAD_STAGES"]
+    assert plan.image.read(addr, 37 * d.RESULT_BYTES) == before
+    check_golden(setup, sch, [queries[0], queries[2]], [results[0], results[2]])
+    assert figures["QUERIES_DONE"] == 4                    # 2 queries x 2 rounds
+    assert figures["ENGINE0_BUSY"] > 0 and figures["ENGINE1_BUSY"] > 0
