@@ -151,3 +151,48 @@ def test_without_onchip_topk_the_host_filters_between_stages(setup):
     check_golden(setup, sch, [queries[0], queries[2]], [results[0], results[2]])
     assert figures["QUERIES_DONE"] == 4                    # 2 queries x 2 rounds
     assert figures["ENGINE0_BUSY"] > 0 and figures["ENGINE1_BUSY"] > 0
+
+
+def busy_overlap(counts):
+    """A background testbench counting the cycles in which both engines are busy."""
+    def watch(dut):
+        async def run(ctx):
+            while True:
+                _, _, b0, b1 = await ctx.tick().sample(dut.core.busy[0], dut.core.busy[1])
+                counts["both"] += int(b0 and b1)
+        return run
+    return watch
+
+
+def test_queries_in_flight_overlap_on_two_partitions(setup):
+    """Four queries back to back (stage 1 on partition 0, stage 2 on partition 1), the third
+    one bad: the query engine takes the next query while the earlier ones run, so query
+    q's stage 2 runs beside query q + 1's stage 1 (both engines busy in the same cycles)
+    over the shared embedding subsystem and model tables. The bad query completes with
+    BAD_PARTITION and writes nothing; the good ones equal the golden."""
+    users = [int(u) for u in np.flatnonzero(setup.split.test.any(axis=1))[:4]]
+    queries = [(u, setup.split.test_candidates(u)[:40]) for u in users]
+    sch = Scheduler(CONFIG, setup, "small:8,medium:4")
+    plan = sch.plan(queries)
+    bad = plan.queries[2]
+    before = plan.image.read(bad["result"], 4 * d.RESULT_BYTES) + \
+        plan.image.read(bad["kept"], 2 * CONFIG.topk_max * d.RESULT_BYTES)
+    addr = plan.ring.ring_base + bad["index"] * d.COMMAND_BYTES
+    entry = d.unpack(d.run_query_layout(CONFIG), plan.image.read(addr, d.COMMAND_BYTES))
+    entry["stages"][1]["partition_mask"] = 4                # a partition that does not exist
+    plan.image.write(addr, d.pack(d.run_query_layout(CONFIG), entry, d.COMMAND_BYTES))
+    counts = {"both": 0}
+    figures = run_rpaccel(CONFIG, sch, plan, seed=3, watch=busy_overlap(counts))
+    assert figures["head"] == plan.ring.tail and figures["errors"] == 1
+    assert figures["error"]["CODE"] == ERROR["BAD_PARTITION"]
+    assert figures["error"]["INDEX"] == bad["index"]
+    results = sch.results(plan)
+    assert results[2].error == ERROR["BAD_PARTITION"]
+    assert plan.image.read(bad["result"], 4 * d.RESULT_BYTES) + \
+        plan.image.read(bad["kept"], 2 * CONFIG.topk_max * d.RESULT_BYTES) == before
+    good = [0, 1, 3]
+    check_golden(setup, sch, [queries[i] for i in good], [results[i] for i in good])
+    assert figures["QUERIES_DONE"] == 3
+    assert counts["both"] > 0, "the two partitions never ran at the same time"
+    print(f"\n4 queries in flight: {figures['CYCLES']} cycles, both engines busy "
+          f"{counts['both']}, engine busy {figures['ENGINE0_BUSY']}/{figures['ENGINE1_BUSY']}")
