@@ -196,3 +196,25 @@ def test_queries_in_flight_overlap_on_two_partitions(setup):
     assert counts["both"] > 0, "the two partitions never ran at the same time"
     print(f"\n4 queries in flight: {figures['CYCLES']} cycles, both engines busy "
           f"{counts['both']}, engine busy {figures['ENGINE0_BUSY']}/{figures['ENGINE1_BUSY']}")
+
+
+def test_a_stage_dealt_over_both_partitions_and_more_topk_units(setup):
+    """A stage whose partition mask has both bits: its sub-batches (16 candidates) are dealt
+    round robin over the two runners (40 candidates: sub-batches 0 and 2 on partition 0,
+    1 on partition 1) and merged into one top-k unit, ``last`` only after the final one;
+    a stage of one sub-batch leaves the second runner without work. Three top-k units,
+    each stage routed to the one its ``topk_unit`` names (2, then 1)."""
+    cfg = CONFIG.replace(topk_units=3)
+    users = [int(u) for u in np.flatnonzero(setup.split.test.any(axis=1))[:2]]
+    queries = [(u, setup.split.test_candidates(u)[:40]) for u in users]
+    sch = Scheduler(cfg, setup, "small:8,medium:4", stage_partitions=[3, 3],
+                    stage_topk_units=[2, 1])
+    plan = sch.plan(queries)
+    dut_units = len(RPAccel(cfg).topk_units)
+    assert dut_units == 3
+    counts = {"both": 0}
+    figures = run_rpaccel(cfg, sch, plan, seed=4, watch=busy_overlap(counts))
+    assert figures["head"] == plan.ring.tail and figures["errors"] == 0
+    check_golden(setup, sch, queries, sch.results(plan))
+    assert figures["ENGINE0_BUSY"] > 0 and figures["ENGINE1_BUSY"] > 0
+    assert counts["both"] > 0, "the dealt stage never ran on both partitions at once"
