@@ -13,11 +13,12 @@ A stage's sub-batches (``sub_batch`` candidates, the last one shorter) are **dea
 robin** over the runners of its mask, in the order of their partition numbers: sub-batch
 ``j`` goes to the ``(j mod R)``-th of the ``R`` runners. The slot streams each runner the
 positions of its sub-batches (``0..n-1`` for the first stage, the previous stage's kept
-list after it) and merges the runners' scores back **in sub-batch order** into the stage's
-top-k unit (or, without on-chip top-k, the score writer), ``last`` on the stage's final
-candidate only. So the merged stream is the stage's candidates in input order whatever the
-partitions: the values and the order of results are those of one runner, and the
-functional model (``sim/accel_model.py``) is the reference of any mapping.
+list after it) and merges the runners' scores into the stage's top-k unit, ``last`` on the
+stage's final candidate only: in arrival order (the top-k is exact and breaks ties on the
+position, so its results do not depend on the order of its inputs, and no runner waits for
+another's scores). Without on-chip top-k the merge is in sub-batch order instead, so the
+scores reach memory in candidate order. Either way the values are those of one runner,
+and the functional model (``sim/accel_model.py``) is the reference of any mapping.
 
 Each slot has its own kept list (``topk_max`` entries): the top-k unit's results of stage
 ``s`` replace the positions stage ``s`` read (they come after its last candidate, whose
@@ -325,12 +326,26 @@ class QueryEngine(wiring.Component):
                 m.d.sync += [idx[p].eq(nxt), sent[p].eq(sent[p] + 1),
                              place[p].eq(Mux(place[p] == SB - 1, 0, place[p] + 1))]
 
-        # the merge: from the runner whose rank deals the current sub-batch
+        # The merge of the runners' scores. With on-chip top-k, in arrival order (the
+        # lowest partition offering first): a top-k is exact and breaks ties on the
+        # position, so the order of its inputs does not matter, and no runner ever waits
+        # for another's scores (which could stall its engine while the other waits for the
+        # shared embedding subsystem). Without it, in sub-batch order (the scores go to
+        # memory in candidate order): from the runner whose rank deals the current
+        # sub-batch; the stage runner's scores do not wait on other runners' lookups.
         merged = sig(topk.score_layout(cfg), "merged_beat")
         merged_valid = sig(1, "merged_valid")
         merged_ready = sig(1, "merged_ready")
+        if onchip:
+            chosen = Const(0)
+            for p in range(P):
+                offer = running & sl.mask[p] & self.scores[p].valid & runner_busy[p]
+                m.d.comb += mine[p].eq(offer & ~chosen)
+                chosen = chosen | offer
+        else:
+            for p in range(P):
+                m.d.comb += mine[p].eq(running & sl.mask[p] & (sl.rank[p] == cur))
         for p in range(P):
-            m.d.comb += mine[p].eq(running & sl.mask[p] & (sl.rank[p] == cur))
             with m.If(mine[p]):
                 m.d.comb += [merged_valid.eq(self.scores[p].valid & runner_busy[p]),
                              merged.score.eq(self.scores[p].payload.score),
