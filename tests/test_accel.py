@@ -124,13 +124,16 @@ NO_TOPK = CONFIG.replace(onchip_topk=False)
 
 def test_without_onchip_topk_the_host_filters_between_stages(setup):
     """onchip_topk off: no top-k unit is built; each stage's scores (every candidate, in
-    order) go to memory and the host keeps the top k and submits the next stage. A
-    2-stage cascade on real users equals the golden; a 2-stage RUN_QUERY between the
+    order, also from a stage dealt over both partitions) go to memory and the host keeps
+    the top k and submits the next stage. A 2-stage cascade on real users equals the
+    golden; a 2-stage RUN_QUERY between the
     rounds is rejected with BAD_STAGES (completion and ERROR register) and writes
     nothing."""
     users = [int(u) for u in np.flatnonzero(setup.split.test.any(axis=1))[:3]]
     queries = [(u, setup.split.test_candidates(u)[:37]) for u in users]
-    sch = Scheduler(NO_TOPK, setup, "small:8,medium:4")
+    # stage 1 dealt over both partitions (its scores merged back in candidate order),
+    # stage 2 on partition 1
+    sch = Scheduler(NO_TOPK, setup, "small:8,medium:4", stage_partitions=[3, 2])
     assert RPAccel(NO_TOPK).topk_units == []
     plan = sch.plan(queries)
     bad = plan.queries[1]
