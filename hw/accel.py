@@ -1,7 +1,6 @@
-"""RPAccel, the top level (first version): one AXI4-Lite slave for the registers, one AXI4
-master to memory, an interrupt, and inside: the CSR block, the command processor, the query
-engine, one stage runner and top-k unit per partition over the compute core, and the
-embedding subsystem.
+"""RPAccel, the top level: one AXI4-Lite slave for the registers, one AXI4 master to memory,
+an interrupt, and inside: the CSR block, the command processor, the query engine, one stage
+runner per partition over the compute core, the top-k units and the embedding subsystem.
 
 The host drives it only through the registers (``hw/regmap.py``), the command ring and
 memory (``hw/descriptors.py``): write the ring base, size, completion base and memory
@@ -9,10 +8,14 @@ region, set ``CTRL.ENABLE`` (and ``IRQ_ENABLE``), move ``RING_TAIL``; the accele
 fetches, loads, ranks and writes completions and results, and raises ``irq`` while
 ``IRQ_STATUS`` has a cause and ``IRQ_ENABLE`` is set.
 
-What this version does and does not do yet (docs/architecture.md, "Top level"): queries
-run one at a time, each stage on the lowest partition of its mask with that partition's
-top-k unit, sub-batches of a stage in sequence. Needs ``act_buffers >= 3`` (the stage
-runner's check, raised at construction).
+Queries are in flight at once (``hw/query.py``): each stage runs on the runners of its
+partition mask (its sub-batches dealt over them) and the top-k unit it names
+(``topk_units`` are built; none with ``onchip_topk`` off, where the scores go to memory).
+Concurrent runners share the embedding subsystem (locked per candidate, pooled vectors
+routed back by a FIFO of owners, :meth:`RPAccel._share_embedding`) and read the command
+processor's layer and pair tables through a port each. What is not done yet is listed in
+docs/architecture.md ("Top level"). Needs ``act_buffers >= 3`` (the stage runner's check,
+raised at construction).
 """
 
 from __future__ import annotations

@@ -8,7 +8,15 @@ bias memories, the model's layer, table and interaction descriptors; ``LOAD_STAT
 the static cache; ``RUN_QUERY`` runs the cascade (records -> dense codes and pooled
 embeddings -> bottom MLP -> interaction -> top MLP -> score -> top-k of positions -> the
 next stage) and writes kept lists, results and a completion. It has no notion of time
-(cycle counts are 0); values, error codes and memory writes are what the RTL must produce.
+(cycle counts are 0) nor of mapping: a stage's values do not depend on the partitions its
+sub-batches are dealt over (each holds the model's same words; the lowest one's are read)
+nor on the top-k unit, nor on which queries were in flight beside it. Values, error codes
+and memory writes are what the RTL must produce.
+
+Without on-chip top-k (``onchip_topk`` off) a query has one stage (more is ``BAD_STAGES``)
+and its result is every candidate's record (position, score) in candidate order at
+``result_addr``, checked for ``n_candidates * 8`` bytes; no kept list is written and the
+completion's ``kept`` is the candidate count.
 
 Bad commands follow ``hw/regmap.ERROR_CODES``: the entry is rejected with its code in the
 completion (and nothing else written), and the next entry runs normally. An embedding

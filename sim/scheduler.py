@@ -15,12 +15,18 @@ and command ring out, ranked lists and per-stage figures back.
   (``docs/architecture.md``); it picks the static rows per model, weighting each model's
   rows by the candidates its stage scores;
 * **maps stages to partitions**: stage ``s`` runs on partition ``s % partitions`` and top-k
-  unit ``s % topk_units`` unless told otherwise, so with two partitions query ``q``'s
-  stage 2 runs beside query ``q + 1``'s stage 1;
+  unit ``s % topk_units`` unless told otherwise (a mask of several partitions deals the
+  stage's sub-batches over them), so with two partitions query ``q``'s stage 2 runs beside
+  query ``q + 1``'s stage 1;
 * **builds** the memory image (:class:`MemoryImage`): tables, model images, static rows,
   the command ring (``LOAD_MODEL``, ``LOAD_STATIC``, one ``RUN_QUERY`` per query), the
   completion ring, each query's candidate records (ascending item id, so the top-k's
   position tie-break is the golden's id tie-break) and result buffers;
+* **round trips** without on-chip top-k (``onchip_topk`` off): a query's stage ``s`` is one
+  ``RUN_QUERY`` over the candidates the host kept; :meth:`Scheduler.advance` reads each
+  stage's scores, keeps the top ``k`` with the golden's tie-break, writes the kept
+  candidates' records anew and submits the next stage, so the answers equal the on-chip
+  cascade's;
 * **collects** the ranked lists (item ids and scores of the final stage, and every stage's
   kept list), error codes and per-stage cycles from the image after a backend ran it.
 

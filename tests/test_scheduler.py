@@ -227,3 +227,14 @@ def test_without_onchip_topk_a_multi_stage_query_is_rejected(setup):
     assert len(results[1].ranking) == 0
     assert plan.image.read(addr, 200 * d.RESULT_BYTES) == before
     check_against_golden(setup, sch, [queries[0], queries[2]], [results[0], results[2]])
+
+
+def test_stages_dealt_over_partitions_and_routed_to_more_topk_units(setup):
+    """The mapping is free: a stage dealt over both partitions, another on one, top-k units
+    beyond the partitions; the values are those of the default mapping."""
+    cfg = CONFIG.replace(topk_units=4)
+    sch = Scheduler(cfg, setup, "small:64,medium:8", stage_partitions=[3, 2],
+                    stage_topk_units=[3, 2])
+    assert [m.partition_mask for m in sch.models.values()] == [3, 2]
+    queries = [(u, setup.split.test_candidates(u)[:300]) for u in users_with_tests(setup, 2)]
+    check_against_golden(setup, sch, queries, sch.run(AccelModel(cfg), queries))
