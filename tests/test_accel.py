@@ -3,6 +3,8 @@ scheduler's memory image and ring for real MovieLens queries, the host driving o
 registers (AXI4-Lite) and memory (AXI4 with random pauses), the interrupt awaited; every
 query's ranking, scores and every stage's kept list equal the golden cascade."""
 
+import copy
+
 import numpy as np
 import pytest
 
@@ -10,7 +12,7 @@ from rpaccel.hw import descriptors as d
 from rpaccel.hw.accel import RPAccel
 from rpaccel.hw.config import PRESETS, ConfigError
 from rpaccel.sim.data import ensure_dataset
-from rpaccel.sim.accel_model import ERROR
+from rpaccel.sim.accel_model import ERROR, AccelModel
 from rpaccel.sim.golden import load_golden
 from rpaccel.sim.registers import RegisterAccess
 from rpaccel.sim.scheduler import Scheduler
@@ -172,7 +174,9 @@ def test_queries_in_flight_overlap_on_two_partitions(setup):
     one bad: the query engine takes the next query while the earlier ones run, so query
     q's stage 2 runs beside query q + 1's stage 1 (both engines busy in the same cycles)
     over the shared embedding subsystem and model tables. The bad query completes with
-    BAD_PARTITION and writes nothing; the good ones equal the golden."""
+    BAD_PARTITION and writes nothing; the second has an embedding row outside its table
+    (EMBEDDING, still completing); every completion and result equals the functional
+    model's and the good ones the golden."""
     users = [int(u) for u in np.flatnonzero(setup.split.test.any(axis=1))[:4]]
     queries = [(u, setup.split.test_candidates(u)[:40]) for u in users]
     sch = Scheduler(CONFIG, setup, "small:8,medium:4")
@@ -184,18 +188,35 @@ def test_queries_in_flight_overlap_on_two_partitions(setup):
     entry = d.unpack(d.run_query_layout(CONFIG), plan.image.read(addr, d.COMMAND_BYTES))
     entry["stages"][1]["partition_mask"] = 4                # a partition that does not exist
     plan.image.write(addr, d.pack(d.run_query_layout(CONFIG), entry, d.COMMAND_BYTES))
+    # query 1: one candidate's item row outside its table (pooled to zeros, flagged
+    # EMBEDDING, the query completes) -- its values are the functional model's
+    q1 = plan.queries[1]
+    raw = plan.image.read(plan.ring.ring_base + q1["index"] * d.COMMAND_BYTES, d.COMMAND_BYTES)
+    rec_addr = d.unpack(d.run_query_layout(CONFIG), raw)["records_addr"] + 5 * d.record_bytes(CONFIG)
+    rec = d.unpack(d.record_layout(CONFIG), plan.image.read(rec_addr, d.record_bytes(CONFIG)))
+    rec["lookups"][1]["row"] = 100_000
+    plan.image.write(rec_addr, d.pack(d.record_layout(CONFIG), rec, d.record_bytes(CONFIG)))
+    reference = copy.deepcopy(plan)
+    assert AccelModel(CONFIG).execute(reference.image, reference.ring) == plan.ring.tail
     counts = {"both": 0}
     figures = run_rpaccel(CONFIG, sch, plan, seed=3, watch=busy_overlap(counts))
-    assert figures["head"] == plan.ring.tail and figures["errors"] == 1
-    assert figures["error"]["CODE"] == ERROR["BAD_PARTITION"]
-    assert figures["error"]["INDEX"] == bad["index"]
+    assert figures["head"] == plan.ring.tail and figures["errors"] == 2
     results = sch.results(plan)
     assert results[2].error == ERROR["BAD_PARTITION"]
+    assert results[1].error == ERROR["EMBEDDING"] and len(results[1].ranking) == 4
+    for q in plan.queries:              # byte for byte the functional model's writes
+        for addr, n in ((q["result"], 4 * d.RESULT_BYTES),
+                        (q["kept"], 2 * CONFIG.topk_max * d.RESULT_BYTES)):
+            assert plan.image.read(addr, n) == reference.image.read(addr, n)
+        got, ref = sch.completion(plan, q["index"]), sch.completion(reference, q["index"])
+        for key in ("tag", "index", "error", "n_stages", "kept"):
+            assert got[key] == ref[key], key
     assert plan.image.read(bad["result"], 4 * d.RESULT_BYTES) + \
         plan.image.read(bad["kept"], 2 * CONFIG.topk_max * d.RESULT_BYTES) == before
-    good = [0, 1, 3]
+    good = [0, 3]
     check_golden(setup, sch, [queries[i] for i in good], [results[i] for i in good])
     assert figures["QUERIES_DONE"] == 3
+    assert figures["error"]["CODE"] in (ERROR["BAD_PARTITION"], ERROR["EMBEDDING"])
     assert counts["both"] > 0, "the two partitions never ran at the same time"
     print(f"\n4 queries in flight: {figures['CYCLES']} cycles, both engines busy "
           f"{counts['both']}, engine busy {figures['ENGINE0_BUSY']}/{figures['ENGINE1_BUSY']}")
