@@ -103,12 +103,9 @@ class QueryEngine(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         cfg = self._config
-        P, K, U = cfg.partitions, cfg.topk_max, cfg.topk_units
+        P, U = cfg.partitions, cfg.topk_units
         Q = query_slots(cfg)
-        SB = cfg.sub_batch
         onchip = cfg.onchip_topk
-        B = cfg.mem_bus_width // 8
-        per_beat = max(1, B // d.RESULT_BYTES)
         in_reset = ResetSignal()
         n_max = 1 << cfg.id_width
 
