@@ -257,3 +257,22 @@ def test_one_partition_without_onchip_topk(setup):
     assert figures["head"] == plan.ring.tail and figures["errors"] == 0
     check_golden(setup, sch, queries, sch.results(plan))
     assert figures["QUERIES_DONE"] == 4
+
+
+@pytest.mark.slow
+def test_four_partitions_a_stage_dealt_over_three(setup):
+    """Four partitions (the ``small`` array split in four, sub-batches of 8): stage 1 dealt
+    over partitions 0, 1 and 2 (45 candidates: six sub-batches, two per runner) into top-k
+    unit 3, stage 2 (one sub-batch) over partitions 1 and 3 into unit 0; bit-exact."""
+    cfg = PRESETS["small"].replace(partitions=4, topk_units=4, sub_batch=8)
+    users = [int(u) for u in np.flatnonzero(setup.split.test.any(axis=1))[:2]]
+    queries = [(u, setup.split.test_candidates(u)[:45]) for u in users]
+    sch = Scheduler(cfg, setup, "small:8,medium:4", stage_partitions=[0b0111, 0b1010],
+                    stage_topk_units=[3, 0])
+    plan = sch.plan(queries)
+    figures = run_rpaccel(cfg, sch, plan, seed=6, max_cycles=1_500_000)
+    assert figures["head"] == plan.ring.tail and figures["errors"] == 0
+    check_golden(setup, sch, queries, sch.results(plan))
+    assert all(figures[f"ENGINE{p}_BUSY"] > 0 for p in range(3))
+    # stage 2's 8 candidates are one sub-batch, dealt to partition 1: partition 3 idles
+    assert figures["ENGINE3_BUSY"] == 0
