@@ -27,6 +27,11 @@ Figures (:func:`run_cosim` returns them; ``--json`` writes them):
   (build and start-up excluded; ``wall_s`` is the whole run);
 * ``counters_agree``: for every image, the CSR ``CYCLES`` difference between two reads
   equals the cycles the testbench counted between them.
+
+Without on-chip top-k (``onchip_topk = false``) every stage is a round: the scheduler reads
+the scores back, filters them and submits the next stage (:meth:`Scheduler.advance`) while
+the simulator waits with the accelerator idle and its state kept; cycles are the
+accelerator's, the host's time between rounds is not simulated.
 """
 
 from __future__ import annotations
@@ -117,15 +122,19 @@ def run_cosim(config: AccelConfig, preset_name: str, sim: str, pipeline: str,
     plans = plan_images(scheduler, queries, MEM_BYTES)
     progress(f"{len(queries)} queries through {scheduler.pipeline.describe()} in "
              f"{len(plans)} memory image(s) on {sim}")
-    backend = RTLBackend(config, sim, work, latency=latency, stall=stall, seed=seed,
-                         waves=waves, quiet="build")
-    heads = backend.execute_many([(p.image, p.ring) for p in plans])
     results = []
-    for plan, head in zip(plans, heads):
-        if head != plan.ring.tail:
-            raise RuntimeError(f"the accelerator stopped at ring entry {head} of "
-                               f"{plan.ring.tail}")
-        results += scheduler.results(plan)
+    with RTLBackend(config, sim, work, latency=latency, stall=stall, seed=seed, waves=waves,
+                    quiet="build") as backend:
+        for n, plan in enumerate(plans):
+            while True:     # one round; more only without on-chip top-k (host round trips)
+                head = backend.execute(plan.image, plan.ring)
+                if head != plan.ring.tail:
+                    raise RuntimeError(f"image {n}: the accelerator stopped at ring entry "
+                                       f"{head} of {plan.ring.tail}")
+                if not scheduler.advance(plan):
+                    break
+                progress(f"image {n}: host round trip, next stage submitted")
+            results += scheduler.results(plan)
 
     progress("checking every query against the golden cascade")
     mismatches, first, ndcg, ndcg_golden = 0, [], [], []
@@ -141,7 +150,11 @@ def run_cosim(config: AccelConfig, preset_name: str, sim: str, pipeline: str,
         ndcg_golden.append(ndcg_at_k(ref.ranking, relevant, 10))
 
     figs = backend.figures
-    counters = {name: sum(f["counters"][name] for f in figs) for name in figs[0]["counters"]}
+    # counters are cumulative from an image's reset: each image's last round holds its totals
+    last_round = [f for n, f in enumerate(figs)
+                  if n + 1 == len(figs) or figs[n + 1]["image"] != f["image"]]
+    counters = {name: sum(f["counters"][name] for f in last_round)
+                for name in figs[0]["counters"]}
     stage_cycles = [float(np.mean([r.stage_cycles[s] for r in results]))
                     for s in range(len(stages))]
     utilization = []
@@ -173,7 +186,8 @@ def run_cosim(config: AccelConfig, preset_name: str, sim: str, pipeline: str,
         "sim_cycles_per_s": run_cycles / sim_wall if sim_wall else 0.0,
         "counters_agree": all(f["csr_cycles"] == f["tb_cycles"] for f in figs),
         "outside_region": any(f["violation"] for f in figs),
-        "errors": int(sum(f["errors"] for f in figs)),
+        "errors": int(sum(f["errors"] for f in last_round)),
+        "host_round_trips": len(figs) - len(plans),
         "counters": counters, "clock_mhz": config.clock_mhz,
         "latency_us": float(np.mean([r.total_cycles for r in results])) / config.clock_mhz,
         "wall_s": time.perf_counter() - started,

@@ -6,8 +6,8 @@
 becomes a ``$readmemh`` file, the bench writes the ring registers the scheduler planned,
 awaits the interrupt, and the memory model dumps the image's words back, which replace the
 image's contents (completions, kept lists and results are then read by the scheduler as
-from any backend). :meth:`RTLBackend.execute_many` runs several images in one simulator
-process (one build, one start-up), resetting the accelerator between them.
+from any backend). One simulator process serves every call of a session (one build, one
+start-up): new images with a reset between them, and rounds on the same image without one.
 
 After a run, :attr:`RTLBackend.figures` holds the bench's figures of each image: cycles the
 testbench measured beside the CSR ``CYCLES`` difference over the same reads, every
@@ -17,6 +17,7 @@ performance counter, the region monitor's verdict and the simulator's wall time.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from pathlib import Path
 
@@ -79,71 +80,155 @@ def read_hex(path: Path, bus_bytes: int, n_words: int) -> bytes:
 
 class RTLBackend:
     """See the module docstring. ``sim`` is ``verilator`` or ``icarus``; ``work`` holds the
-    image, dump and job files; ``latency``/``stall`` configure the memory model (cycles
-    of read latency, stall probability out of 256 per cycle); ``waves`` writes FST."""
+    image, dump and command files; ``latency``/``stall`` configure the memory model (cycles
+    of read latency, stall probability out of 256 per cycle); ``waves`` writes FST.
+
+    A **session** is one simulator process: the first :meth:`execute` starts it, each call
+    hands the bench one command (a file ``cmd<k>.json``; the bench answers ``done<k>.json``
+    after the ring ran and the memory was dumped), :meth:`close` (or leaving a ``with``
+    block) stops it. A call with ``ring.head == 0`` starts a new image: the accelerator is
+    reset and the image loaded. A call with ``ring.head > 0`` continues the same image
+    without a reset (the host's round trip without on-chip top-k, or more queries on the
+    same ring): the host's updated image is loaded again (what the accelerator wrote was
+    dumped into it, so nothing changes under it), the models and caches stay on chip, and
+    only ``RING_TAIL`` moves.
+    """
 
     def __init__(self, config: AccelConfig, sim: str, work: Path, *, latency: int = 0,
                  stall: int = 0, seed: int = 1, waves: bool = False,
                  timeout_cycles: int = 200_000_000, progress_cycles: int = 2_000_000,
-                 quiet: bool = False):
+                 quiet: bool | str = False, answer_timeout_s: float = 24 * 3600):
         from rpaccel.tb.accel_harness import MEM_BYTES
         self.config, self.sim, self.work = config, sim, Path(work)
         self.name = f"RTL ({sim})"
         self.latency, self.stall, self.seed, self.waves = latency, stall, seed, waves
         self.timeout_cycles, self.progress_cycles = timeout_cycles, progress_cycles
+        self.quiet, self.answer_timeout_s = quiet, answer_timeout_s
         self.mem_bytes = MEM_BYTES
+        #: the bench's figures of every command, in order (``image`` and ``round`` added)
         self.figures: list[dict] = []
         self.wall_s = 0.0
         self.waves_path: Path | None = None
-        self.quiet = quiet
+        self._thread = None
+        self._failure = None
+        self._k = 0
+        self._image_id = None
+        self._images = -1
+        self._round = 0
 
-    def execute(self, image: MemoryImage, ring: RingState) -> int:
-        return self.execute_many([(image, ring)])[0]
+    # -- session ------------------------------------------------------------------------
+    def _start(self):
+        from rpaccel.tb.accel_harness import AXI_MEM_MODEL
+
+        self.work.mkdir(parents=True, exist_ok=True)
+        for old in list(self.work.glob("cmd*.json")) + list(self.work.glob("done*.json")):
+            old.unlink()
+        job = {"commands": str(self.work), "latency": self.latency, "stall": self.stall,
+               "seed": self.seed, "timeout_cycles": self.timeout_cycles,
+               "progress_cycles": self.progress_cycles,
+               "answer_timeout_s": self.answer_timeout_s}
+        job_path = self.work / "job.json"
+        job_path.write_text(json.dumps(job, indent=1))
+        generated = generate(self.config, "accel_harness")
+        started = time.perf_counter()
+
+        def run():
+            try:
+                results = run_cocotb(
+                    generated, self.sim, "rpaccel.tb.bench_accel", optimize=True,
+                    ports_only=True, waves=self.waves, test_dir=self.work, quiet=self.quiet,
+                    build_args=[str(AXI_MEM_MODEL)] +
+                    (VERILATOR_SPEED_ARGS if self.sim == "verilator" else []),
+                    extra_env={"RPACCEL_ACCEL_JOB": str(job_path)})
+                if self.waves:
+                    self.waves_path = waves_file(results)
+            except BaseException as err:        # reported by the waiting side
+                self._failure = err
+            finally:
+                self.wall_s = time.perf_counter() - started
+
+        self._thread = threading.Thread(target=run, name="rtl-backend", daemon=True)
+        self._thread.start()
+
+    def _command(self, command: dict) -> dict | None:
+        if self._thread is None:
+            self._start()
+        k = self._k
+        self._k += 1
+        tmp = self.work / f"cmd{k}.json.tmp"
+        tmp.write_text(json.dumps(command, indent=1))
+        tmp.rename(self.work / f"cmd{k}.json")
+        if command["op"] == "stop":
+            return None
+        answer = self.work / f"done{k}.json"
+        while not answer.exists():
+            if not self._thread.is_alive():
+                self._thread.join()
+                raise self._failure or CosimError(
+                    f"the {self.sim} simulation ended before answering command {k}")
+            time.sleep(0.02)
+        return json.loads(answer.read_text())
+
+    def close(self):
+        """Stop the simulator process (waits for it; raises if the simulation failed)."""
+        if self._thread is None:
+            return
+        if self._thread.is_alive():
+            self._command({"op": "stop"})
+        self._thread.join()
+        self._thread = None
+        if self._failure is not None:
+            failure, self._failure = self._failure, None
+            raise failure
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- the Backend protocol -----------------------------------------------------------
+    def execute(self, image: MemoryImage, ring: RingState, *, overrun_first: bool = False) -> int:
+        """Run ring entries ``ring.head`` to ``ring.tail`` of ``image`` (see the class
+        docstring); the image gets the accelerator's writes; returns the new head. With
+        ``overrun_first`` the bench first writes a tail past the ring's end (a queue
+        overrun, which must be refused) before the right one."""
+        cfg, B = self.config, self.config.mem_bus_width // 8
+        if image.end > self.mem_bytes:
+            raise CosimError(f"the image ends at {image.end:#x}, beyond the harness's "
+                             f"{self.mem_bytes >> 20} MiB of memory: plan fewer queries "
+                             f"per image")
+        new_image = ring.head == 0
+        if not new_image and self._image_id != id(image):
+            raise CosimError("a ring can be continued (head > 0) only on the image the "
+                             "session ran last")
+        if new_image:
+            self._images += 1
+            self._round = 0
+        else:
+            self._round += 1
+        self._image_id = id(image)
+        n = len(self.figures)
+        hex_path, dump = self.work / f"image{n}.hex", self.work / f"dump{n}.hex"
+        write_hex(image, B, hex_path)
+        fig = self._command({
+            "op": "run", "reset": new_image, "overrun": overrun_first, "hex": str(hex_path),
+            "dump": str(dump),
+            "ring": {k: int(getattr(ring, k)) for k in (
+                "ring_base", "ring_log2", "completion_base", "region_base", "region_size",
+                "tail")}})
+        fig.update(image=self._images, round=self._round)
+        self.figures.append(fig)
+        n_words = -(-len(image.data) // B)
+        image.data[:] = read_hex(dump, B, n_words)[:len(image.data)]
+        ring.head = fig["head"]
+        return fig["head"]
 
     def execute_many(self, runs: list[tuple[MemoryImage, RingState]], *,
                      overrun_first: bool = False) -> list[int]:
-        """Run each ``(image, ring)`` in turn in one simulator process; returns the heads.
-        With ``overrun_first`` the bench first writes a tail past the ring's end (a queue
-        overrun, which must be refused) before the right one."""
-        from rpaccel.tb.accel_harness import AXI_MEM_MODEL
-
-        cfg, B = self.config, self.config.mem_bus_width // 8
-        self.work.mkdir(parents=True, exist_ok=True)
-        batches = []
-        for n, (image, ring) in enumerate(runs):
-            if image.end > self.mem_bytes:
-                raise CosimError(f"image {n} ends at {image.end:#x}, beyond the harness's "
-                                 f"{self.mem_bytes >> 20} MiB of memory: plan fewer queries "
-                                 f"per image")
-            hex_path = self.work / f"image{n}.hex"
-            write_hex(image, B, hex_path)
-            batches.append({"hex": str(hex_path), "dump": str(self.work / f"dump{n}.hex"),
-                            "ring": {k: int(getattr(ring, k)) for k in (
-                                "ring_base", "ring_log2", "completion_base", "region_base",
-                                "region_size", "tail")},
-                            "overrun": overrun_first})
-            if ring.head != 0:
-                raise CosimError("the RTL backend runs a ring from entry 0 (the accelerator "
-                                 "is reset before each image)")
-        job = {"batches": batches, "out": str(self.work / "figures.json"),
-               "latency": self.latency, "stall": self.stall, "seed": self.seed,
-               "timeout_cycles": self.timeout_cycles, "progress_cycles": self.progress_cycles}
-        job_path = self.work / "job.json"
-        job_path.write_text(json.dumps(job, indent=1))
-        start = time.perf_counter()
-        results = run_cocotb(generate(cfg, "accel_harness"), self.sim, "rpaccel.tb.bench_accel",
-                             optimize=True, ports_only=True, waves=self.waves,
-                             test_dir=self.work, quiet=self.quiet,
-                             build_args=[str(AXI_MEM_MODEL)] +
-                             (VERILATOR_SPEED_ARGS if self.sim == "verilator" else []),
-                             extra_env={"RPACCEL_ACCEL_JOB": str(job_path)})
-        self.wall_s = time.perf_counter() - start
-        if self.waves:
-            self.waves_path = waves_file(results)
-        self.figures = json.loads((self.work / "figures.json").read_text())
-        heads = []
-        for (image, ring), batch, fig in zip(runs, batches, self.figures):
-            n_words = -(-len(image.data) // B)
-            image.data[:] = read_hex(batch["dump"], B, n_words)[:len(image.data)]
-            heads.append(fig["head"])
-        return heads
+        """Each ``(image, ring)`` in turn in one session, which is then closed; the heads."""
+        try:
+            return [self.execute(image, ring, overrun_first=overrun_first)
+                    for image, ring in runs]
+        finally:
+            self.close()

@@ -2,29 +2,34 @@
 the host's side of a real run, with Python out of the per-cycle path.
 
 The job (JSON named by ``RPACCEL_ACCEL_JOB``, written by
-:class:`rpaccel.gen.rtl_backend.RTLBackend`) lists batches; each is a memory image as a
-``$readmemh`` file, the ring registers the scheduler planned, the word range to read back
-and where to put it. For each batch the bench resets the accelerator (memory keeps its
-contents), copies the image to the model's load file and pulses ``mem_load``, writes the
-ring and region registers over AXI4-Lite (``cocotbext-axi``), sets ``CTRL.ENABLE`` and
-``IRQ_ENABLE``, moves ``RING_TAIL`` and then only awaits the interrupt: each wake-up reads
+:class:`rpaccel.gen.rtl_backend.RTLBackend`) holds the memory model's settings and the
+folder where the host leaves its commands, one file each (``cmd<k>.json``), until
+``stop``. A ``run`` command names a memory image (a ``$readmemh`` file), the ring registers
+the scheduler planned, whether it is a new image and where the dump goes. For a new image
+the bench resets the accelerator (memory keeps its contents), copies the image to the
+model's load file and pulses ``mem_load``, writes the ring and region registers over
+AXI4-Lite (``cocotbext-axi``) and sets ``CTRL.ENABLE`` and ``IRQ_ENABLE``; for the next
+round on the same image it only loads the host's updated image. Then it moves
+``RING_TAIL`` and only awaits the interrupt: each wake-up reads
 ``COMMANDS_DONE`` and clears ``IRQ_STATUS``, and a timer wakes it every
 ``progress_cycles`` to report progress (and to catch a completion whose interrupt it cleared
 together with the previous one). A batch that does not finish in ``timeout_cycles`` fails
 with the head, the status and the error registers. At the end it reads every performance
-counter, checks the harness's region monitor, pulses ``mem_dump`` and writes the figures
-(testbench-measured cycles beside the CSR counters, simulator wall time) to the job's
-``out`` file.
+counter, checks the harness's region monitor, pulses ``mem_dump`` and answers with the
+figures (testbench-measured cycles beside the CSR counters, simulator wall time) in
+``done<k>.json``.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
 import shutil
 import time
 import warnings
+from pathlib import Path
 
 import cocotb
 from cocotb.clock import Clock
@@ -53,6 +58,7 @@ class Host:
         self.axil = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axil_"), dut.clk, dut.rst)
         for side in (self.axil.write_if, self.axil.read_if):
             side.log.setLevel(logging.WARNING)      # one line per access otherwise
+        logging.getLogger(f"cocotb.{dut._name}.s_axil_").setLevel(logging.WARNING)
 
     async def write(self, name: str, value: int | None = None, **fields):
         offset, word = self.regs.encode(name, value, **fields)
@@ -86,27 +92,32 @@ async def _pulse(dut, signal):
     await RisingEdge(dut.clk)
 
 
-async def run_batch(dut, host: Host, config: AccelConfig, job: dict, batch: dict,
-                    number: int) -> dict:
-    ring, B = batch["ring"], config.mem_bus_width // 8
-    await _reset(dut)
-    shutil.copyfile(batch["hex"], MEM_FILE)
+async def run_command(dut, host: Host, config: AccelConfig, job: dict, cmd: dict,
+                      number: int) -> dict:
+    """One ``run`` command: a new image (reset, load, ring registers) or the next round on
+    the same one (load the host's updated image, move the tail); then await completion."""
+    ring, B = cmd["ring"], config.mem_bus_width // 8
+    if cmd["reset"]:
+        await _reset(dut)
+    shutil.copyfile(cmd["hex"], MEM_FILE)
     await _pulse(dut, dut.mem_load)
-    dut.mem_region_lo.value = ring["region_base"]
-    dut.mem_region_hi.value = ring["region_base"] + ring["region_size"]
-    for name, value in (("RING_BASE", ring["ring_base"]),
-                        ("COMPLETION_BASE", ring["completion_base"]),
-                        ("REGION_BASE", ring["region_base"]),
-                        ("REGION_SIZE", ring["region_size"])):
-        await host.write(f"{name}_LO", VALUE=value & 0xFFFFFFFF)
-        await host.write(f"{name}_HI", VALUE=value >> 32)
-    await host.write("RING_ENTRIES", LOG2=ring["ring_log2"])
-    await host.write("CTRL", ENABLE=1, IRQ_ENABLE=1)
+    if cmd["reset"]:
+        dut.mem_region_lo.value = ring["region_base"]
+        dut.mem_region_hi.value = ring["region_base"] + ring["region_size"]
+        for name, value in (("RING_BASE", ring["ring_base"]),
+                            ("COMPLETION_BASE", ring["completion_base"]),
+                            ("REGION_BASE", ring["region_base"]),
+                            ("REGION_SIZE", ring["region_size"])):
+            await host.write(f"{name}_LO", VALUE=value & 0xFFFFFFFF)
+            await host.write(f"{name}_HI", VALUE=value >> 32)
+        await host.write("RING_ENTRIES", LOG2=ring["ring_log2"])
+        await host.write("CTRL", ENABLE=1, IRQ_ENABLE=1)
     overrun = None
-    if batch.get("overrun"):
+    if cmd.get("overrun"):
         # the host writes a tail past the ring's end first: refused with QUEUE_OVERRUN,
         # nothing fetched; then the right tail, and the ring runs as if nothing happened
-        await host.write("RING_TAIL", INDEX=(1 << ring["ring_log2"]) + 1)
+        head = (await host.read("RING_HEAD"))["INDEX"]
+        await host.write("RING_TAIL", INDEX=(head + (1 << ring["ring_log2"]) + 1) & 0xFFFF)
         await ClockCycles(dut.clk, 200)
         overrun = {"error": await host.read("ERROR"),
                    "error_count": (await host.read("ERROR_COUNT"))["VALUE"],
@@ -115,8 +126,8 @@ async def run_batch(dut, host: Host, config: AccelConfig, job: dict, batch: dict
         await host.write("IRQ_STATUS", DONE=1, ERROR=1)
     csr_start, tb_start = await host.read64("CYCLES"), _cycle()
     wall = time.perf_counter()
-    await host.write("RING_TAIL", INDEX=ring["tail"])
-    tail, done = ring["tail"], 0
+    await host.write("RING_TAIL", INDEX=ring["tail"] & 0xFFFF)
+    tail = ring["tail"]
     deadline = _cycle() + job["timeout_cycles"]
     chunk = job["progress_cycles"]
     while True:
@@ -129,7 +140,7 @@ async def run_batch(dut, host: Host, config: AccelConfig, job: dict, batch: dict
         if done >= tail:
             break
         elapsed = time.perf_counter() - wall
-        cocotb.log.info("batch %d: %d of %d ring entries done, %d cycles, %.0f cycles/s",
+        cocotb.log.info("command %d: %d of %d ring entries done, %d cycles, %.0f cycles/s",
                         number, done, tail, _cycle() - tb_start,
                         (_cycle() - tb_start) / max(elapsed, 1e-9))
         if _cycle() >= deadline:
@@ -137,7 +148,7 @@ async def run_batch(dut, host: Host, config: AccelConfig, job: dict, batch: dict
             error = await host.read("ERROR")
             head = (await host.read("RING_HEAD"))["INDEX"]
             raise AssertionError(
-                f"batch {number}: {done} of {tail} ring entries done after "
+                f"command {number}: {done} of {tail} ring entries done after "
                 f"{_cycle() - tb_start} cycles (timeout {job['timeout_cycles']}); head {head}, "
                 f"status {status}, last error {error}")
     tb_end, wall = _cycle(), time.perf_counter() - wall
@@ -151,6 +162,7 @@ async def run_batch(dut, host: Host, config: AccelConfig, job: dict, batch: dict
         # (each read takes the same bus cycles, so the differences must be equal)
         "csr_cycles": csr_end - csr_start, "tb_cycles": tb_read - tb_start,
         "run_cycles": tb_end - tb_start, "wall_s": wall,
+        # cumulative since the image's reset
         "counters": {name: await host.read64(name) for name, _ in counter_names(config)},
         "violation": int(dut.mem_violation.value),
         "error": await host.read("ERROR"),
@@ -160,13 +172,25 @@ async def run_batch(dut, host: Host, config: AccelConfig, job: dict, batch: dict
     dut.mem_dump_lo.value = lo
     dut.mem_dump_hi.value = lo + -(-ring["region_size"] // B) - 1
     await _pulse(dut, dut.mem_dump)
-    shutil.move(DUMP_FILE, batch["dump"])
+    shutil.move(DUMP_FILE, cmd["dump"])
     return figures
+
+
+def _next_command(folder: Path, k: int, timeout_s: float) -> dict:
+    """The host's command ``k`` (``cmd<k>.json``, written atomically by the RTL backend).
+    The simulation is idle while the host thinks (between rounds it filters scores), so
+    waiting here in wall time costs no simulated cycles."""
+    path, started = folder / f"cmd{k}.json", time.monotonic()
+    while not path.exists():
+        if time.monotonic() - started > timeout_s:
+            raise AssertionError(f"no command {k} from the host in {timeout_s:.0f} s")
+        time.sleep(0.01)
+    return json.loads(path.read_text())
 
 
 @cocotb.test()
 async def run_job(dut):
-    """Every batch of the job, in order (see the module docstring)."""
+    """The host's commands, in order, until ``stop`` (see the module docstring)."""
     manifest = load_manifest()
     config = AccelConfig.from_dict(manifest["config"])
     with open(os.environ["RPACCEL_ACCEL_JOB"]) as f:
@@ -181,10 +205,14 @@ async def run_job(dut):
     # the clock in the simulator (GPI), not a Python coroutine: no Python per cycle
     Clock(dut.clk, CLOCK_NS, unit="ns", impl="gpi").start()
     host = Host(dut, config)
-    results = []
-    for number, batch in enumerate(job["batches"]):
-        results.append(await run_batch(dut, host, config, job, batch, number))
-        cocotb.log.info("batch %d of %d: %d cycles, %.1f s", number + 1, len(job["batches"]),
-                        results[-1]["run_cycles"], results[-1]["wall_s"])
-    with open(job["out"], "w") as f:
-        json.dump(results, f, indent=1)
+    folder = Path(job["commands"])
+    for k in itertools.count():
+        cmd = _next_command(folder, k, job["answer_timeout_s"])
+        if cmd["op"] == "stop":
+            break
+        figures = await run_command(dut, host, config, job, cmd, k)
+        cocotb.log.info("command %d: %d cycles, %.1f s", k, figures["run_cycles"],
+                        figures["wall_s"])
+        tmp = folder / f"done{k}.json.tmp"
+        tmp.write_text(json.dumps(figures, indent=1))
+        tmp.rename(folder / f"done{k}.json")

@@ -93,7 +93,7 @@ def describe(config: AccelConfig) -> str:
 
 def random_cosim_case(seed: int) -> tuple[AccelConfig, str, int]:
     """A ``tiny`` accelerator with random partitions, sub-batch, cache sizes and feature
-    switches, a two-stage cascade (small, then medium) with random ``k`` per stage, and a
+    switches (sub-batch overlap, on-chip top-k), a two-stage cascade (small, then medium) with random ``k`` per stage, and a
     candidate count, all from ``seed``: the cases the whole-accelerator cosimulation runs.
     ``(config, pipeline spec, candidates per query)``."""
     from rpaccel.hw.config import PRESETS
@@ -108,7 +108,7 @@ def random_cosim_case(seed: int) -> tuple[AccelConfig, str, int]:
         static_cache_rows=int(rng.choice([0, 1, 17, 64, 256])),
         dynamic_cache_sets=int(rng.choice([0, 1, 2, 8])),
         dynamic_cache_ways=int(rng.integers(1, 4)),
-        topk_max=topk_max, subbatch_overlap=overlap,
+        topk_max=topk_max, subbatch_overlap=overlap, onchip_topk=bool(rng.integers(0, 2)),
         act_buffers=3 + overlap + int(rng.integers(0, 2)))
     n = int(rng.integers(topk_max, 3 * topk_max + 20))
     k1 = int(rng.integers(1, min(topk_max, n) + 1))

@@ -247,11 +247,14 @@ def test_a_stage_dealt_over_both_partitions_and_more_topk_units(setup):
     assert counts["both"] > 0, "the dealt stage never ran on both partitions at once"
 
 
-def test_one_partition_without_onchip_topk(setup):
-    """The baseline end of the generator: one partition, no top-k unit; two query slots
-    still overlap one query's score writes with the next query's stage; the host's round
-    trips give the golden cascade."""
-    cfg = CONFIG.replace(partitions=1, topk_units=1, onchip_topk=False)
+def test_every_feature_off_the_baseline_accelerator(setup):
+    """The baseline end of the generator, every RPAccel feature off: one partition (one
+    monolithic array, same MACs), no top-k unit, no static and no dynamic embedding cache,
+    sub-batches in sequence. Two query slots still overlap one query's score writes with
+    the next query's stage; the host's round trips give the golden cascade."""
+    cfg = CONFIG.replace(partitions=1, topk_units=1, onchip_topk=False, static_cache_rows=0,
+                         dynamic_cache_sets=0, subbatch_overlap=False, act_buffers=3)
+    assert cfg.rows * cfg.cols == CONFIG.rows * CONFIG.cols
     users = [int(u) for u in np.flatnonzero(setup.split.test.any(axis=1))[:2]]
     queries = [(u, setup.split.test_candidates(u)[:24]) for u in users]
     sch = Scheduler(cfg, setup, "small:8,medium:4")
@@ -260,6 +263,7 @@ def test_one_partition_without_onchip_topk(setup):
     assert figures["head"] == plan.ring.tail and figures["errors"] == 0
     check_golden(setup, sch, queries, sch.results(plan))
     assert figures["QUERIES_DONE"] == 4
+    assert figures["STATIC_HITS"] == 0 and figures["DYNAMIC_ACCESSES"] == 0
 
 
 @pytest.mark.slow

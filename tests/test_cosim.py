@@ -77,6 +77,23 @@ def test_random_tiny_variants_rank_real_queries_bit_exact(setup, seed, tmp_path)
         assert report["counters"]["DYNAMIC_HITS"] == 0
 
 
+@needs_verilator
+@pytest.mark.cocotb
+def test_every_feature_off_ranks_real_queries_bit_exact(setup, tmp_path):
+    """The baseline accelerator (one partition, no top-k unit: the host filters between
+    stages in round trips, no static or dynamic cache, sub-batches in sequence) on the RTL."""
+    config = PRESETS["tiny"].replace(partitions=1, topk_units=1, onchip_topk=False,
+                                     static_cache_rows=0, dynamic_cache_sets=0,
+                                     subbatch_overlap=False, act_buffers=3)
+    report = run_cosim(config, "tiny-baseline", "verilator", "small:8,medium:4", 2,
+                       work=tmp_path, setup=setup, candidates=30, progress=lambda m: None)
+    assert report["mismatches"] == 0, report["first_mismatches"]
+    assert report["host_round_trips"] == 1 and report["counters_agree"]
+    # every lookup still checks both (empty) caches: it hits neither
+    assert report["counters"]["STATIC_HITS"] == 0 and report["counters"]["DYNAMIC_HITS"] == 0
+    assert report["counters"]["QUERIES_DONE"] == 4          # two stages of two queries
+
+
 def _corrupt(plan, index, **changes):
     """Rewrite fields of ``tiny`` ring entry ``index`` in the image."""
     layout = d.run_query_layout(PRESETS["tiny"])
