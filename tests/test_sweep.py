@@ -165,3 +165,23 @@ def test_a_tiny_sweep_of_two_variants_runs_bit_exact(tmp_path):
     assert text.count("bit-exact") >= 2
     plot_sweep(result, tmp_path / "s.png")
     assert np.frombuffer((tmp_path / "s.png").read_bytes()[:4], np.uint8)[1] == ord("P")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--queries", "0"], "--queries: must be at least 1, not 0"),
+    (["--pipelines", "2-stage,small"], "pipeline stage 'small' is not MODEL:KEEP_K"),
+    (["--pipelines", ","], "--pipelines: name at least one pipeline"),
+])
+def test_bad_command_lines_fail_before_any_build(args, message, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from rpaccel.sim.files import data_root
+    env = {**os.environ, "RPACCEL_DATA": str(data_root()),
+           "RPACCEL_BUILD": str(tmp_path / "build")}
+    proc = subprocess.run([sys.executable, "-m", "rpaccel.gen.cli", "sim-sweep", *args],
+                          cwd=tmp_path, capture_output=True, text=True, env=env)
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
+    assert not (tmp_path / "build").exists()
