@@ -144,7 +144,7 @@ def test_a_tiny_sweep_of_two_variants_runs_bit_exact(tmp_path):
     ensure_dataset()
     variants = [v for v in VARIANTS if v.key in ("all-on", "all-off-but-topk")]
     lines = []
-    result = run_sweep(PRESETS["tiny"], "tiny", ["small:8,large:4"], 1, variants=variants,
+    result = run_sweep(PRESETS["tiny"], "tiny", ["small:8,medium:4"], 1, variants=variants,
                        candidates=20, setup=load_golden(), work_root=tmp_path,
                        progress=lines.append)
     assert result["failures"] == 0, [r.get("reason") for r in result["runs"]]
@@ -158,7 +158,7 @@ def test_a_tiny_sweep_of_two_variants_runs_bit_exact(tmp_path):
         # A query's stages run one after another inside its completion.
         assert sum(rep["stage_cycles"]) <= rep["cycles_per_query"]
         assert rep["throughput_cycles_per_query"] >= rep["cycles_per_query"]
-    ratio = result["speedup"]["small:8,large:4"]["all-on over all-off-but-topk"]["latency"]
+    ratio = result["speedup"]["small:8,medium:4"]["all-on over all-off-but-topk"]["latency"]
     on, off = (r["report"]["cycles_per_query"] for r in result["runs"])
     assert ratio == pytest.approx(off / on)
     text = format_markdown(result)
