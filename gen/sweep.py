@@ -133,10 +133,12 @@ def _failed_checks(report: dict) -> list[str]:
 
 def run_sweep(base: AccelConfig, preset_name: str, pipelines: list[str], n_queries: int, *,
               sim: str = "verilator", variants=VARIANTS, candidates: int | None = None,
-              setup=None, work_root: Path | None = None, progress=print) -> dict:
+              latency: int = 0, setup=None, work_root: Path | None = None,
+              progress=print) -> dict:
     """Run every available variant on every pipeline on the same first ``n_queries`` test
-    users (each with all its candidates, or the first ``candidates``); returns the dict of
-    the module docstring (``runs``: one entry per variant and pipeline, in order)."""
+    users (each with all its candidates, or the first ``candidates``), the memory model
+    answering reads after ``latency`` cycles; returns the dict of the module docstring
+    (``runs``: one entry per variant and pipeline, in order)."""
     import numpy as np
 
     from rpaccel.sim.files import build_root
@@ -180,7 +182,7 @@ def run_sweep(base: AccelConfig, preset_name: str, pipelines: list[str], n_queri
             t0 = time.perf_counter()
             try:
                 report = run_cosim(config, preset_name, sim, pipeline, None, users=users,
-                                   candidates=candidates, setup=setup,
+                                   candidates=candidates, setup=setup, latency=latency,
                                    work=root / f"cosim-{config.hash}-{sim}",
                                    progress=lambda m, w=where: progress(f"{w}: {m}"))
             except Exception as err:                                  # noqa: BLE001
@@ -201,6 +203,7 @@ def run_sweep(base: AccelConfig, preset_name: str, pipelines: list[str], n_queri
             runs.append(entry)
     return {"preset": preset_name, "base_config_hash": base.hash, "simulator": sim,
             "queries": len(users), "users": users, "candidates": candidates,
+            "memory_latency": latency,
             "pipelines": list(pipelines), "variants": [v.key for v in variants],
             "runs": runs, "speedup": speedups(runs, pipelines),
             "failures": sum(r["status"] in ("mismatch", "failed") for r in runs),
@@ -255,8 +258,10 @@ def format_markdown(result: dict) -> str:
         f"{result['queries']} real MovieLens-100K test users (ids {result['users']}), "
         + ("all their test candidates" if result["candidates"] is None
            else f"the first {result['candidates']} test candidates of each")
-        + ", the same users for every run. Cycles per query: mean completion latency; back "
-          "to back: simulated cycles of whole images (model loads included) per query.",
+        + f", the same users for every run; memory read latency "
+          f"{result.get('memory_latency', 0)} cycles. Cycles per query: mean completion "
+          "latency; back to back: simulated cycles of whole images (model loads included) "
+          "per query.",
         "",
         "| " + " | ".join(head) + " |",
         "|" + "|".join("---" for _ in head) + "|",
@@ -350,6 +355,16 @@ def cmd_sim_sweep(args) -> int:
         raise RpaccelError("--pipelines: name at least one pipeline")
     for p in pipelines:
         Pipeline.parse(p)                       # syntax first, before minutes of work
+    known = {v.key: v for v in VARIANTS}
+    if args.variants is None:
+        variants = VARIANTS
+    else:
+        keys = [k.strip() for k in args.variants.split(",") if k.strip()]
+        bad = [k for k in keys if k not in known]
+        if bad or not keys:
+            raise RpaccelError(f"--variants: unknown variant {bad[0] if bad else '(none)'!r}; "
+                               f"known: {', '.join(known)}")
+        variants = tuple(v for v in VARIANTS if v.key in keys)
     check_simulator(args.sim)
     check_build_root()
     check_data_root(models=True)
@@ -361,7 +376,8 @@ def cmd_sim_sweep(args) -> int:
     ensure_dataset(progress=say)
     setup = load_golden(progress=say)
     result = run_sweep(config, name, pipelines, args.queries, sim=args.sim,
-                       candidates=args.candidates, setup=setup, progress=say)
+                       variants=variants, candidates=args.candidates, latency=args.latency,
+                       setup=setup, progress=say)
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
@@ -375,6 +391,18 @@ def cmd_sim_sweep(args) -> int:
     if result["failures"]:
         say(f"*** {result['failures']} run(s) FAILED: see the table ***")
     return 1 if result["failures"] else 0
+
+
+def _cycles(text: str) -> int:
+    """argparse type of ``--latency``: a whole number of cycles, 0 or more."""
+    import argparse
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of cycles, not {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
+    return value
 
 
 def register(sub) -> None:
@@ -396,6 +424,11 @@ def register(sub) -> None:
                         "(default: 2-stage,3-stage)")
     p.add_argument("--candidates", type=positive_int, default=None, metavar="N",
                    help="rank only each user's first N test candidates (default: all)")
+    p.add_argument("--variants", default=None, metavar="V,V",
+                   help="run only these variants (default: all: "
+                        + ", ".join(v.key for v in VARIANTS) + ")")
+    p.add_argument("--latency", type=_cycles, default=0, metavar="CYCLES",
+                   help="memory model read latency in cycles (default 0, as rpaccel sim)")
     p.add_argument("--json", type=Path, help="write every run's figures as JSON here")
     p.add_argument("--markdown", type=Path, help="write the Markdown table here")
     p.add_argument("--plot", type=Path, help="write the stacked bar chart (PNG) here")
