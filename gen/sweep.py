@@ -42,8 +42,8 @@ __all__ = ["Variant", "VARIANTS", "SPEEDUPS", "variant_config", "unavailable_rea
 
 @dataclass(frozen=True)
 class Variant:
-    """One point of the sweep: ``changes`` are the configuration fields it sets on the base
-    (``"base"`` values are resolved against the base, see :func:`variant_config`)."""
+    """One point of the sweep: ``key`` names it in the report and on ``--variants``,
+    ``changes`` are the configuration fields it sets on the base (:func:`variant_config`)."""
     key: str
     title: str
     changes: dict = field(default_factory=dict)
