@@ -45,18 +45,28 @@ __all__ = ["run_cosim", "format_cosim", "plan_images", "check_against_golden", "
 
 
 def plan_images(scheduler, queries, mem_bytes: int) -> list:
-    """Plans of consecutive slices of ``queries``, each image within ``mem_bytes``: as many
-    queries per image as fit (found by planning, halving a slice that does not fit)."""
+    """Plans of consecutive slices of ``queries``, each image within ``mem_bytes``. The
+    slice size comes from one query's plan: what the image holds besides queries (models,
+    static rows) plus, per query, its records, result and kept lists and its ring slots
+    at the largest candidate count; a slice that still does not fit is halved."""
+    from rpaccel.hw import descriptors as d
+
+    cfg, stages = scheduler.config, scheduler.pipeline.stages
+    first = scheduler.plan(queries[:1])
+    per = lambda n: (n * d.record_bytes(cfg) + stages[-1].keep_k * d.RESULT_BYTES +
+                     len(stages) * cfg.topk_max * d.RESULT_BYTES + 3 * 64 +
+                     2 * (d.COMMAND_BYTES + d.COMPLETION_BYTES))   # rings: a power of two
+    fixed = first.image.end - per(len(queries[0][1]))
+    if first.image.end > mem_bytes:
+        raise ValueError(f"one query's image ({first.image.end} bytes) does not fit "
+                         f"{mem_bytes} bytes of simulated memory")
+    per_image = max(1, (mem_bytes - fixed) // per(max(len(q[1]) for q in queries)))
     plans, start = [], 0
-    per_image = len(queries)
     while start < len(queries):
         take = min(per_image, len(queries) - start)
-        plan = scheduler.plan(queries[start:start + take])
+        plan = first if start == 0 and take == 1 else scheduler.plan(queries[start:start + take])
         if plan.image.end > mem_bytes:
-            if take == 1:
-                raise ValueError(f"one query's image ({plan.image.end} bytes) does not fit "
-                                 f"{mem_bytes} bytes of simulated memory")
-            per_image = max(1, int(take * mem_bytes / plan.image.end * 0.95))
+            per_image = max(1, take // 2)
             continue
         plans.append(plan)
         start += take

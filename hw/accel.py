@@ -1,7 +1,6 @@
-"""RPAccel, the top level (first version): one AXI4-Lite slave for the registers, one AXI4
-master to memory, an interrupt, and inside: the CSR block, the command processor, the query
-engine, one stage runner and top-k unit per partition over the compute core, and the
-embedding subsystem.
+"""RPAccel, the top level: one AXI4-Lite slave for the registers, one AXI4 master to memory,
+an interrupt, and inside: the CSR block, the command processor, the query engine, one stage
+runner per partition over the compute core, the top-k units and the embedding subsystem.
 
 The host drives it only through the registers (``hw/regmap.py``), the command ring and
 memory (``hw/descriptors.py``): write the ring base, size, completion base and memory
@@ -9,15 +8,20 @@ region, set ``CTRL.ENABLE`` (and ``IRQ_ENABLE``), move ``RING_TAIL``; the accele
 fetches, loads, ranks and writes completions and results, and raises ``irq`` while
 ``IRQ_STATUS`` has a cause and ``IRQ_ENABLE`` is set.
 
-What this version does and does not do yet (docs/architecture.md, "Top level"): queries
-run one at a time, each stage on the lowest partition of its mask with that partition's
-top-k unit, sub-batches of a stage in sequence. Needs ``act_buffers >= 3`` (the stage
-runner's check, raised at construction).
+Queries are in flight at once (``hw/query.py``): each stage runs on the runners of its
+partition mask (its sub-batches dealt over them) and the top-k unit it names
+(``topk_units`` are built; none with ``onchip_topk`` off, where the scores go to memory).
+Concurrent runners share the embedding subsystem (locked per candidate, pooled vectors
+routed back by a FIFO of owners, :meth:`RPAccel._share_embedding`) and read the command
+processor's layer and pair tables through a port each. What is not done yet is listed in
+docs/architecture.md ("Top level"). Needs ``act_buffers >= 3`` (the stage runner's check,
+raised at construction).
 """
 
 from __future__ import annotations
 
-from amaranth import Cat, Module, Signal
+from amaranth import Cat, Module, Mux, Signal
+from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -79,13 +83,67 @@ class RPAccel(wiring.Component):
         self.write_mux = WriteJobMux(config, 2)
         self.reads = arb
         self.stages = [StageRunner(config) for _ in range(config.partitions)]
-        self.topk_units = [TopKFilter(config) for _ in range(config.partitions)]
+        # ``topk_units`` of them, each stage routed to the one its ``topk_unit`` names;
+        # without on-chip top-k (``onchip_topk`` off) none: the query engine writes the
+        # scores to memory
+        self.topk_units = [TopKFilter(config) for _ in range(config.topk_units)] \
+            if config.onchip_topk else []
         super().__init__({
             "s_axil": In(axi_lite_signature(self._csr_width)),
             "m_axi": Out(axi4_signature(config.mem_addr_width, config.mem_bus_width,
                                         self._id_width)),
             "irq": Out(1),
         })
+
+    @staticmethod
+    def _share_embedding(m, emb, runners):
+        """The one embedding subsystem (one lookup stream in, pooled vectors out, in order)
+        shared by the runners of concurrent stages: a runner holds the lookup stream from a
+        candidate's first lookup to its ``sample_end`` (a candidate's bags are never
+        interleaved with another's), the granted runner is queued in a small FIFO of
+        owners at the candidate's first lookup, and each pooled packet (up to its ``last``) goes to the owner at the FIFO's
+        head. Grants go round robin among the runners offering a lookup (a new candidate is
+        granted only while the FIFO has room). Contract on the runners: a runner takes its own pooled vectors without
+        waiting for any other lookup to be accepted (the stage runner sends a candidate's
+        lookups, then takes its pooled vectors)."""
+        P = len(runners)
+        lk, pooled = emb.lookups, emb.pooled
+        depth = 4
+        m.submodules.emb_owners = owners = SyncFIFO(width=max(1, (P - 1).bit_length()),
+                                                    depth=depth)
+        locked = Signal()                     # a candidate's lookups are under way
+        holder = Signal(range(P))             # ... from this runner
+        last = Signal(range(P))               # the runner granted last (round robin)
+        grant = Signal(range(P))
+        offering = Cat(r.lookups.valid for r in runners)
+        for step in range(P, 0, -1):
+            for origin in range(P):
+                client = (origin + step) % P
+                with m.If((last == origin) & offering[client]):
+                    m.d.comb += grant.eq(client)
+        sel = Signal(range(P))
+        m.d.comb += sel.eq(Mux(locked, holder, grant))
+        may = locked | (owners.w_rdy & offering.any())
+        for p, run in enumerate(runners):
+            with m.If(sel == p):
+                m.d.comb += [lk.payload.eq(run.lookups.payload),
+                             lk.valid.eq(run.lookups.valid & may),
+                             run.lookups.ready.eq(lk.ready & may)]
+        fire = lk.valid & lk.ready
+        with m.If(fire):
+            m.d.sync += [locked.eq(~lk.payload.sample_end), holder.eq(sel)]
+            with m.If(~locked):
+                m.d.sync += last.eq(sel)
+        # the owner is queued on the candidate's first lookup: the subsystem may pool a bag
+        # before the candidate's later lookups are in
+        m.d.comb += [owners.w_en.eq(fire & ~locked), owners.w_data.eq(sel)]
+        for p, run in enumerate(runners):
+            pv = run.pooled
+            mine = owners.r_rdy & (owners.r_data == p)
+            m.d.comb += [pv.payload.eq(pooled.payload), pv.valid.eq(pooled.valid & mine)]
+            with m.If(mine):
+                m.d.comb += pooled.ready.eq(pv.ready)
+        m.d.comb += owners.r_en.eq(pooled.valid & pooled.ready & pooled.payload.last)
 
     def elaborate(self, platform):
         m = Module()
@@ -102,7 +160,8 @@ class RPAccel(wiring.Component):
         runners, units = self.stages, self.topk_units
         for p in range(P):
             m.submodules[f"stage{p}"] = runners[p]
-            m.submodules[f"topk{p}"] = units[p]
+        for u, unit in enumerate(units):
+            m.submodules[f"topk{u}"] = unit
 
         wiring.connect(m, wiring.flipped(self.s_axil), csr.s_axil)
         r = csr.regs
@@ -149,28 +208,13 @@ class RPAccel(wiring.Component):
             wiring.connect(m, run.act_read, core.act_read[p])
             wiring.connect(m, core.act_data[p], run.act_data)
             wiring.connect(m, core.scores[p], run.scores)
-            wiring.connect(m, run.topk, units[p].scores)
-            wiring.connect(m, units[p].topk, qe.results[p])
-        # The model table and the embedding subsystem are shared: the one running stage
-        # (this version runs one at a time) uses them; the others are idle.
-        active = Signal(range(P))
-        for p in range(P - 1, -1, -1):
-            with m.If(~runners[p].job.ready):
-                m.d.comb += active.eq(p)
-        lk = emb.lookups
-        for p in range(P):
-            run = runners[p]
-            m.d.comb += [run.layer_data.eq(cp.layer_data), run.pair_data.eq(cp.pair_data)]
-            with m.If(active == p):
-                m.d.comb += [cp.layer_addr.eq(run.layer_addr), cp.pair_addr.eq(run.pair_addr),
-                             lk.valid.eq(run.lookups.valid), lk.payload.eq(run.lookups.payload),
-                             run.lookups.ready.eq(lk.ready)]
-        for p in range(P):
-            pv = runners[p].pooled
-            m.d.comb += [pv.payload.eq(emb.pooled.payload),
-                         pv.valid.eq(emb.pooled.valid & (active == p))]
-            with m.If(active == p):
-                m.d.comb += emb.pooled.ready.eq(pv.ready)
+            wiring.connect(m, run.topk, qe.scores[p])
+            m.d.comb += [cp.layer_addr[p].eq(run.layer_addr), run.layer_data.eq(cp.layer_data[p]),
+                         cp.pair_addr[p].eq(run.pair_addr), run.pair_data.eq(cp.pair_data[p])]
+        for u, unit in enumerate(units):
+            wiring.connect(m, qe.topk_in[u], unit.scores)
+            wiring.connect(m, unit.topk, qe.results[u])
+        self._share_embedding(m, emb, runners)
         wiring.connect(m, cp.emb_descriptors, emb.descriptors)
         wiring.connect(m, cp.static_write, emb.static_write)
 

@@ -88,9 +88,9 @@ class CommandProcessor(wiring.Component):
     emb_descriptors, static_write : the embedding subsystem's table descriptors and
         static-cache rows.
     model_info : Out(ArrayLayout(model_info_layout, model_slots)), and the layer and pair
-        memories' read ports ``layer_addr``/``layer_data`` (address ``slot * MAX_LAYERS +
-        layer``) and ``pair_addr``/``pair_data`` (``slot * pairs_max + pair``), data one
-        cycle after the address, for the stage runners.
+        memories' read ports, one per partition's stage runner: ``layer_addr[p]``/
+        ``layer_data[p]`` (address ``slot * MAX_LAYERS + layer``) and ``pair_addr[p]``/
+        ``pair_data[p]`` (``slot * pairs_max + pair``), data one cycle after the address.
     query / query_done : a validated ``RUN_QUERY`` out, its results back (in any order);
         the completion is written when the results come back. Loads wait until no query
         is out, so weights never change under a running stage.
@@ -128,10 +128,12 @@ class CommandProcessor(wiring.Component):
             "emb_descriptors": Out(stream.Signature(embedding.descriptor_layout(cfg))),
             "static_write": Out(stream.Signature(embedding.static_write_layout(cfg))),
             "model_info": Out(data.ArrayLayout(model_info_layout(cfg), cfg.model_slots)),
-            "layer_addr": In(range(cfg.model_slots * MAX_LAYERS)),
-            "layer_data": Out(d.layer_layout(cfg)),
-            "pair_addr": In(range(cfg.model_slots * self._pairs_max)),
-            "pair_data": Out(d.pair_layout(cfg)),
+            # one read port per stage runner: runners of concurrent stages read their
+            # layers and pairs at the same time
+            "layer_addr": In(range(cfg.model_slots * MAX_LAYERS)).array(cfg.partitions),
+            "layer_data": Out(d.layer_layout(cfg)).array(cfg.partitions),
+            "pair_addr": In(range(cfg.model_slots * self._pairs_max)).array(cfg.partitions),
+            "pair_data": Out(d.pair_layout(cfg)).array(cfg.partitions),
             "query": Out(stream.Signature(query_layout(cfg))),
             "query_done": In(stream.Signature(query_done_layout(cfg))),
         })
@@ -182,10 +184,11 @@ class CommandProcessor(wiring.Component):
         pair_mem = Memory(shape=d.pair_layout(cfg), depth=cfg.model_slots * self._pairs_max,
                           init=[])
         m.submodules.layer_mem, m.submodules.pair_mem = layer_mem, pair_mem
-        lw, lr = layer_mem.write_port(), layer_mem.read_port()
-        pw, pr = pair_mem.write_port(), pair_mem.read_port()
-        m.d.comb += [lr.addr.eq(self.layer_addr), self.layer_data.eq(lr.data),
-                     pr.addr.eq(self.pair_addr), self.pair_data.eq(pr.data)]
+        lw, pw = layer_mem.write_port(), pair_mem.write_port()
+        for p in range(P):
+            lr, pr = layer_mem.read_port(), pair_mem.read_port()
+            m.d.comb += [lr.addr.eq(self.layer_addr[p]), self.layer_data[p].eq(lr.data),
+                         pr.addr.eq(self.pair_addr[p]), self.pair_data[p].eq(pr.data)]
         info = Signal(data.ArrayLayout(model_info_layout(cfg), cfg.model_slots))
         m.d.comb += self.model_info.eq(info)
 
@@ -245,10 +248,14 @@ class CommandProcessor(wiring.Component):
                     m.d.comb += last_k.eq(stages[s - 1].k)
         rec_bytes = d.record_bytes(cfg)
         checks = []                     # (condition for an error, code), first match wins
-        checks.append(((n_st == 0) | (n_st > cfg.max_stages), "BAD_STAGES"))
+        # without on-chip top-k a query is one stage: the host filters between stages
+        max_stages = cfg.max_stages if cfg.onchip_topk else 1
+        checks.append(((n_st == 0) | (n_st > max_stages), "BAD_STAGES"))
         checks.append((rq.n_candidates == 0, "ZERO_CANDIDATES"))
         checks.append((~fits(rq.records_addr, rq.n_candidates * rec_bytes), "ADDRESS_RANGE"))
-        checks.append((~fits(rq.result_addr, last_k * d.RESULT_BYTES), "ADDRESS_RANGE"))
+        # the results: the last stage's kept list, or (no on-chip top-k) every score
+        results = last_k if cfg.onchip_topk else rq.n_candidates
+        checks.append((~fits(rq.result_addr, results * d.RESULT_BYTES), "ADDRESS_RANGE"))
         checks.append(((rq.kept_addr != 0) &
                        ~fits(rq.kept_addr, n_st * (cfg.topk_max * d.RESULT_BYTES)),
                        "ADDRESS_RANGE"))

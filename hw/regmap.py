@@ -48,7 +48,8 @@ ERROR_CODES = {
     7: ("MODEL_NOT_LOADED", "a stage names a model slot that holds no model"),
     8: ("EMBEDDING", "an embedding lookup was out of range or unconfigured"),
     9: ("AXI", "the memory answered SLVERR or DECERR"),
-    10: ("BAD_STAGES", "a query with 0 stages or more than max_stages"),
+    10: ("BAD_STAGES", "a query with 0 stages, more than max_stages, or more than one "
+                       "without on-chip top-k"),
 }
 
 

@@ -3,6 +3,13 @@
 A client's job, its data beats and its ``done`` stay together: the mux grants the writer to
 one client at a time (round robin among those offering a job) from the job to its
 ``done``, so data never mixes and every client gets its own answer.
+
+The choice is registered before the job is offered on: the cycle after a client offers a
+job (or after the previous job's ``done``), the round-robin winner is latched and its job
+alone is shown on ``out_jobs`` until taken. A combinational choice would change
+``out_jobs.payload`` under a high ``valid`` when a higher-priority client started offering
+while the writer was not ready, against the stream rule that an offered payload stays put
+until taken. Cost: one cycle per job.
 """
 
 from __future__ import annotations
@@ -38,7 +45,9 @@ class WriteJobMux(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         n = self._n
-        busy = Signal()
+        in_reset = ResetSignal()
+        held = Signal()                 # the winner is latched, its job offered on
+        busy = Signal()                 # its job was taken: data and done go to it
         owner = Signal(range(n))
         last = Signal(range(n))
         grant = Signal(range(n))
@@ -48,31 +57,28 @@ class WriteJobMux(wiring.Component):
                 client = (origin + step) % n
                 with m.If((last == origin) & offering[client]):
                     m.d.comb += grant.eq(client)
-        sel = Signal(range(n))
-        m.d.comb += sel.eq(owner)
-        with m.If(~busy):
-            m.d.comb += sel.eq(grant)
         for i in range(n):
-            mine = sel == i
+            mine = owner == i
             with m.If(mine):
                 m.d.comb += [self.out_jobs.payload.eq(self.jobs[i].payload),
                              self.out_data.payload.eq(self.data[i].payload)]
             m.d.comb += [
-                self.jobs[i].ready.eq(~busy & mine & offering[i] & self.out_jobs.ready &
-                                      ~ResetSignal()),
+                self.jobs[i].ready.eq(held & mine & self.out_jobs.ready & ~in_reset),
                 self.data[i].ready.eq(busy & mine & self.out_data.ready),
                 self.done[i].valid.eq(busy & mine & self.out_done.valid),
                 self.done[i].payload.eq(self.out_done.payload),
             ]
         m.d.comb += [
-            self.out_jobs.valid.eq(~busy & offering.any() & ~ResetSignal()),
-            self.out_data.valid.eq(busy & Cat(d.valid & (sel == i)
+            self.out_jobs.valid.eq(held & ~in_reset),
+            self.out_data.valid.eq(busy & Cat(d.valid & (owner == i)
                                               for i, d in enumerate(self.data)).any()),
-            self.out_done.ready.eq(busy & Cat(d.ready & (sel == i)
+            self.out_done.ready.eq(busy & Cat(d.ready & (owner == i)
                                               for i, d in enumerate(self.done)).any()),
         ]
+        with m.If(~held & ~busy & offering.any() & ~in_reset):
+            m.d.sync += [held.eq(1), owner.eq(grant)]
         with m.If(self.out_jobs.valid & self.out_jobs.ready):
-            m.d.sync += [busy.eq(1), owner.eq(grant), last.eq(grant)]
+            m.d.sync += [held.eq(0), busy.eq(1), last.eq(owner)]
         with m.If(self.out_done.valid & self.out_done.ready):
             m.d.sync += busy.eq(0)
         return m

@@ -8,7 +8,15 @@ bias memories, the model's layer, table and interaction descriptors; ``LOAD_STAT
 the static cache; ``RUN_QUERY`` runs the cascade (records -> dense codes and pooled
 embeddings -> bottom MLP -> interaction -> top MLP -> score -> top-k of positions -> the
 next stage) and writes kept lists, results and a completion. It has no notion of time
-(cycle counts are 0); values, error codes and memory writes are what the RTL must produce.
+(cycle counts are 0) nor of mapping: a stage's values do not depend on the partitions its
+sub-batches are dealt over (each holds the model's same words; the lowest one's are read)
+nor on the top-k unit, nor on which queries were in flight beside it. Values, error codes
+and memory writes are what the RTL must produce.
+
+Without on-chip top-k (``onchip_topk`` off) a query has one stage (more is ``BAD_STAGES``)
+and its result is every candidate's record (position, score) in candidate order at
+``result_addr``, checked for ``n_candidates * 8`` bytes; no kept list is written and the
+completion's ``kept`` is the candidate count.
 
 Bad commands follow ``hw/regmap.ERROR_CODES``: the entry is rejected with its code in the
 completion (and nothing else written), and the next entry runs normally. An embedding
@@ -221,17 +229,23 @@ class AccelModel:
             bad = True
         return out, bad
 
+    def _entries(self, positions, scores) -> bytes:
+        return b"".join(d.pack(d.result_layout(self.config), {"position": int(q), "score": int(v)},
+                               d.RESULT_BYTES) for q, v in zip(positions, scores))
+
     def _run_query(self, image, ring, c, completion):
         cfg = self.config
         n, n_stages = c["n_candidates"], c["n_stages"]
-        if not 1 <= n_stages <= cfg.max_stages:
+        # without on-chip top-k a query is one stage (the host filters between stages)
+        if not 1 <= n_stages <= (cfg.max_stages if cfg.onchip_topk else 1):
             raise Rejected("BAD_STAGES")
         if n == 0:
             raise Rejected("ZERO_CANDIDATES")
         stages = c["stages"][:n_stages]
         size = d.record_bytes(cfg)
         self._check(ring, c["records_addr"], n * size)
-        self._check(ring, c["result_addr"], stages[-1]["k"] * d.RESULT_BYTES)
+        results = stages[-1]["k"] if cfg.onchip_topk else n      # kept list, or every score
+        self._check(ring, c["result_addr"], results * d.RESULT_BYTES)
         if c["kept_addr"]:
             self._check(ring, c["kept_addr"], n_stages * cfg.topk_max * d.RESULT_BYTES)
         inputs = n
@@ -269,10 +283,14 @@ class AccelModel:
             z = np.concatenate([h[:, None, :], np.array(emb)], axis=1)
             inter = numerics.interaction(z, model.mults, model.shifts)
             scores = reference_mlp(np.concatenate([h, inter], axis=1), top)
+            if not cfg.onchip_topk:
+                # every candidate's score, in candidate order, at the result address
+                image.write(c["result_addr"], self._entries(positions, scores))
+                completion["kept"][s] = len(positions)
+                continue
             order = numerics.topk(scores, positions, st["k"])
             kept, kept_scores = positions[order], scores[order]
-            entries = b"".join(d.pack(d.result_layout(cfg), {"position": int(q), "score": int(v)},
-                                      d.RESULT_BYTES) for q, v in zip(kept, kept_scores))
+            entries = self._entries(kept, kept_scores)
             if c["kept_addr"]:
                 image.write(c["kept_addr"] + s * cfg.topk_max * d.RESULT_BYTES, entries)
             if s == len(stages) - 1:

@@ -15,12 +15,18 @@ and command ring out, ranked lists and per-stage figures back.
   (``docs/architecture.md``); it picks the static rows per model, weighting each model's
   rows by the candidates its stage scores;
 * **maps stages to partitions**: stage ``s`` runs on partition ``s % partitions`` and top-k
-  unit ``s % topk_units`` unless told otherwise, so with two partitions query ``q``'s
-  stage 2 runs beside query ``q + 1``'s stage 1;
+  unit ``s % topk_units`` unless told otherwise (a mask of several partitions deals the
+  stage's sub-batches over them), so with two partitions query ``q``'s stage 2 runs beside
+  query ``q + 1``'s stage 1;
 * **builds** the memory image (:class:`MemoryImage`): tables, model images, static rows,
   the command ring (``LOAD_MODEL``, ``LOAD_STATIC``, one ``RUN_QUERY`` per query), the
   completion ring, each query's candidate records (ascending item id, so the top-k's
   position tie-break is the golden's id tie-break) and result buffers;
+* **round trips** without on-chip top-k (``onchip_topk`` off): a query's stage ``s`` is one
+  ``RUN_QUERY`` over the candidates the host kept; :meth:`Scheduler.advance` reads each
+  stage's scores, keeps the top ``k`` with the golden's tie-break, writes the kept
+  candidates' records anew and submits the next stage, so the answers equal the on-chip
+  cascade's;
 * **collects** the ranked lists (item ids and scores of the final stage, and every stage's
   kept list), error codes and per-stage cycles from the image after a backend ran it.
 
@@ -56,6 +62,8 @@ __all__ = ["SchedulerError", "MemoryImage", "access_counts", "hot_order", "Sched
 #: Where the host's memory image starts (address 0 stays unused, so a zero address is
 #: never valid data).
 MEMORY_BASE = 0x1000
+#: The one error after which a query still has results (an embedding row out of range).
+ERROR_EMBEDDING = next(c for c, (n, _) in ERROR_CODES.items() if n == "EMBEDDING")
 
 
 class SchedulerError(RpaccelError, ValueError):
@@ -410,26 +418,38 @@ class Scheduler:
         return bytes(out)
 
     def records(self, user: int, candidates: np.ndarray) -> bytes:
-        """The candidate records of one query (candidates already in the order given)."""
+        """The candidate records of one query (candidates already in the order given), in
+        ``d.record_layout``. Packed with shifts at the layout's own field offsets (read from
+        the layout, so they cannot drift from it): ``d.pack`` per record takes seconds for a
+        query's 1,600 candidates, this takes milliseconds; ``tests/test_scheduler.py``
+        checks the two give the same bytes."""
         cfg = self.config
         batch = self.setup.golden.batch(user, candidates)
         dense = numerics.quantize_tensor(batch.dense, next(iter(self.models.values())).dense_scale)
         layout, size = d.record_layout(cfg), d.record_bytes(cfg)
+        f_dense, f_lookups = layout["dense"], layout["lookups"]
+        dense_w = f_dense.shape.elem_shape.width
+        lk = f_lookups.shape.elem_shape
+        lk_w, bag_at = lk.size, lk["bag_end"].offset
         n_single = batch.sparse.shape[1]
         out = bytearray()
         for b in range(len(batch)):
-            lookups = [{"row": int(self.ranks[t][batch.sparse[b, t]]), "bag_end": 1}
-                       for t in range(n_single)]
+            rows = [int(self.ranks[t][batch.sparse[b, t]]) for t in range(n_single)]
+            ends = [1] * n_single
             genres = np.flatnonzero(batch.genres[b])
-            lookups += [{"row": int(self.ranks[n_single][g]), "bag_end": int(i == len(genres) - 1)}
-                        for i, g in enumerate(genres)]
-            n = len(lookups)
-            lookups += [{"row": 0, "bag_end": 0}] * (cfg.max_lookups - n)
-            out += d.pack(layout, {"item": int(batch.items[b]), "n_lookups": n,
-                                   "n_dense": dense.shape[1],
-                                   "dense": [int(v) for v in dense[b]] +
-                                            [0] * (cfg.max_dense - dense.shape[1]),
-                                   "lookups": lookups}, size)
+            rows += [int(self.ranks[n_single][g]) for g in genres]
+            ends += [int(i == len(genres) - 1) for i in range(len(genres))]
+            if len(rows) > cfg.max_lookups:
+                raise SchedulerError(f"item {int(batch.items[b])} has {len(rows)} lookups; "
+                                     f"records hold max_lookups={cfg.max_lookups}")
+            value = (int(batch.items[b]) | len(rows) << layout["n_lookups"].offset |
+                     dense.shape[1] << layout["n_dense"].offset)
+            mask = (1 << dense_w) - 1
+            for i, v in enumerate(dense[b]):
+                value |= (int(v) & mask) << (f_dense.offset + i * dense_w)
+            for i, (row, end) in enumerate(zip(rows, ends)):
+                value |= (row | end << bag_at) << (f_lookups.offset + i * lk_w)
+            out += value.to_bytes(size, "little")
         return bytes(out)
 
     def plan(self, queries: list[tuple[int, np.ndarray]], *, ring_log2: int | None = None) -> Plan:
@@ -449,6 +469,8 @@ class Scheduler:
         for op, raw in loads:
             entries.append((op, raw))
         stages = self.pipeline.stages
+        if not cfg.onchip_topk:
+            return self._plan_round_trips(image, loads, queries, ring_log2)
         for tag, (user, candidates) in enumerate(queries):
             cands = np.sort(self.setup.features.check_items(candidates))
             if stages[0].keep_k > cands.size:
@@ -478,6 +500,109 @@ class Scheduler:
                          head=0, tail=len(entries))
         return Plan(image, ring, meta, [(op, i) for i, (op, _) in enumerate(entries)])
 
+    def _stage_values(self, stages: list[int]) -> list[dict]:
+        """The ``stages`` field of a ``RUN_QUERY`` running pipeline stages ``stages``."""
+        cfg, pipe = self.config, self.pipeline.stages
+        values = [{"slot": self.models[pipe[n].model].slot, "partition_mask": self.stage_masks[n],
+                   "topk_unit": self.stage_units[n], "k": pipe[n].keep_k} for n in stages]
+        return values + [{"slot": 0, "partition_mask": 0, "topk_unit": 0, "k": 0}] * \
+            (cfg.max_stages - len(values))
+
+    def _plan_round_trips(self, image, loads, queries, ring_log2) -> Plan:
+        """The plan without on-chip top-k: the ring holds the loads and every query's first
+        stage; each later stage is a ``RUN_QUERY`` of its own that :meth:`advance` writes
+        after the previous round ran. Every query's records and score buffers for all its
+        stages are allocated now, so the region is known before the accelerator starts."""
+        cfg, stages = self.config, self.pipeline.stages
+        n_entries = len(loads) + len(queries) * len(stages)
+        log2 = ring_log2 if ring_log2 is not None else max(1, (n_entries - 1).bit_length())
+        if n_entries > 1 << log2:
+            raise SchedulerError(f"{n_entries} ring entries do not fit a ring of 2**{log2}")
+        ring_base = image.alloc(d.COMMAND_BYTES << log2)
+        completion_base = image.alloc(d.COMPLETION_BYTES << log2)
+        size = d.record_bytes(cfg)
+        meta = []
+        for tag, (user, candidates) in enumerate(queries):
+            cands = np.sort(self.setup.features.check_items(candidates))
+            if stages[0].keep_k > cands.size:
+                raise SchedulerError(f"query {tag} (user {user}): stage 1 keeps "
+                                     f"{stages[0].keep_k} of only {cands.size} candidates")
+            inputs = [cands.size] + [st.keep_k for st in stages[:-1]]
+            rounds = [{"records": image.alloc(n * size), "scores": image.alloc(n * d.RESULT_BYTES),
+                       "n": n, "index": None} for n in inputs]
+            image.write(rounds[0]["records"], self.records(user, cands))
+            meta.append({"user": int(user), "candidates": cands, "tag": tag, "index": None,
+                         "result": rounds[-1]["scores"], "kept": 0, "rounds": rounds,
+                         "inputs": cands, "stage": 0, "lists": [], "error": 0})
+        ring = RingState(ring_base=ring_base, ring_log2=log2, completion_base=completion_base,
+                         region_base=image.base, region_size=len(image.data), head=0, tail=0)
+        entries = []
+        for op, raw in loads:
+            image.write(ring_base + ring.tail * d.COMMAND_BYTES, raw)
+            entries.append((op, ring.tail))
+            ring.tail += 1
+        plan = Plan(image, ring, meta, entries)
+        for q in meta:
+            self._submit(plan, q)
+        return plan
+
+    def _submit(self, plan: Plan, q: dict) -> None:
+        """Query ``q``'s current stage as one ``RUN_QUERY`` at the ring's tail, over the
+        records already written for it."""
+        cfg, s = self.config, q["stage"]
+        r = q["rounds"][s]
+        r["index"] = plan.ring.tail
+        raw = d.pack(d.run_query_layout(cfg), {
+            "header": {"opcode": d.OPCODES["RUN_QUERY"], "tag": q["tag"]},
+            "n_candidates": r["n"], "n_stages": 1, "records_addr": r["records"],
+            "result_addr": r["scores"], "kept_addr": 0,
+            "stages": self._stage_values([s])}, d.COMMAND_BYTES)
+        plan.image.write(plan.ring.ring_base + r["index"] * d.COMMAND_BYTES, raw)
+        plan.entries.append(("RUN_QUERY", r["index"]))
+        plan.ring.tail += 1
+
+    def advance(self, plan: Plan) -> bool:
+        """The host's round trip without on-chip top-k, after a backend ran the ring up to
+        its tail: every live query's scores of its current stage are read back and filtered
+        with the golden's top-k (higher score first, ties to the lower item id); the kept
+        candidates' records are written anew (ascending item id, so positions tie-break as
+        ids do) and their next stage submitted. Returns whether anything was submitted
+        (False also for a plan with on-chip top-k, which has no rounds)."""
+        if self.config.onchip_topk:
+            return False
+        stages = self.pipeline.stages
+        lay = d.result_layout(self.config)
+        submitted = False
+        for q in plan.queries:
+            s = q["stage"]
+            if s >= len(stages) or q["error"] not in (0, ERROR_EMBEDDING):
+                continue
+            r = q["rounds"][s]
+            comp = self.completion(plan, r["index"])
+            if comp["error"] not in (0, ERROR_EMBEDDING):
+                q["error"] = comp["error"]
+                continue
+            q["error"] = q["error"] or comp["error"]
+            q.setdefault("cycles", []).append((comp["stage_cycles"][0], comp["total_cycles"]))
+            entries = [d.unpack(lay, plan.image.read(r["scores"] + i * d.RESULT_BYTES,
+                                                     d.RESULT_BYTES)) for i in range(r["n"])]
+            pos = np.array([e["position"] for e in entries], dtype=np.int64)
+            if comp["kept"][0] != r["n"] or not np.array_equal(pos, np.arange(r["n"])):
+                raise SchedulerError(f"query {q['tag']} stage {s + 1}: the scores are not one "
+                                     f"per candidate in order")
+            scores = np.array([e["score"] for e in entries], dtype=np.int64)
+            order = numerics.topk(scores, q["inputs"], stages[s].keep_k)
+            kept = q["inputs"][order]
+            q["lists"].append((kept, scores[order]))
+            q["stage"] = s + 1
+            if s + 1 < len(stages):
+                q["inputs"] = np.sort(kept)
+                plan.image.write(q["rounds"][s + 1]["records"],
+                                 self.records(q["user"], q["inputs"]))
+                self._submit(plan, q)
+                submitted = True
+        return submitted
+
     # -- results ----------------------------------------------------------------------------------
     def completion(self, plan: Plan, index: int) -> dict:
         raw = plan.image.read(plan.ring.completion_base + index * d.COMPLETION_BYTES,
@@ -499,6 +624,8 @@ class Scheduler:
                                      f"{cands.size} candidates")
             return cands[pos], np.array([e["score"] for e in entries], dtype=np.int64)
 
+        if not cfg.onchip_topk:
+            return [self._round_trip_result(q) for q in plan.queries]
         for q in plan.queries:
             comp = self.completion(plan, q["index"])
             n_final = comp["kept"][len(stages) - 1] if comp["n_stages"] else 0
@@ -516,11 +643,26 @@ class Scheduler:
                 total_cycles=comp["total_cycles"]))
         return out
 
+    def _round_trip_result(self, q: dict) -> QueryResult:
+        """A query's answer from its host-filtered rounds (no on-chip top-k)."""
+        stages = self.pipeline.stages
+        done = q["error"] in (0, ERROR_EMBEDDING) and len(q["lists"]) == len(stages)
+        empty = np.zeros(0, np.int64)
+        ranking, scores = q["lists"][-1] if done else (empty, empty)
+        cycles = q.get("cycles", [])
+        return QueryResult(user=q["user"], tag=q["tag"], error=q["error"], ranking=ranking,
+                           scores=scores, kept=tuple(k for k, _ in q["lists"]) if done else (),
+                           stage_cycles=tuple(c for c, _ in cycles),
+                           total_cycles=sum(t for _, t in cycles))
+
     def run(self, backend: Backend, queries: list[tuple[int, np.ndarray]]) -> list[QueryResult]:
-        """Plan ``queries``, let ``backend`` execute the ring, read the answers back."""
+        """Plan ``queries``, let ``backend`` execute the ring, read the answers back
+        (without on-chip top-k, one round per stage, :meth:`advance` between rounds)."""
         plan = self.plan(queries)
-        head = backend.execute(plan.image, plan.ring)
-        if head != plan.ring.tail:
-            raise SchedulerError(f"{backend.name} stopped at ring entry {head} of "
-                                 f"{plan.ring.tail}")
-        return self.results(plan)
+        while True:
+            head = backend.execute(plan.image, plan.ring)
+            if head != plan.ring.tail:
+                raise SchedulerError(f"{backend.name} stopped at ring entry {head} of "
+                                     f"{plan.ring.tail}")
+            if not self.advance(plan):
+                return self.results(plan)

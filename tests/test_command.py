@@ -131,9 +131,9 @@ def test_ring_of_loads_queries_and_bad_entries(setup):
         for slot in range(len(sch.models)):
             m_ = model.models[slot]
             for i in range(len(m_.bottom) + len(m_.top)):
-                ctx.set(cp.layer_addr, slot * MAX_LAYERS + i)
+                ctx.set(cp.layer_addr[0], slot * MAX_LAYERS + i)
                 await ctx.tick()
-                layers.append(to_python(ctx.get(cp.layer_data)))
+                layers.append(to_python(ctx.get(cp.layer_data[0])))
         got["layers"] = layers
 
     background = [csrs, query_engine, memory.reader(cp.rd_bus), memory.writer(h.writer.bus),

@@ -6,6 +6,7 @@ testbench's cycle count, no access outside the region; bad queries between good 
 queue overrun on the RTL; Icarus on one query; the command line's checks before any build.
 """
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -121,7 +122,7 @@ def test_bad_queries_between_good_ones_and_an_overrun_on_the_rtl(setup, tmp_path
     reference = MemoryImage(plan.image.base)
     reference.data = bytearray(plan.image.data)
     model = AccelModel(config)
-    assert model.execute(reference, plan.ring) == plan.ring.tail
+    assert model.execute(reference, dataclasses.replace(plan.ring)) == plan.ring.tail
     backend = RTLBackend(config, "verilator", tmp_path, stall=30, latency=2, quiet=True)
     assert backend.execute_many([(plan.image, plan.ring)], overrun_first=True) == [plan.ring.tail]
     fig = backend.figures[0]

@@ -9,6 +9,7 @@ import pytest
 from rpaccel.hw import descriptors as d
 from rpaccel.hw.config import PRESETS
 from rpaccel.sim.accel_model import ERROR, AccelModel
+from rpaccel.sim import numerics
 from rpaccel.sim.data import ensure_dataset
 from rpaccel.sim.golden import PIPELINES, load_golden
 from rpaccel.sim.scheduler import (MemoryImage, Scheduler, SchedulerError, access_counts,
@@ -188,3 +189,88 @@ def test_every_descriptor_fits_its_size(name):
                                             "n_candidates": 5}, d.COMMAND_BYTES)
     assert len(raw) == 64 and raw[0] == 3 and raw[2] == 7
     assert d.unpack(d.run_query_layout(cfg), raw)["n_candidates"] == 5
+
+
+def _records_by_layout(sch, user, candidates) -> bytes:
+    """The records the obvious, slow way: ``d.pack`` of each record's fields."""
+    cfg = sch.config
+    batch = sch.setup.golden.batch(user, candidates)
+    dense = numerics.quantize_tensor(batch.dense,
+                                     next(iter(sch.models.values())).dense_scale)
+    layout, size = d.record_layout(cfg), d.record_bytes(cfg)
+    n_single = batch.sparse.shape[1]
+    out = bytearray()
+    for b in range(len(batch)):
+        lookups = [{"row": int(sch.ranks[t][batch.sparse[b, t]]), "bag_end": 1}
+                   for t in range(n_single)]
+        genres = np.flatnonzero(batch.genres[b])
+        lookups += [{"row": int(sch.ranks[n_single][g]), "bag_end": int(i == len(genres) - 1)}
+                    for i, g in enumerate(genres)]
+        n = len(lookups)
+        lookups += [{"row": 0, "bag_end": 0}] * (cfg.max_lookups - n)
+        out += d.pack(layout, {"item": int(batch.items[b]), "n_lookups": n,
+                               "n_dense": dense.shape[1],
+                               "dense": [int(v) for v in dense[b]] +
+                                        [0] * (cfg.max_dense - dense.shape[1]),
+                               "lookups": lookups}, size)
+    return bytes(out)
+
+
+def test_fast_record_packing_equals_the_layout(setup):
+    """The records the scheduler writes (packed with shifts at the layout's offsets) are
+    byte for byte ``d.pack`` of each record's fields, on a real query."""
+    for config in (CONFIG, PRESETS["tiny"]):
+        sch = Scheduler(config, setup, "small:8")
+        user = users_with_tests(setup, 1)[0]
+        cands = setup.split.test_candidates(user)[:300]
+        assert sch.records(user, cands) == _records_by_layout(sch, user, cands)
+
+
+NO_TOPK = CONFIG.replace(onchip_topk=False)
+
+
+@pytest.mark.parametrize("pipeline", ["2-stage", "3-stage"])
+def test_without_onchip_topk_the_host_filters_between_stages(setup, pipeline):
+    """onchip_topk off: each stage is one RUN_QUERY whose every score goes to memory; the
+    host keeps the top k (the golden's tie-break), writes the kept candidates' records and
+    submits the next stage. Rankings and kept lists equal the golden cascade."""
+    sch = Scheduler(NO_TOPK, setup, PIPELINES[pipeline])
+    queries = [(u, setup.split.test_candidates(u)) for u in users_with_tests(setup, 2)]
+    model = AccelModel(NO_TOPK)
+    results = sch.run(model, queries)
+    check_against_golden(setup, sch, queries, results)
+    assert all(len(r.kept) == len(sch.pipeline.stages) for r in results)
+
+
+def test_without_onchip_topk_a_multi_stage_query_is_rejected(setup):
+    """The accelerator without top-k units runs one stage per query: a RUN_QUERY of two
+    stages completes with BAD_STAGES, writes nothing, and the next query runs."""
+    sch = Scheduler(NO_TOPK, setup, "small:16,medium:4")
+    users = users_with_tests(setup, 3)
+    queries = [(u, setup.split.test_candidates(u)[:200]) for u in users]
+    plan = sch.plan(queries)
+    bad = plan.queries[1]
+    addr = bad["rounds"][0]["scores"]
+    before = plan.image.read(addr, 200 * d.RESULT_BYTES)
+    _corrupt(plan, bad["rounds"][0]["index"], d.run_query_layout(NO_TOPK), n_stages=2)
+    model = AccelModel(NO_TOPK)
+    while True:
+        assert model.execute(plan.image, plan.ring) == plan.ring.tail
+        if not sch.advance(plan):
+            break
+    results = sch.results(plan)
+    assert results[1].error == ERROR["BAD_STAGES"], results[1].error_name
+    assert len(results[1].ranking) == 0
+    assert plan.image.read(addr, 200 * d.RESULT_BYTES) == before
+    check_against_golden(setup, sch, [queries[0], queries[2]], [results[0], results[2]])
+
+
+def test_stages_dealt_over_partitions_and_routed_to_more_topk_units(setup):
+    """The mapping is free: a stage dealt over both partitions, another on one, top-k units
+    beyond the partitions; the values are those of the default mapping."""
+    cfg = CONFIG.replace(topk_units=4)
+    sch = Scheduler(cfg, setup, "small:64,medium:8", stage_partitions=[3, 2],
+                    stage_topk_units=[3, 2])
+    assert [m.partition_mask for m in sch.models.values()] == [3, 2]
+    queries = [(u, setup.split.test_candidates(u)[:300]) for u in users_with_tests(setup, 2)]
+    check_against_golden(setup, sch, queries, sch.run(AccelModel(cfg), queries))

@@ -56,8 +56,8 @@ class Harness(Elaboratable):
             wiring.connect(m, cp.bias_write[p], core.bias_write[p])
         wiring.connect(m, cp.emb_descriptors, emb.descriptors)
         wiring.connect(m, cp.static_write, emb.static_write)
-        m.d.comb += [cp.layer_addr.eq(run.layer_addr), run.layer_data.eq(cp.layer_data),
-                     cp.pair_addr.eq(run.pair_addr), run.pair_data.eq(cp.pair_data)]
+        m.d.comb += [cp.layer_addr[0].eq(run.layer_addr), run.layer_data.eq(cp.layer_data[0]),
+                     cp.pair_addr[0].eq(run.pair_addr), run.pair_data.eq(cp.pair_data[0])]
         wiring.connect(m, run.cmd, core.cmd[0])
         wiring.connect(m, core.resp[0], run.resp)
         wiring.connect(m, run.act_write, core.act_write[0])

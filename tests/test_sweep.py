@@ -58,9 +58,10 @@ def test_topk_off_is_listed_not_run_when_the_build_ignores_it():
     off = variant_config(base, next(v for v in VARIANTS if v.key == "no-onchip-topk"))
     built = len(RPAccel(off).topk_units)
     reason = unavailable_reason(off)
-    assert (reason is None) == (built == 0)
-    if reason is not None:
+    if built:
         assert "not available on this build" in reason
+    elif reason is not None:                      # the hardware has it, the driver not yet
+        assert "not available in the cosimulation yet" in reason
 
 
 def _report(stage_cycles, util, cycles, b2b, static=0.5, dynamic=0.25, speed=90_000.0):
