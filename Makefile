@@ -38,6 +38,7 @@ bench: $(STAMP)
 	$(BIN)/rpaccel core-bench --preset default --sim verilator --json reports/core-bench-default-verilator.json
 	$(BIN)/rpaccel eval --json reports/quality.json
 	$(BIN)/rpaccel sim --preset default --sim verilator --queries all --json reports/cosim-default-all.json
+	$(BIN)/rpaccel sim-sweep --preset default --queries 4 --json reports/sim-sweep-default.json --markdown reports/sim-sweep-default.md --plot reports/sim-sweep-default.png
 
 lint: $(STAMP)
 	for unit in pe systolic_array vector_unit interaction mlp_engine compute_core topk; do \

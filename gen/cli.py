@@ -19,7 +19,7 @@ from pathlib import Path
 
 from rpaccel.hw.errors import RpaccelError
 
-from . import cache_study_cli, cosim, golden_cli, regmap_export
+from . import cache_study_cli, cosim, golden_cli, regmap_export, sweep
 from .options import (add_config_options, check_build_root, check_output_dir, check_output_file,
                       check_simulator, config_from_args, heartbeat, say)
 
@@ -181,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     regmap_export.register(sub)
     cache_study_cli.register(sub)
     cosim.register(sub)
+    sweep.register(sub)
     return parser
 
 
