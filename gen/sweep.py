@@ -113,18 +113,6 @@ def unavailable_reason(config: AccelConfig) -> str | None:
             return (f"onchip_topk = False is not available on this build: hw/accel.py still "
                     f"builds {units} top-k units with the switch off (the top-k-off mode is "
                     f"not on this branch yet)")
-        # Without on-chip top-k the host filters between stages (Scheduler.advance, one
-        # ring round per stage); a cosimulation driver that does not make those rounds
-        # would score stage 1 only and report a mismatch that is no hardware fault. Until
-        # run_cosim drives them, the variant is listed, not run.
-        import inspect
-
-        from .cosim import run_cosim
-        if ".advance(" not in inspect.getsource(run_cosim):
-            return ("onchip_topk = False is not available in the cosimulation yet: the "
-                    "hardware has the top-k-off mode, but gen/cosim.py's run_cosim does not "
-                    "make the host's round trips between stages (Scheduler.advance), and the "
-                    "RTL backend runs a ring only from entry 0 after a reset")
     return None
 
 
