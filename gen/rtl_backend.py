@@ -209,6 +209,7 @@ class RTLBackend:
             self._round += 1
         self._image_id = id(image)
         n = len(self.figures)
+        self.work.mkdir(parents=True, exist_ok=True)      # the image goes there before start
         hex_path, dump = self.work / f"image{n}.hex", self.work / f"dump{n}.hex"
         write_hex(image, B, hex_path)
         fig = self._command({

@@ -32,6 +32,7 @@ from .axi_write import AxiBlockWriter, axi4_write_signature
 from .command import CommandProcessor
 from .compute_core import ComputeCore
 from .config import AccelConfig
+from .shared import index_range
 from .csr import CSRBlock, axi_lite_signature
 from .query import QueryEngine
 from .regmap import counter_names
@@ -112,16 +113,16 @@ class RPAccel(wiring.Component):
         m.submodules.emb_owners = owners = SyncFIFO(width=max(1, (P - 1).bit_length()),
                                                     depth=depth)
         locked = Signal()                     # a candidate's lookups are under way
-        holder = Signal(range(P))             # ... from this runner
-        last = Signal(range(P))               # the runner granted last (round robin)
-        grant = Signal(range(P))
+        holder = Signal(index_range(P))             # ... from this runner
+        last = Signal(index_range(P))               # the runner granted last (round robin)
+        grant = Signal(index_range(P))
         offering = Cat(r.lookups.valid for r in runners)
         for step in range(P, 0, -1):
             for origin in range(P):
                 client = (origin + step) % P
                 with m.If((last == origin) & offering[client]):
                     m.d.comb += grant.eq(client)
-        sel = Signal(range(P))
+        sel = Signal(index_range(P))
         m.d.comb += sel.eq(Mux(locked, holder, grant))
         may = locked | (owners.w_rdy & offering.any())
         for p, run in enumerate(runners):

@@ -48,6 +48,7 @@ from . import topk
 from .axi_write import write_beat_layout, write_job_layout
 from .command import ERROR, model_info_layout, query_done_layout, query_layout
 from .config import AccelConfig
+from .shared import index_range
 from .stage import stage_job_layout
 from .write_mux import WriteJobMux
 
@@ -133,7 +134,7 @@ class QueryEngine(wiring.Component):
             sl.s = Signal(range(cfg.max_stages + 1), name=f"slot{j}_stage")
             sl.stage = sl.q.entry.stages[sl.s]
             sl.mask = Signal(P, name=f"slot{j}_mask")
-            sl.unit = Signal(range(U), name=f"slot{j}_unit")
+            sl.unit = Signal(index_range(U), name=f"slot{j}_unit")
             m.d.comb += [sl.mask.eq(sl.stage.partition_mask[:P]),
                          sl.unit.eq(sl.stage.topk_unit)]
             sl.waiting = Signal(name=f"slot{j}_waiting")
@@ -143,7 +144,7 @@ class QueryEngine(wiring.Component):
             sl.job_valid = Signal(P, name=f"slot{j}_job_valid")
             sl.job = Signal(stage_job_layout(cfg), name=f"slot{j}_job")
             sl.share = [Signal(range(n_max + 1), name=f"slot{j}_share{r}") for r in range(P)]
-            sl.rank = [Signal(range(P), name=f"slot{j}_rank{p}") for p in range(P)]
+            sl.rank = [Signal(index_range(P), name=f"slot{j}_rank{p}") for p in range(P)]
             sl.pos_valid = Signal(P, name=f"slot{j}_pos_valid")
             sl.pos_data = [Signal(cfg.id_width, name=f"slot{j}_pos{p}") for p in range(P)]
             sl.sc_ready = Signal(P, name=f"slot{j}_sc_ready")
@@ -276,7 +277,7 @@ class QueryEngine(wiring.Component):
                                           Mux(error, ERROR["EMBEDDING"], 0)))]
         share = Array(sl.share)
 
-        kept = Memory(shape=d.result_layout(cfg), depth=K, init=[])
+        kept = Memory(shape=d.result_layout(cfg), depth=max(2, K), init=[])  # no 0-bit address
         m.submodules[f"kept{j}"] = kept
         kw = kept.write_port()
         kr_pos = [kept.read_port() for _ in range(P)]
@@ -296,17 +297,17 @@ class QueryEngine(wiring.Component):
 
         # dealing plan: each rank's number of candidates
         base = sig(range(n_max + SB + 1), "plan_base")
-        rank = sig(range(P), "plan_rank")
+        rank = sig(index_range(P), "plan_rank")
         # positions to each runner: next input index, place in its sub-batch, sent so far
         idx = [sig(range(n_max + P * SB + 1), f"idx{p}") for p in range(P)]
-        place = [sig(range(SB), f"place{p}") for p in range(P)]
+        place = [sig(index_range(SB), f"place{p}") for p in range(P)]
         sent = [sig(range(n_max + 1), f"sent{p}") for p in range(P)]
         pending = sig(P, "jobs_pending")
         finished = sig(P, "runners_done")
         got_last = sig(1, "got_last")
         # the merge of the runners' scores in sub-batch order
-        cur = sig(range(P), "merge_rank")
-        in_sub = sig(range(SB), "merge_place")
+        cur = sig(index_range(P), "merge_rank")
+        in_sub = sig(index_range(SB), "merge_place")
         taken = sig(range(n_max + 1), "merged")
         running = sig(1, "running")
         mine = [sig(1, f"merge_from{p}") for p in range(P)]

@@ -21,7 +21,14 @@ from amaranth import ClockSignal, Instance, ResetSignal, Value
 from amaranth.back import verilog
 from amaranth.lib import wiring
 
-__all__ = ["SharedModules", "add_shared", "convert"]
+__all__ = ["SharedModules", "add_shared", "convert", "index_range"]
+
+
+def index_range(n: int) -> range:
+    """The shape of an index into ``n`` things, one bit wide at least: for ``n == 1``
+    Amaranth's ``range(1)`` is zero bits wide, which its Verilog writes as ``[-1:0]`` (a
+    lint error under Verilator ``-Wall``); the unused value costs nothing."""
+    return range(max(2, n))
 
 
 class SharedModules:

@@ -30,7 +30,8 @@ from rpaccel.sim import numerics
 __all__ = ["IntLayer", "LayerCommand", "pack_weights", "pack_bias", "unpack_weights",
            "unpack_bias",
            "activation_addresses", "pack_activations", "unpack_activations", "MLPProgram",
-           "reference_mlp", "random_layer", "model_mlps", "save_mlp_jobs", "load_mlp_jobs"]
+           "reference_mlp", "config_widths", "random_layer", "model_mlps", "save_mlp_jobs",
+           "load_mlp_jobs"]
 
 
 @dataclass(frozen=True)
@@ -63,24 +64,39 @@ class IntLayer:
         return self.w.shape[1]
 
 
-def reference_mlp(x: np.ndarray, layers: list[IntLayer]) -> np.ndarray:
+def reference_mlp(x: np.ndarray, layers: list[IntLayer], *, operand_width: int = 8,
+                  acc_width: int = 32, mult_width: int = 16) -> np.ndarray:
     """The golden result of ``layers`` on rows ``x`` (``docs/numerics.md``): the last hidden
-    layer's int8 outputs, or the int32 scores (B,) if the MLP ends in a score layer."""
+    layer's outputs, or the accumulator scores (B,) if the MLP ends in a score layer. The
+    widths default to the spec's int8 / int32 / 16-bit multiplier; an engine built with
+    other widths is compared with :func:`config_widths` of its configuration."""
+    widths = dict(operand_width=operand_width, acc_width=acc_width)
     for layer in layers:
         if layer.score:
-            return numerics.linear(x, layer.w, layer.bias)[:, 0]
-        x = numerics.mlp_layer(x, layer.w, layer.bias, layer.mult, layer.shift, relu=layer.relu)
+            return numerics.linear(x, layer.w, layer.bias, **widths)[:, 0]
+        x = numerics.mlp_layer(x, layer.w, layer.bias, layer.mult, layer.shift, relu=layer.relu,
+                               mult_width=mult_width, **widths)
     return x
 
 
+def config_widths(config) -> dict:
+    """The keyword widths of :func:`reference_mlp` for an ``AccelConfig``'s engine."""
+    return dict(operand_width=config.operand_width, acc_width=config.acc_width,
+                mult_width=config.requant_mult_width)
+
+
 def random_layer(rng: np.random.Generator, n_in: int, n_out: int, *, relu: bool = True,
-                 score: bool = False) -> IntLayer:
-    """Random int8 weights and int32 biases with a requantization scale that maps typical
-    accumulators (about ``sqrt(n_in) * 127 * 64``) onto the int8 range, so outputs exercise
-    rounding, ReLU and both saturation limits (test and benchmark stimulus)."""
-    mult, shift = numerics.quantize_multiplier(float(rng.uniform(0.2, 4.0)) / (64 * n_in))
-    return IntLayer(w=rng.integers(-127, 128, size=(n_in, n_out)),
-                    bias=rng.integers(-(1 << 12), 1 << 12, size=n_out),
+                 score: bool = False, operand_width: int = 8) -> IntLayer:
+    """Random ``operand_width``-bit weights (int8 by default) and biases with a
+    requantization scale that maps typical accumulators (about ``sqrt(n_in) * 127 * 64``
+    for int8, growing as ``qmax**2``) onto the operand range, so outputs exercise rounding,
+    ReLU and both saturation limits (test and benchmark stimulus)."""
+    q = numerics.qmax(operand_width)       # accumulators grow as q * q, outputs as q
+    mult, shift = numerics.quantize_multiplier(float(rng.uniform(0.2, 4.0)) * 127
+                                               / (64 * q * n_in))
+    bias = max(1, (1 << 12) * q // 127)
+    return IntLayer(w=rng.integers(-q, q + 1, size=(n_in, n_out)),
+                    bias=rng.integers(-bias, bias, size=n_out),
                     mult=mult, shift=shift, relu=relu, score=score)
 
 

@@ -46,7 +46,7 @@ def _draw(rng: np.random.Generator) -> dict:
     emb = _pow2(rng, 2, 64)
     tables = int(rng.integers(1, 9))
     topk_max = _edge_count(rng, 1, 64)
-    return {
+    values = {
         "rows": rows, "cols": cols, "partitions": partitions,
         "operand_width": ow, "acc_width": aw,
         "requant_mult_width": int(rng.integers(8, 25)),
@@ -66,8 +66,13 @@ def _draw(rng: np.random.Generator) -> dict:
         "id_width": int(rng.integers(max(4, topk_max.bit_length()), 21)),
         "mem_bus_width": _pow2(rng, 32, 256),
         "clock_mhz": float(round(rng.uniform(50, 250), 1)),
-        "act_buffers": int(rng.integers(2, 5)),
     }
+    # the stage runner needs 3 activation buffers (4 to overlap sub-batches); one fewer is
+    # drawn now and then, so the units that take fewer (the MLP engine) see it too
+    overlap = bool(rng.integers(0, 2))
+    values.update(subbatch_overlap=overlap, onchip_topk=bool(rng.integers(0, 2)),
+                  act_buffers=3 + overlap + int(rng.integers(-1, 2)))
+    return values
 
 
 def random_config(seed: int, *, base: AccelConfig = DEFAULT, tries: int = 100) -> AccelConfig:

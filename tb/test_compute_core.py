@@ -42,7 +42,7 @@ async def random_mlps_on_all_partitions(dut, stall):
         for host in hosts:
             layers = random_mlp(config, rng, score=bool(host.p % 2))
             rows = int(rng.choice([1, int(rng.integers(1, config.sub_batch + 1)), config.sub_batch]))
-            job = Job(layers, random_activations(config, rng, rows, layers[0].n_in))
+            job = Job(config, layers, random_activations(config, rng, rows, layers[0].n_in))
             jobs.append(cocotb.start_soon(run_mlp(host, job)))
         await Combine(*jobs)
 
@@ -54,6 +54,7 @@ async def bad_commands_then_good(dut):
     config, rng = bench.config, bench.rng
     host = core_hosts(dut, config, CycleCounter(dut.clk), rng)[0]
     for bad in bad_commands(config):
-        job = Job([random_layer(rng, 5, 3)], random_activations(config, rng, 2, 5))
+        job = Job(config, [random_layer(rng, 5, 3, operand_width=config.operand_width)],
+                  random_activations(config, rng, 2, 5))
         await run_mlp(host, job, bad_first=good_command(tag=77, **bad))
 

@@ -78,7 +78,7 @@ def test_single_layer_shapes(config, shape):
     """Layer shapes that are not multiples of R or Cp, B = 1 and B = several rows."""
     B, n_in, n_out = shape
     rng = np.random.default_rng(hash(shape) % 2**32)
-    job = Job([random_layer(rng, n_in, n_out, relu=bool(rng.integers(2)))],
+    job = Job(config, [random_layer(rng, n_in, n_out, relu=bool(rng.integers(2)))],
               random_activations(config, rng, B, n_in))
     check(job, run_jobs(config, {0: job})[0])
 
@@ -88,7 +88,7 @@ def test_full_sub_batch_and_score_layer():
     B = TINY.sub_batch
     layers = [random_layer(rng, 6, 10), random_layer(rng, 10, 7),
               random_layer(rng, 7, 1, score=True)]
-    job = Job(layers, random_activations(TINY, rng, B, 6))
+    job = Job(TINY, layers, random_activations(TINY, rng, B, 6))
     check(job, run_jobs(TINY, {0: job})[0])
 
 
@@ -98,9 +98,9 @@ def test_all_partitions_busy_with_different_shapes(stalls_p):
     backpressure on every host stream do not change any result."""
     rng = np.random.default_rng(11)
     jobs = {
-        0: Job([random_layer(rng, 5, 9), random_layer(rng, 9, 1, score=True)],
+        0: Job(TINY, [random_layer(rng, 5, 9), random_layer(rng, 9, 1, score=True)],
                random_activations(TINY, rng, 11, 5)),
-        1: Job([random_layer(rng, 12, 3), random_layer(rng, 3, 6, relu=False)],
+        1: Job(TINY, [random_layer(rng, 12, 3), random_layer(rng, 3, 6, relu=False)],
                random_activations(TINY, rng, 4, 12)),
     }
     results = run_jobs(TINY, jobs, stalls_p=stalls_p, seed=3)
@@ -116,7 +116,7 @@ def test_few_rows_under_backpressure_keep_accumulations_exact(rows):
     rng = np.random.default_rng(rows)
     layers = [random_layer(rng, 23, 9), random_layer(rng, 9, 17),
               random_layer(rng, 17, 1, score=True)]
-    job = Job(layers, random_activations(TINY, rng, rows, 23))
+    job = Job(TINY, layers, random_activations(TINY, rng, rows, 23))
     for config in (TINY, TINY.replace(rows=2, cols=4, partitions=2)):
         check(job, run_jobs(config, {0: job}, stalls_p=0.6, seed=rows)[0])
 
@@ -132,7 +132,7 @@ def test_extreme_values_saturate_and_wrap_exactly():
     x = np.full((3, n_in), lo)
     x[1] = hi
     x[2] = random_activations(TINY, rng, 1, n_in)[0]
-    job = Job([layer], x)
+    job = Job(TINY, [layer], x)
     check(job, run_jobs(TINY, {0: job})[0])
 
 
@@ -140,7 +140,7 @@ def test_extreme_values_saturate_and_wrap_exactly():
     f"{k}={v}" for k, v in bad.items()))
 def test_bad_command_sets_error_and_next_command_works(bad):
     rng = np.random.default_rng(2)
-    job = Job([random_layer(rng, 5, 3)], random_activations(TINY, rng, 3, 5))
+    job = Job(TINY, [random_layer(rng, 5, 3)], random_activations(TINY, rng, 3, 5))
     results = run_jobs(TINY, {0: job}, extra_commands={0: [good_command(tag=99, **bad)]})
     first, *rest = results[0]["responses"]
     assert first["error"] == 1 and first["tag"] == 99
@@ -152,7 +152,7 @@ def test_back_to_back_tiles_sustain_one_row_per_cycle():
     16 rows; with tiles back to back it takes 256 cycles plus a fixed fill/drain overhead."""
     rng = np.random.default_rng(9)
     config = TINY_MONO
-    job = Job([random_layer(rng, 16, 16)], random_activations(config, rng, 16, 16))
+    job = Job(config, [random_layer(rng, 16, 16)], random_activations(config, rng, 16, 16))
     result = run_jobs(config, {0: job})[0]
     check(job, result)
     cycles = result["responses"][0]["cycles"]

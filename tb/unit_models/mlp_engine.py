@@ -21,7 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from rpaccel.hw.config import AccelConfig
-from rpaccel.sim.mlp_program import IntLayer, LayerCommand, random_layer, reference_mlp
+from rpaccel.sim.mlp_program import (IntLayer, LayerCommand, config_widths, random_layer,
+                                     reference_mlp)
 from rpaccel.sim.numerics import qmax, qmin
 
 __all__ = ["Job", "random_activations", "random_mlp", "good_command", "bad_commands",
@@ -30,7 +31,9 @@ __all__ = ["Job", "random_activations", "random_mlp", "good_command", "bad_comma
 
 @dataclass
 class Job:
-    """A whole MLP to run on one partition: ``layers`` on the rows ``x`` (B x n_in)."""
+    """A whole MLP to run on one partition of ``config``: ``layers`` on the rows ``x``
+    (B x n_in); the golden result uses the configuration's operand and accumulator widths."""
+    config: AccelConfig
     layers: list[IntLayer]
     x: np.ndarray
 
@@ -42,7 +45,7 @@ class Job:
     def expected(self) -> np.ndarray:
         """The golden result: the int32 scores (B,) of a score MLP, else the last layer's
         outputs (B, n_out)."""
-        return reference_mlp(self.x, self.layers)
+        return reference_mlp(self.x, self.layers, **config_widths(self.config))
 
 
 def random_activations(config: AccelConfig, rng: np.random.Generator, rows: int,
@@ -60,7 +63,8 @@ def random_mlp(config: AccelConfig, rng: np.random.Generator, *, score: bool) ->
     if score:
         dims[-1] = 1
     return [random_layer(rng, dims[n], dims[n + 1], relu=bool(rng.integers(2)),
-                         score=score and n == depth - 1) for n in range(depth)]
+                         score=score and n == depth - 1, operand_width=config.operand_width)
+            for n in range(depth)]
 
 
 def good_command(**changes) -> LayerCommand:
