@@ -17,7 +17,10 @@ performance counter, the region monitor's verdict and the simulator's wall time.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import threading
+import xml.etree.ElementTree as ET
 import time
 from pathlib import Path
 
@@ -115,13 +118,15 @@ class RTLBackend:
         self._image_id = None
         self._images = -1
         self._round = 0
+        self._build_dir = None
 
     # -- session ------------------------------------------------------------------------
     def _start(self):
         from rpaccel.tb.accel_harness import AXI_MEM_MODEL
 
         self.work.mkdir(parents=True, exist_ok=True)
-        for old in list(self.work.glob("cmd*.json")) + list(self.work.glob("done*.json")):
+        for old in [*self.work.glob("cmd*.json"), *self.work.glob("done*.json"),
+                    *self.work.glob("bench_accel.*.results.xml")]:
             old.unlink()
         job = {"commands": str(self.work), "latency": self.latency, "stall": self.stall,
                "seed": self.seed, "timeout_cycles": self.timeout_cycles,
@@ -130,6 +135,7 @@ class RTLBackend:
         job_path = self.work / "job.json"
         job_path.write_text(json.dumps(job, indent=1))
         generated = generate(self.config, "accel_harness")
+        self._build_dir = str(Path(generated.directory).resolve())
         started = time.perf_counter()
 
         def run():
@@ -166,8 +172,45 @@ class RTLBackend:
                 self._thread.join()
                 raise self._failure or CosimError(
                     f"the {self.sim} simulation ended before answering command {k}")
+            ended = self._bench_failure()
+            if ended is not None:
+                # the bench's test ended (it failed) but the simulator did not exit
+                # (seen on Icarus): stop it rather than wait for an answer forever
+                self._stop_simulator()
+                self._thread.join()
+                self._thread = None
+                raise CosimError(f"the {self.sim} bench failed at command {k}: {ended}")
             time.sleep(0.02)
         return json.loads(answer.read_text())
+
+    def _bench_failure(self) -> str | None:
+        """The failure message once the bench's cocotb test has ended without answering
+        (its results file appears only at the end of the test), else ``None``."""
+        for path in self.work.glob("bench_accel.*.results.xml"):
+            try:
+                case = ET.parse(path).getroot().find(".//testcase")
+            except ET.ParseError:            # still being written
+                return None
+            failure = None if case is None else case.find("failure")
+            if failure is None:
+                return "the test ended without a failure but before the host's stop"
+            return f"{failure.get('message')} (see {path})"
+        return None
+
+    def _stop_simulator(self):
+        """Kill this process's simulator children (those running from the build folder)."""
+        me = str(os.getpid())
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                ppid = stat.read_text().rsplit(")", 1)[1].split()[1]
+                cmdline = (stat.parent / "cmdline").read_bytes().decode(errors="replace")
+            except (OSError, IndexError):
+                continue
+            if ppid == me and self._build_dir in cmdline:
+                try:
+                    os.kill(int(stat.parent.name), signal.SIGKILL)
+                except OSError:
+                    pass
 
     def close(self):
         """Stop the simulator process (waits for it; raises if the simulation failed)."""

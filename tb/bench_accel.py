@@ -204,6 +204,9 @@ async def run_job(dut):
     dut.mem_seed.value = job.get("seed", 1)
     # the clock in the simulator (GPI), not a Python coroutine: no Python per cycle
     Clock(dut.clk, CLOCK_NS, unit="ns", impl="gpi").start()
+    # In reset for a few cycles before the AXI-Lite master samples the bus: on Icarus the
+    # registers' initial values are not there yet at the first edge (ready reads X)
+    await _reset(dut)
     host = Host(dut, config)
     folder = Path(job["commands"])
     for k in itertools.count():

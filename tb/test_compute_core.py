@@ -54,7 +54,8 @@ async def bad_commands_then_good(dut):
     config, rng = bench.config, bench.rng
     host = core_hosts(dut, config, CycleCounter(dut.clk), rng)[0]
     for bad in bad_commands(config):
-        job = Job(config, [random_layer(rng, 5, 3, operand_width=config.operand_width)],
+        job = Job(config, [random_layer(rng, 5, 3, operand_width=config.operand_width,
+                                            mult_width=config.requant_mult_width)],
                   random_activations(config, rng, 2, 5))
         await run_mlp(host, job, bad_first=good_command(tag=77, **bad))
 

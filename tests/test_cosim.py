@@ -176,6 +176,7 @@ def test_bad_queries_between_good_ones_and_an_overrun_on_the_rtl(setup, tmp_path
     assert plan.image.data == reference.data
 
 
+@pytest.mark.slow             # the whole accelerator on Icarus: over 10 minutes for one query
 @pytest.mark.cocotb
 @pytest.mark.skipif(unavailable_reason("icarus") is not None,
                     reason=f"icarus: {unavailable_reason('icarus')}")

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from rpaccel.hw.config import AccelConfig
+from rpaccel.hw.geometry import EngineGeometry
 from rpaccel.sim.mlp_program import (IntLayer, LayerCommand, config_widths, random_layer,
                                      reference_mlp)
 from rpaccel.sim.numerics import qmax, qmin
@@ -57,13 +58,31 @@ def random_activations(config: AccelConfig, rng: np.random.Generator, rows: int,
 
 def random_mlp(config: AccelConfig, rng: np.random.Generator, *, score: bool) -> list[IntLayer]:
     """1 to 3 random layers of random widths up to half ``max_layer_dim`` (not multiples of
-    R or Cp in general); with ``score`` the last is a one-output score layer."""
+    R or Cp in general), fewer and narrower where the configuration's weight and bias
+    memories are small; with ``score`` the last is a one-output score layer."""
     depth = int(rng.integers(1, 4))
     dims = [int(rng.integers(1, config.max_layer_dim // 2 + 1)) for _ in range(depth + 1)]
     if score:
         dims[-1] = 1
+    geo = EngineGeometry.of(config)
+
+    def fits(dims):
+        pairs = list(zip(dims, dims[1:]))
+        return (sum(geo.weight_tiles(a, b) for a, b in pairs) * geo.rows <= geo.weight_words
+                and sum(geo.out_tiles(b) for _, b in pairs) <= geo.bias_words)
+
+    while not fits(dims):       # small weight or bias memories: fewer, then narrower layers
+        if len(dims) > 2:
+            dims.pop(-2)
+        else:
+            i = int(np.argmax(dims))
+            if dims[i] == 1:
+                raise ValueError(f"configuration {config.hash}: no layer fits the engine")
+            dims[i] = max(1, dims[i] // 2)
+    depth = len(dims) - 1
     return [random_layer(rng, dims[n], dims[n + 1], relu=bool(rng.integers(2)),
-                         score=score and n == depth - 1, operand_width=config.operand_width)
+                         score=score and n == depth - 1, operand_width=config.operand_width,
+                         mult_width=config.requant_mult_width)
             for n in range(depth)]
 
 
