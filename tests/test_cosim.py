@@ -26,6 +26,7 @@ from rpaccel.sim.files import data_root
 from rpaccel.sim.golden import load_golden
 from rpaccel.sim.scheduler import MemoryImage, Scheduler
 from rpaccel.tb.random_configs import describe, random_cosim_case
+from rpaccel.tb.ring_edits import corrupt_entry
 
 ERROR = {name: code for code, (name, _) in ERROR_CODES.items()}
 needs_verilator = pytest.mark.skipif(unavailable_reason("verilator") is not None,
@@ -94,21 +95,6 @@ def test_every_feature_off_ranks_real_queries_bit_exact(setup, tmp_path):
     assert report["counters"]["QUERIES_DONE"] == 4          # two stages of two queries
 
 
-def _corrupt(plan, index, **changes):
-    """Rewrite fields of ``tiny`` ring entry ``index`` in the image."""
-    layout = d.run_query_layout(PRESETS["tiny"])
-    addr = plan.ring.ring_base + index * d.COMMAND_BYTES
-    value = d.unpack(layout, plan.image.read(addr, d.COMMAND_BYTES))
-    for key, v in changes.items():
-        if key.startswith("stage0_"):
-            value["stages"][0][key[len("stage0_"):]] = v
-        elif key == "opcode":
-            value["header"]["opcode"] = v
-        else:
-            value[key] = v
-    plan.image.write(addr, d.pack(layout, value, d.COMMAND_BYTES))
-
-
 BAD = [({"opcode": 9}, "BAD_OPCODE"),
        ({"n_candidates": 0}, "ZERO_CANDIDATES"),
        ({"stage0_k": 17}, "BAD_K"),                   # above topk_max = 16
@@ -135,7 +121,7 @@ def test_bad_queries_between_good_ones_and_an_overrun_on_the_rtl(setup, tmp_path
     for b, (change, code) in enumerate(BAD):
         q = plan.queries[2 * b + 1]   # between good queries 2b and 2b + 2
         bad_queries[2 * b + 1] = (code, plan.image.read(q["result"], 4 * d.RESULT_BYTES))
-        _corrupt(plan, q["index"], **change)
+        corrupt_entry(plan, q["index"], d.run_query_layout(config), **change)
     reference = MemoryImage(plan.image.base)
     reference.data = bytearray(plan.image.data)
     model = AccelModel(config)

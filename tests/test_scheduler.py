@@ -14,6 +14,7 @@ from rpaccel.sim.data import ensure_dataset
 from rpaccel.sim.golden import PIPELINES, load_golden
 from rpaccel.sim.scheduler import (MemoryImage, Scheduler, SchedulerError, access_counts,
                                    hot_order)
+from rpaccel.tb.ring_edits import corrupt_entry
 
 CONFIG = PRESETS["default"].replace(topk_max=256)
 TINY = PRESETS["tiny"]
@@ -99,20 +100,6 @@ def test_invalid_stage_mapping_is_refused(setup):
         sch.plan([(user, setup.split.test_candidates(user)[:3])])
 
 
-def _corrupt(plan, index, layout, **changes):
-    """Rewrite fields of ring entry ``index`` in the image."""
-    addr = plan.ring.ring_base + index * d.COMMAND_BYTES
-    value = d.unpack(layout, plan.image.read(addr, d.COMMAND_BYTES))
-    for key, v in changes.items():
-        if key.startswith("stage0_"):
-            value["stages"][0][key[len("stage0_"):]] = v
-        elif key == "opcode":
-            value["header"]["opcode"] = v
-        else:
-            value[key] = v
-    plan.image.write(addr, d.pack(layout, value, d.COMMAND_BYTES))
-
-
 @pytest.mark.parametrize("change, code", [
     ({"opcode": 9}, "BAD_OPCODE"),
     ({"n_candidates": 0}, "ZERO_CANDIDATES"),
@@ -134,7 +121,7 @@ def test_a_bad_query_between_two_good_ones(setup, change, code):
     plan = sch.plan(queries)
     bad = plan.queries[1]
     before = plan.image.read(bad["result"], 4 * d.RESULT_BYTES)
-    _corrupt(plan, bad["index"], d.run_query_layout(CONFIG), **change)
+    corrupt_entry(plan, bad["index"], d.run_query_layout(CONFIG), **change)
     model = AccelModel(CONFIG)
     assert model.execute(plan.image, plan.ring) == plan.ring.tail
     results = sch.results(plan)
@@ -252,7 +239,7 @@ def test_without_onchip_topk_a_multi_stage_query_is_rejected(setup):
     bad = plan.queries[1]
     addr = bad["rounds"][0]["scores"]
     before = plan.image.read(addr, 200 * d.RESULT_BYTES)
-    _corrupt(plan, bad["rounds"][0]["index"], d.run_query_layout(NO_TOPK), n_stages=2)
+    corrupt_entry(plan, bad["rounds"][0]["index"], d.run_query_layout(NO_TOPK), n_stages=2)
     model = AccelModel(NO_TOPK)
     while True:
         assert model.execute(plan.image, plan.ring) == plan.ring.tail
