@@ -190,3 +190,17 @@ def test_bad_command_lines_fail_before_any_build(args, message, tmp_path, setup)
     assert proc.returncode == 2, proc.stderr
     assert message in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
     assert not (tmp_path / "build").exists()
+
+
+@needs_verilator
+@pytest.mark.cocotb
+def test_a_failing_bench_is_an_error_not_a_hang(setup, tmp_path):
+    """A bench that gives up (here: the ring is not done within 100 cycles) ends the session
+    with an error naming why, instead of leaving the host waiting for an answer."""
+    sch = Scheduler(PRESETS["tiny"], setup, "small:8,medium:4")
+    user = users_with_tests(setup, 1)[0]
+    plan = sch.plan([(user, setup.split.test_candidates(user)[:24])])
+    backend = RTLBackend(PRESETS["tiny"], "verilator", tmp_path, timeout_cycles=100,
+                         quiet=True)
+    with pytest.raises(Exception, match="timeout 100"):
+        backend.execute_many([(plan.image, plan.ring)])
