@@ -162,7 +162,10 @@ def test_bad_queries_between_good_ones_and_an_overrun_on_the_rtl(setup, tmp_path
     assert plan.image.data == reference.data
 
 
-@pytest.mark.slow             # the whole accelerator on Icarus: over 10 minutes for one query
+# Not in the fast suite: on Icarus the whole accelerator did not finish one query within 15
+# minutes (2026-12-02). Whether it is slow or stuck in a zero-time loop (docs/architecture.md,
+# the embedding section: Icarus re-evaluates a default-then-override block forever) is open.
+@pytest.mark.slow
 @pytest.mark.cocotb
 @pytest.mark.skipif(unavailable_reason("icarus") is not None,
                     reason=f"icarus: {unavailable_reason('icarus')}")
