@@ -20,8 +20,8 @@ import json
 import os
 import signal
 import threading
-import xml.etree.ElementTree as ET
 import time
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import numpy as np
@@ -124,7 +124,6 @@ class RTLBackend:
     def _start(self):
         from rpaccel.tb.accel_harness import AXI_MEM_MODEL
 
-        self.work.mkdir(parents=True, exist_ok=True)
         for old in [*self.work.glob("cmd*.json"), *self.work.glob("done*.json"),
                     *self.work.glob("bench_accel.*.results.xml")]:
             old.unlink()
@@ -252,7 +251,7 @@ class RTLBackend:
             self._round += 1
         self._image_id = id(image)
         n = len(self.figures)
-        self.work.mkdir(parents=True, exist_ok=True)      # the image goes there before start
+        self.work.mkdir(parents=True, exist_ok=True)   # before the session starts (in _command)
         hex_path, dump = self.work / f"image{n}.hex", self.work / f"dump{n}.hex"
         write_hex(image, B, hex_path)
         fig = self._command({

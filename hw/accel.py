@@ -20,7 +20,7 @@ raised at construction).
 
 from __future__ import annotations
 
-from amaranth import Cat, Module, Mux, Signal
+from amaranth import Cat, Module, Mux, Shape, Signal
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
@@ -32,10 +32,10 @@ from .axi_write import AxiBlockWriter, axi4_write_signature
 from .command import CommandProcessor
 from .compute_core import ComputeCore
 from .config import AccelConfig
-from .shared import index_range
 from .csr import CSRBlock, axi_lite_signature
 from .query import QueryEngine
 from .regmap import counter_names
+from .shared import index_range
 from .stage import StageRunner
 from .topk import TopKFilter
 from .write_mux import WriteJobMux
@@ -110,11 +110,11 @@ class RPAccel(wiring.Component):
         P = len(runners)
         lk, pooled = emb.lookups, emb.pooled
         depth = 4
-        m.submodules.emb_owners = owners = SyncFIFO(width=max(1, (P - 1).bit_length()),
+        m.submodules.emb_owners = owners = SyncFIFO(width=Shape.cast(index_range(P)).width,
                                                     depth=depth)
         locked = Signal()                     # a candidate's lookups are under way
-        holder = Signal(index_range(P))             # ... from this runner
-        last = Signal(index_range(P))               # the runner granted last (round robin)
+        holder = Signal(index_range(P))       # ... from this runner
+        last = Signal(index_range(P))         # the runner granted last (round robin)
         grant = Signal(index_range(P))
         offering = Cat(r.lookups.valid for r in runners)
         for step in range(P, 0, -1):

@@ -89,10 +89,10 @@ def random_layer(rng: np.random.Generator, n_in: int, n_out: int, *, relu: bool 
                  score: bool = False, operand_width: int = 8,
                  mult_width: int = 16) -> IntLayer:
     """Random ``operand_width``-bit weights (int8 by default) and biases with a
-    ``mult_width``-bit
-    requantization scale that maps typical accumulators (about ``sqrt(n_in) * 127 * 64``
-    for int8, growing as ``qmax**2``) onto the operand range, so outputs exercise rounding,
-    ReLU and both saturation limits (test and benchmark stimulus)."""
+    ``mult_width``-bit requantization scale that maps typical accumulators (about
+    ``sqrt(n_in) * 127 * 64`` for int8, growing as ``qmax**2``) onto the operand range, so
+    outputs exercise rounding, ReLU and both saturation limits (test and benchmark
+    stimulus)."""
     q = numerics.qmax(operand_width)       # accumulators grow as q * q, outputs as q
     mult, shift = numerics.quantize_multiplier(float(rng.uniform(0.2, 4.0)) * 127
                                                / (64 * q * n_in), mult_width=mult_width)

@@ -12,12 +12,13 @@ from __future__ import annotations
 import cocotb
 from cocotb.triggers import Combine
 
-from rpaccel.sim.mlp_program import LayerCommand, MLPProgram, random_layer
+from rpaccel.sim.mlp_program import LayerCommand, MLPProgram
 from rpaccel.tb.cocotb_streams import CycleCounter
 from rpaccel.tb.common import setup
 from rpaccel.tb.core_host import core_hosts
 from rpaccel.tb.unit_models.mlp_engine import (Job, bad_commands, check_outputs, good_command,
-                                               random_activations, random_mlp)
+                                               random_activations, random_config_layer,
+                                               random_mlp)
 
 
 async def run_mlp(host, job: Job, *, bad_first: LayerCommand | None = None):
@@ -54,8 +55,7 @@ async def bad_commands_then_good(dut):
     config, rng = bench.config, bench.rng
     host = core_hosts(dut, config, CycleCounter(dut.clk), rng)[0]
     for bad in bad_commands(config):
-        job = Job(config, [random_layer(rng, 5, 3, operand_width=config.operand_width,
-                                            mult_width=config.requant_mult_width)],
+        job = Job(config, [random_config_layer(config, rng, 5, 3)],
                   random_activations(config, rng, 2, 5))
         await run_mlp(host, job, bad_first=good_command(tag=77, **bad))
 

@@ -89,8 +89,8 @@ async def bad_k_is_rejected_and_the_next_query_works(dut, stalls):
 @cocotb.test()
 async def full_rate_throughput_and_latency(dut):
     """A query of max(1024, 8*topk_max) candidates and one of 3*topk_max+8 (each at most
-    the 2**id_width distinct ids), both with k = topk_max, no stalls: every candidate is accepted on consecutive cycles (the second
-    query streams in while the first one's results are computed and drain), each query's
+    the 2**id_width distinct ids), both with k = topk_max, no stalls: every candidate is
+    accepted on consecutive cycles (the second query streams in while the first one's results are computed and drain), each query's
     first result comes one of ``first_result_delays`` after its last candidate (exactly
     InsertionTopK.LATENCY = 4 for the insertion array) and its results follow back to back."""
     bench, counter, driver, sink = await start(dut)

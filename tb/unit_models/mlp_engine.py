@@ -26,8 +26,8 @@ from rpaccel.sim.mlp_program import (IntLayer, LayerCommand, config_widths, rand
                                      reference_mlp)
 from rpaccel.sim.numerics import qmax, qmin
 
-__all__ = ["Job", "random_activations", "random_mlp", "good_command", "bad_commands",
-           "check_outputs", "check_job"]
+__all__ = ["Job", "random_activations", "random_mlp", "random_config_layer", "good_command",
+           "bad_commands", "check_outputs", "check_job"]
 
 
 @dataclass
@@ -78,12 +78,17 @@ def random_mlp(config: AccelConfig, rng: np.random.Generator, *, score: bool) ->
             i = int(np.argmax(dims))
             if dims[i] == 1:
                 raise ValueError(f"configuration {config.hash}: no layer fits the engine")
-            dims[i] = max(1, dims[i] // 2)
+            dims[i] //= 2
     depth = len(dims) - 1
-    return [random_layer(rng, dims[n], dims[n + 1], relu=bool(rng.integers(2)),
-                         score=score and n == depth - 1, operand_width=config.operand_width,
-                         mult_width=config.requant_mult_width)
-            for n in range(depth)]
+    return [random_config_layer(config, rng, dims[n], dims[n + 1], relu=bool(rng.integers(2)),
+                                score=score and n == depth - 1) for n in range(depth)]
+
+
+def random_config_layer(config: AccelConfig, rng: np.random.Generator, n_in: int, n_out: int,
+                        **kwargs) -> IntLayer:
+    """:func:`random_layer` at ``config``'s operand and requantization-multiplier widths."""
+    return random_layer(rng, n_in, n_out, operand_width=config.operand_width,
+                        mult_width=config.requant_mult_width, **kwargs)
 
 
 def good_command(**changes) -> LayerCommand:
