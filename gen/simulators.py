@@ -1,4 +1,4 @@
-"""Finding and preparing the RTL simulators; building and running cocotb testbenches.
+r"""Finding and preparing the RTL simulators; building and running cocotb testbenches.
 
 This is the one place that knows how the simulators are installed here:
 
@@ -12,9 +12,16 @@ This is the one place that knows how the simulators are installed here:
   Amaranth emits combinational logic as ``always @*`` blocks; a block whose inputs are all
   registers that never change after their declaration initialiser is never evaluated by
   Icarus (the IEEE time-zero race, amaranth-lang/amaranth#594 and #1629), leaving its
-  outputs X forever. For Icarus only, the build compiles a copy of the generated file in
-  which ``always @*`` reads ``always_comb`` (evaluated once at time zero by definition,
-  otherwise identical); the generated Verilog itself is unchanged.
+  outputs X forever. Yosys's Verilog backend already gives each such block a dummy input
+  (``reg \$auto$verilog_backend...dump_module$N = 0``, read by ``if (...) begin end``),
+  which Icarus never sees change. For Icarus only, the build compiles a copy of the
+  generated file in which that register is set once after time zero (``initial #0``), so
+  every block runs once after all processes wait on their inputs; the few one-line
+  ``always @*`` without the dummy read become ``always_comb``. The generated Verilog itself
+  is unchanged. (Earlier every block became ``always_comb``: Icarus 11 makes such a block
+  sensitive to every bit of a vector it reads by a constant select, and with blocks that
+  assign a default and then override part of it, that never settled on the whole
+  accelerator: simulated time stayed at 0, measured on the `tiny` harness.)
 
 Tests, the CLI and the benchmarks all go through :func:`run_cocotb`, so every build of a
 configuration lands in one folder per (unit, configuration hash, simulator). A unit's own
@@ -30,6 +37,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -127,9 +135,17 @@ def lint(verilog: Path) -> subprocess.CompletedProcess:
         capture_output=True, text=True, cwd=Path(verilog).parent)
 
 
+#: A combinational block that does not read a time-zero dummy input first.
+_BLOCK_WITHOUT_DUMMY = r"always @\*(?! begin\n\s*if \(\\\$auto\$verilog_backend)"
+#: The dummy input's declaration (``reg \$auto$verilog_backend.cc:<line>:dump_module$<n> = 0;``).
+_DUMMY_INPUT = r"(?m)^(\s*)reg (\\\$auto\$verilog_backend\.cc:\d+:dump_module\$\d+ ) = 0;$"
+
+
 def icarus_source(generated: GeneratedUnit, build_dir: Path) -> Path:
-    """The Verilog Icarus compiles: ``always @*`` as ``always_comb`` (see the module doc)."""
-    text = generated.verilog.read_text().replace("always @*", "always_comb")
+    """The Verilog Icarus compiles: each block's dummy input changes once after time zero,
+    and ``always @*`` blocks without one read ``always_comb`` (see the module doc)."""
+    text = re.sub(_BLOCK_WITHOUT_DUMMY, "always_comb", generated.verilog.read_text())
+    text = re.sub(_DUMMY_INPUT, r"\1reg \2 = 0;\n\1initial #0 \2 = 1;", text)
     path = build_dir / f"{generated.top}.icarus.sv"
     write_if_changed(path, text)
     return path

@@ -295,8 +295,8 @@ class InteractionUnit(wiring.Component):
         cur_dim = Mux(first, self.dim, dim_kept)
         dim_ok = (cur_dim != 0) & (cur_dim <= emb)
         cur_beats = (cur_dim + (lanes - 1)) >> log_lanes
-        # Comb logic here is plain expressions (Mux chains), not Switch/If: Icarus runs the
-        # `always_comb` blocks those become once per bit of a partly assigned vector.
+        # Comb logic here is plain expressions (Mux chains), not Switch/If: blocks that assign
+        # part of a vector are what made Icarus loop when its builds used `always_comb`.
         cur_lp = Signal(range(max(lp_max + 1, 2)))   # log2 of this sample's pack factor
         lp_expr = 0
         for lp in range(1, lp_max + 1):

@@ -162,11 +162,8 @@ def test_bad_queries_between_good_ones_and_an_overrun_on_the_rtl(setup, tmp_path
     assert plan.image.data == reference.data
 
 
-# Not in the fast suite, and failing: on Icarus the whole accelerator never leaves time 0
-# (2026-12-02: 0.00 ns simulated after 141 s of wall time), the zero-time loop that
-# docs/architecture.md describes (Icarus re-evaluates a combinational default-then-override
-# block forever); the block in the top level is not found yet.
-@pytest.mark.slow
+# Icarus on the whole accelerator: one short query (about 2 minutes, most of it the build).
+# This once stayed at time 0 forever (gen/simulators.py: why Icarus builds keep `always @*`).
 @pytest.mark.cocotb
 @pytest.mark.skipif(unavailable_reason("icarus") is not None,
                     reason=f"icarus: {unavailable_reason('icarus')}")
