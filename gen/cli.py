@@ -19,7 +19,7 @@ from pathlib import Path
 
 from rpaccel.hw.errors import RpaccelError
 
-from . import cache_study_cli, cosim, golden_cli, regmap_export, sweep
+from . import cache_study_cli, cosim, golden_cli, regmap_export, sweep, synth_report
 from .options import (add_config_options, check_build_root, check_output_dir, check_output_file,
                       check_simulator, config_from_args, heartbeat, say)
 
@@ -78,17 +78,43 @@ def cmd_lint(args) -> int:
 
 # -- synth ----------------------------------------------------------------------------------
 def cmd_synth(args) -> int:
-    from .synth import check_synth, synthesize
+    from .synth import check_fit, check_synth, synthesize
     from .units import get_unit
     config, name = config_from_args(args)
     get_unit(args.unit)
     check_synth(args.target)
+    # Before generation and yosys: a configuration that cannot fit ends here, in one line.
+    check_fit(config, args.unit, args.target)
     check_build_root()
     check_output_file(args.json, "--json")
-    result = synthesize(config, args.unit, args.target, preset_name=name, progress=say)
+    result = synthesize(config, args.unit, args.target, preset_name=name, progress=say,
+                        seeds=args.seeds, clock_mhz=args.clock, use_cache=not args.no_cache)
     _write_json(args.json, result.to_json())
     print(result.summary())
     return 0
+
+
+def clock_mhz(text: str) -> float:
+    """argparse type: a clock target in MHz, 1 to 2000 (the message names the value)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of MHz, not {text!r}") from None
+    if not 1.0 <= value <= 2000.0:
+        raise argparse.ArgumentTypeError(f"must be between 1 and 2000 MHz, not {text!r}")
+    return value
+
+
+def add_synth_options(p) -> None:
+    """--seeds, --clock and --no-cache, shared by synth and synth-report."""
+    from .options import positive_int
+    p.add_argument("--seeds", type=positive_int, default=1, metavar="N",
+                   help="run nextpnr with seeds 1..N; Fmax is the minimum, the median and "
+                        "every seed are reported too (default: 1)")
+    p.add_argument("--clock", type=clock_mhz, default=None, metavar="MHZ",
+                   help="clock target for nextpnr (default: the configuration's clock_mhz)")
+    p.add_argument("--no-cache", action="store_true",
+                   help="run the tools even when a cached result exists (and replace it)")
 
 
 # -- core-bench -----------------------------------------------------------------------------
@@ -161,6 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"{', '.join(TARGETS)} (default: ecp5-85k; generic is yosys "
                         f"`synth -lut 4`, no timing)")
     p.add_argument("--json", type=Path, help="write the result as JSON here")
+    add_synth_options(p)
     p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("core-bench", help="measure layer and top-k performance in RTL cycles")
@@ -182,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     cache_study_cli.register(sub)
     cosim.register(sub)
     sweep.register(sub)
+    synth_report.register(sub)
     return parser
 
 

