@@ -8,13 +8,15 @@ from rpaccel.hw.config import AccelConfig
 
 __all__ = ["ProcessingElement", "PRODUCT_LATENCY"]
 
-#: Cycles from an activation entering a cell to its product entering the partial-sum adder.
-PRODUCT_LATENCY = 1
+#: Cycles from an activation entering a cell to its product entering the partial-sum adder:
+#: the operand registers (the activation and the weight of its bank) and the product
+#: register, the input and output registers of an ECP5 MULT18X18D.
+PRODUCT_LATENCY = 2
 
 
 class ProcessingElement(wiring.Component):
     """One multiply-accumulate cell: ``psum_out = psum_in + product``, where ``product`` is
-    ``act_in * weight[bank_in]`` registered one cycle earlier.
+    ``act_in * weight[bank_in]`` of two cycles earlier (operand and product registers).
 
     The cell is *weight-stationary*: it holds its weight while a stream of activations
     passes through it left to right and partial sums pass top to bottom. It holds two
@@ -30,12 +32,14 @@ class ProcessingElement(wiring.Component):
         Weight bank ``act_in`` multiplies with; passed on with the activation.
     psum_in, psum_out : signed(acc_width)
         Partial sum from above. ``psum_out`` in cycle ``t + 1`` is ``psum_in`` of cycle ``t``
-        plus the product of the activation and weight of cycle ``t - 1``: the multiplier
-        has its own pipeline register (:data:`PRODUCT_LATENCY`), so the path through the
-        DSP block and the one through the adder are separate register-to-register paths
-        (on an ECP5-85k the 8x8 array closes at about 94 MHz instead of 62 MHz). In an
-        array every cell has the same extra cycle, so the skew between activations and
-        partial sums is unchanged and the array's latency grows by one.
+        plus the product of the activation and weight of cycle ``t - 2``: the multiplier
+        has registered operands and a registered product (:data:`PRODUCT_LATENCY` = 2), so
+        the weight-bank mux, the DSP block and the adder are three separate
+        register-to-register paths (one register: the 8x8 array closed at about 94 MHz
+        instead of 62 MHz on an ECP5-85k; the operand registers take the bank mux and the
+        routing into the DSP off that path). In an array every cell has the same extra
+        cycles, so the skew between activations and partial sums is unchanged and the
+        array's latency grows by the same amount.
         The sum wraps modulo ``2**acc_width`` (docs/numerics.md shows it cannot overflow
         for layers within the configured limits).
     weight_in, weight_out : signed(operand_width)
@@ -46,14 +50,14 @@ class ProcessingElement(wiring.Component):
         Load enable and the bank being loaded (shared by a column or a whole partition).
 
     Latency: 1 cycle from ``act_in``/``bank_in`` to ``act_out``/``bank_out`` and from
-    ``psum_in`` to ``psum_out``; 2 cycles from ``act_in`` to its contribution in
-    ``psum_out``. The weight used is the one held when the activation arrives. Throughput
+    ``psum_in`` to ``psum_out``; ``PRODUCT_LATENCY + 1`` = 3 cycles from ``act_in`` to its
+    contribution in ``psum_out``. The weight used is the one held when the activation arrives. Throughput
     one MAC per cycle. There is no enable: the array around the cell never stalls (flow
     control is done with credits at its edges).
 
-    Reset: while ``rst`` is asserted both weights, the product register and every output
-    are held at zero and ``weight_shift`` has no effect (the cell has no stream ports; the
-    array around it refuses beats under reset).
+    Reset: while ``rst`` is asserted both weights, the operand and product registers and
+    every output are held at zero and ``weight_shift`` has no effect (the cell has no stream
+    ports; the array around it refuses beats under reset).
     """
 
     def __init__(self, config: AccelConfig):
@@ -88,9 +92,15 @@ class ProcessingElement(wiring.Component):
                 m.d.sync += weight[0].eq(self.weight_in)
         m.d.comb += self.weight_out.eq(Mux(self.weight_bank, weight[1], weight[0]))
 
+        # Operand registers, then the product register: the DSP block's own input and
+        # output registers on ECP5.
+        act = Signal(signed(ow))
+        weight_used = Signal(signed(ow))
         product = Signal(signed(2 * ow))
         m.d.sync += [
-            product.eq(self.act_in * Mux(self.bank_in, weight[1], weight[0])),
+            act.eq(self.act_in),
+            weight_used.eq(Mux(self.bank_in, weight[1], weight[0])),
+            product.eq(act * weight_used),
             self.act_out.eq(self.act_in),
             self.bank_out.eq(self.bank_in),
             self.psum_out.eq(self.psum_in + product),

@@ -25,8 +25,8 @@ once and checked by tests/test_systolic.py):
 * cycle ``t + 1``: the input register holds it; lane ``r`` is delayed ``r`` more cycles
   (input skew), so ``PE[r][c]`` sees lane ``r`` in cycle ``t + 1 + r + c``, the same cycle
   the partial sum of the lanes above arrives from ``PE[r-1][c]``.
-* cycle ``t + R + c + 1 + L`` (``L`` = ``PRODUCT_LATENCY`` = 1, the PE's multiplier
-  register): column ``c``'s finished sum leaves ``PE[R-1][c]``; it is delayed ``Cp - 1 - c``
+* cycle ``t + R + c + 1 + L`` (``L`` = ``PRODUCT_LATENCY`` = 2, the PE's operand and
+  product registers): column ``c``'s finished sum leaves ``PE[R-1][c]``; it is delayed ``Cp - 1 - c``
   cycles (output de-skew), so the whole row is aligned in cycle ``t + R + Cp + L`` and
   written into the output FIFO, which shows it two cycles later
   (:func:`pipeline_latency` = ``R + Cp + L + 2``).
@@ -373,7 +373,7 @@ class SystolicArray(wiring.Component):
         its tile's weights were not loaded yet; a row was offered, its weights were there,
         but the output had no credit (the consumer of ``results`` is behind).
 
-    Latency :func:`pipeline_latency` = ``R + Cp + 3`` cycles from a row's acceptance to its
+    Latency :func:`pipeline_latency` = ``R + Cp + 4`` cycles from a row's acceptance to its
     result. Throughput one row per cycle per partition, across tile boundaries too, for
     tiles of at least ``2R - 2`` rows when the weights keep up; in general a tile of ``B``
     rows takes ``max(B, R, (B + 2R - 2) / 2)`` cycles in steady state (a bank may be

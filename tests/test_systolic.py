@@ -6,7 +6,7 @@ schedule come from the unit's model, ``tb/unit_models/systolic.py``, which the c
 uses too. The timing tests compare every acceptance and result cycle with
 :func:`~rpaccel.tb.unit_models.systolic.expected_accept_cycles`, the schedule
 that docs/architecture.md states (bank reload ``R - 1`` cycles after a tile's last row,
-``R`` beats per load, latency ``R + Cp + 3``), so a change of timing shows up as a failure
+``R`` beats per load, latency ``R + Cp + 4``), so a change of timing shows up as a failure
 here rather than as a silent utilization loss later.
 """
 
@@ -116,7 +116,7 @@ def test_ports_layouts_and_properties():
     config = CONFIGS["default"]
     dut = SystolicArray(config)
     assert dut.config is config and dut.partitions == 2
-    assert dut.latency == pipeline_latency(config) == 8 + 4 + 3
+    assert dut.latency == pipeline_latency(config) == 8 + 4 + 4
     assert dut.result_fifo_depth == result_fifo_depth(config) == dut.latency + 1
     assert weight_layout(config).size == 4 * 8
     assert act_layout(config).size == 8 * 8 + 1
@@ -171,9 +171,9 @@ def test_wrap_golden_matches_hardware_width():
 
 
 # -- timing: latency, throughput, credits ------------------------------------------------------
-@pytest.mark.parametrize("name,latency", [("tiny", 9), ("default", 15), ("default_p1", 19)])
+@pytest.mark.parametrize("name,latency", [("tiny", 10), ("default", 16), ("default_p1", 20)])
 def test_latency(name, latency):
-    """One row alone: its result is valid exactly `R + Cp + 3` cycles after its acceptance,
+    """One row alone: its result is valid exactly `R + Cp + 4` cycles after its acceptance,
     and the first row can go in cycle R (after the R weight beats of cycles 0..R-1)."""
     config = CONFIGS[name]
     assert pipeline_latency(config) == latency

@@ -3,8 +3,9 @@
 The cell has no streams: every cycle takes one set of inputs (:class:`PEInputs`) and the
 model says what the outputs must be. :meth:`PEModel.weight_out` is combinational (before
 the clock edge, for the inputs of this cycle); :meth:`PEModel.step` gives the registered
-outputs after the edge and advances the model's state: the two weight banks and the
-product register, both 0 after reset. Used by ``tests/test_pe.py`` (Amaranth simulator)
+outputs after the edge and advances the model's state: the two weight banks, the operand
+registers (the activation and the weight of its bank) and the product register, all 0 after
+reset. Used by ``tests/test_pe.py`` (Amaranth simulator)
 and ``tb/test_pe.py`` (cocotb).
 """
 
@@ -55,7 +56,8 @@ class PEModel:
     def __init__(self, config: AccelConfig):
         self.acc_width = config.acc_width
         self.weights = [0, 0]   # the two banks (reset value 0)
-        self.product = 0        # the product register: act * weight of the previous cycle
+        self.operands = (0, 0)  # the operand registers: act and weight of the previous cycle
+        self.product = 0        # the product register: the operands' product a cycle later
 
     def weight_out(self, inputs: PEInputs) -> int:
         """``weight_out`` in the cycle ``inputs`` are applied (before the clock edge)."""
@@ -63,10 +65,11 @@ class PEModel:
 
     def step(self, inputs: PEInputs) -> dict:
         """The registered outputs after the clock edge that samples ``inputs``; advances
-        the weight banks and the product register."""
+        the weight banks, the operand registers and the product register."""
         expected = {"psum_out": int(wrap(inputs.psum_in + self.product, self.acc_width)),
                     "act_out": inputs.act_in, "bank_out": inputs.bank_in}
-        self.product = inputs.act_in * self.weights[inputs.bank_in]
+        self.product = self.operands[0] * self.operands[1]
+        self.operands = (inputs.act_in, self.weights[inputs.bank_in])
         if inputs.weight_shift:
             self.weights[inputs.weight_bank] = inputs.weight_in
         return expected
