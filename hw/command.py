@@ -96,7 +96,11 @@ class CommandProcessor(wiring.Component):
         is out, so weights never change under a running stage.
 
     Bad entries complete with their code (``ERROR_CODES``) and nothing else happens; the
-    next entry runs. While reset is asserted nothing is offered or accepted.
+    next entry runs. While reset is asserted nothing is offered or accepted. A
+    ``LOAD_MODEL`` whose descriptor is fine but one of whose layers the engines would refuse
+    (:func:`~rpaccel.hw.mlp_engine.layer_refused`) completes with ``BAD_LAYER`` after its
+    words were read: the slot is then not loaded (queries naming it get
+    ``MODEL_NOT_LOADED``), so no query ever reaches a layer the engine refuses.
     """
 
     def __init__(self, config: AccelConfig):
@@ -289,6 +293,7 @@ class CommandProcessor(wiring.Component):
         pending = Signal(P)                   # partitions still to take the held word
         held = Signal(max(8 * self._wbytes, 8 * self._bbytes))
         dma_error = Signal()
+        layer_error = Signal()                # a LOAD_MODEL layer the engines would refuse
 
         def start(size, addr, n):
             r = reader(size)
@@ -352,7 +357,7 @@ class CommandProcessor(wiring.Component):
                 m.d.comb += [r.words.ready.eq(1), self.busy.eq(1)]
                 with m.If(r.words.valid):
                     m.d.sync += [entry.eq(r.words.payload.data), code.eq(0),
-                                 dma_error.eq(r.words.payload.error)]
+                                 dma_error.eq(r.words.payload.error), layer_error.eq(0)]
                     m.next = "DECODE"
             with m.State("DECODE"):
                 m.d.comb += self.busy.eq(1)
@@ -459,11 +464,16 @@ class CommandProcessor(wiring.Component):
                     word = r.words.payload.data
                     m.d.comb += self.busy.eq(1)
                     if kind == "LAYERS":
+                        ly = d.layer_layout(cfg)(word[:d.layer_layout(cfg).size])
                         m.d.comb += [r.words.ready.eq(1),
                                      lw.addr.eq(lm.slot * MAX_LAYERS + count),
                                      lw.data.eq(word[:d.layer_layout(cfg).size]),
                                      lw.en.eq(r.words.valid)]
                         fire = r.words.valid
+                        with m.If(fire & mlp_engine.layer_refused(cfg, ly.in_dim, ly.out_dim,
+                                                                  ly.weight_tile, ly.bias_word,
+                                                                  ly.score)):
+                            m.d.sync += layer_error.eq(1)
                     elif kind == "PAIRS":
                         m.d.comb += [r.words.ready.eq(1),
                                      pw.addr.eq(lm.slot * self._pairs_max + count),
@@ -504,6 +514,8 @@ class CommandProcessor(wiring.Component):
                 m.d.comb += self.busy.eq(1)
                 with m.If(dma_error):
                     m.d.sync += comp.error.eq(ERROR["AXI"])
+                with m.Elif(layer_error):
+                    m.d.sync += comp.error.eq(ERROR["BAD_LAYER"])
                 with m.Else():
                     slot = info[lm.slot]
                     m.d.sync += [slot.loaded.eq(1), slot.partition_mask.eq(lm.partition_mask),

@@ -14,7 +14,7 @@ from rpaccel.hw.stream import StreamFIFO
 from rpaccel.hw.vector import VectorUnit
 from rpaccel.hw.geometry import EngineGeometry
 
-__all__ = ["MLPLayerEngine", "command_layout", "response_layout", "score_layout",
+__all__ = ["MLPLayerEngine", "layer_refused", "command_layout", "response_layout", "score_layout",
            "weight_write_layout", "bias_write_layout", "act_write_layout", "act_read_layout",
            "act_word_layout"]
 
@@ -101,6 +101,23 @@ def _above(value, limit: int):
     field of ``range(limit + 1)`` with ``limit = 2**n - 1``: the comparison would be
     constant, which lint rejects)."""
     return value > limit if (1 << len(value)) - 1 > limit else Const(0, 1)
+
+
+def layer_refused(config: AccelConfig, in_dim, out_dim, weight_tile, bias_word, score):
+    """A layer the engine refuses whatever its rows and buffers: a dimension 0 or above
+    ``max_layer_dim``, weight tiles or bias words beyond the engine's memories, or a score
+    layer with more than one output. The engine checks it on every command; the command
+    processor checks it on every layer of a ``LOAD_MODEL`` (``BAD_LAYER``), so a loaded
+    model never makes the engine refuse a layer in the middle of a query."""
+    geo = EngineGeometry.of(config)
+    R, Cp = geo.rows, geo.cols
+    n_it = (in_dim + (R - 1)) >> exact_log2(R)
+    n_ot = (out_dim + (Cp - 1)) >> exact_log2(Cp)
+    return ((in_dim == 0) | _above(in_dim, geo.max_layer_dim) |
+            (out_dim == 0) | _above(out_dim, geo.max_layer_dim) |
+            ((weight_tile + n_it * n_ot) > geo.weight_words // R) |
+            ((bias_word + n_ot) > geo.bias_words) |
+            (score & (out_dim != 1)))
 
 
 class MLPLayerEngine(wiring.Component):
@@ -219,13 +236,9 @@ class MLPLayerEngine(wiring.Component):
         bad = Signal()
         m.d.comb += bad.eq(
             (c.rows == 0) | _above(c.rows, SB) |
-            (c.in_dim == 0) | _above(c.in_dim, geo.max_layer_dim) |
-            (c.out_dim == 0) | _above(c.out_dim, geo.max_layer_dim) |
-            ((c.weight_tile + c_it * c_ot) > geo.weight_words // R) |
-            ((c.bias_word + c_ot) > geo.bias_words) |
+            layer_refused(cfg, c.in_dim, c.out_dim, c.weight_tile, c.bias_word, c.score) |
             ((c.src == c.dst) & ~c.score) |
-            _beyond(c.src, geo.act_buffers) | _beyond(c.dst, geo.act_buffers) |
-            (c.score & (c.out_dim != 1)))
+            _beyond(c.src, geo.act_buffers) | _beyond(c.dst, geo.act_buffers))
 
         start = Signal()
         in_reset = ResetSignal()

@@ -50,6 +50,9 @@ ERROR_CODES = {
     9: ("AXI", "the memory answered SLVERR or DECERR"),
     10: ("BAD_STAGES", "a query with 0 stages, more than max_stages, or more than one "
                        "without on-chip top-k"),
+    11: ("BAD_LAYER", "a LOAD_MODEL layer the MLP engines refuse: a dimension 0 or above "
+                      "max_layer_dim, weights or biases beyond the engine memories, or a "
+                      "score layer with more than one output"),
 }
 
 

@@ -160,6 +160,11 @@ class AccelModel:
         layers = [d.unpack(d.layer_layout(cfg), image.read(c["layers_addr"] + i * d.LAYER_BYTES,
                                                           d.LAYER_BYTES))
                   for i in range(n_layers)]
+        if any(self._layer_refused(layer) for layer in layers):
+            # as the hardware: the slot's earlier model is gone (its layers were overwritten),
+            # the engines' weight memories hold the new words
+            self.models.pop(c["slot"], None)
+            raise Rejected("BAD_LAYER")
         tables = [d.unpack(d.table_layout(cfg), image.read(c["tables_addr"] + i * d.TABLE_BYTES,
                                                           d.TABLE_BYTES))
                   for i in range(c["n_tables"])]
@@ -171,6 +176,17 @@ class AccelModel:
             tables=tables, mults=np.array([p["mult"] for p in pairs], dtype=np.int64),
             shifts=np.array([p["shift"] for p in pairs], dtype=np.int64),
             emb_dim=c["emb_dim"], n_dense=c["n_dense"])
+
+    def _layer_refused(self, layer: dict) -> bool:
+        """A layer the MLP engines refuse (``hw/mlp_engine.layer_refused``)."""
+        g = self.geo
+        n_it = -(-layer["in_dim"] // g.rows)
+        n_ot = -(-layer["out_dim"] // g.cols)
+        return (not 1 <= layer["in_dim"] <= g.max_layer_dim or
+                not 1 <= layer["out_dim"] <= g.max_layer_dim or
+                layer["weight_tile"] + n_it * n_ot > g.weight_words // g.rows or
+                layer["bias_word"] + n_ot > g.bias_words or
+                (layer["score"] and layer["out_dim"] != 1))
 
     def _load_static(self, image, ring, c):
         cfg = self.config

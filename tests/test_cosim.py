@@ -151,6 +151,13 @@ def test_bad_queries_between_good_ones_and_an_overrun_on_the_rtl(setup, tmp_path
     assert fig["error"]["CODE"] == ERROR[bad_queries[last][0]]
     assert fig["error"]["INDEX"] == plan.queries[last]["index"]
     # byte for byte the functional model's memory, but the cycle counts it does not model
+    _reference_without_cycles(config, plan, reference)
+    assert plan.image.data == reference.data
+
+
+def _reference_without_cycles(config, plan, reference):
+    """Blank the completions' cycle counts (the functional model does not model them) in
+    both images, so that the two can be compared byte for byte."""
     comp = d.completion_layout(config)
     for n in range(plan.ring.tail):
         for image in (plan.image, reference):
@@ -159,6 +166,44 @@ def test_bad_queries_between_good_ones_and_an_overrun_on_the_rtl(setup, tmp_path
             value["stage_cycles"] = [0] * len(value["stage_cycles"])
             value["total_cycles"] = 0
             image.write(addr, d.pack(comp, value, d.COMPLETION_BYTES))
+
+
+@needs_verilator
+@pytest.mark.cocotb
+def test_a_model_with_a_layer_the_engines_refuse_is_not_loaded_on_the_rtl(setup, tmp_path):
+    """A LOAD_MODEL whose second model has a layer wider than ``max_layer_dim`` completes
+    with BAD_LAYER and leaves its slot unloaded: a query naming it completes with
+    MODEL_NOT_LOADED instead of reaching the engine (which used to leave the stage without
+    its top-k ``last``: a hang); one-stage queries on the good model before and after it
+    run, and the memory equals the functional model's byte for byte (cycle counts aside)."""
+    config = PRESETS["tiny"]
+    sch = Scheduler(config, setup, "small:4,medium:4")
+    users = users_with_tests(setup, 3, skip=20)
+    plan = sch.plan([(u, setup.split.test_candidates(u)[:24]) for u in users])
+    medium = sch.models["medium"]
+    layer = d.unpack(d.layer_layout(config), plan.image.read(medium.layers_addr, d.LAYER_BYTES))
+    layer["out_dim"] = config.max_layer_dim + 1
+    plan.image.write(medium.layers_addr, d.pack(d.layer_layout(config), layer, d.LAYER_BYTES))
+    first, bad, last = plan.queries
+    for q in (first, last):                      # the good model only
+        corrupt_entry(plan, q["index"], d.run_query_layout(config), n_stages=1)
+    reference = MemoryImage(plan.image.base)
+    reference.data = bytearray(plan.image.data)
+    assert AccelModel(config).execute(reference, dataclasses.replace(plan.ring)) == plan.ring.tail
+    backend = RTLBackend(config, "verilator", tmp_path, stall=20, latency=1, quiet=True)
+    assert backend.execute(plan.image, plan.ring) == plan.ring.tail
+    fig = backend.figures[0]
+    assert not fig["violation"] and fig["csr_cycles"] == fig["tb_cycles"]
+    comp = d.completion_layout(config)
+    codes = [d.unpack(comp, plan.image.read(plan.ring.completion_base + n * d.COMPLETION_BYTES,
+                                            d.COMPLETION_BYTES)) for n in range(plan.ring.tail)]
+    load = next(n for n in range(plan.ring.tail) if codes[n]["error"] == ERROR["BAD_LAYER"])
+    assert [c["error"] for c in codes].count(ERROR["BAD_LAYER"]) == 1
+    assert codes[bad["index"]]["error"] == ERROR["MODEL_NOT_LOADED"]
+    for q in (first, last):
+        assert codes[q["index"]]["error"] == 0 and codes[q["index"]]["kept"][0] == 4
+    assert load < first["index"] and fig["errors"] == 2
+    _reference_without_cycles(config, plan, reference)
     assert plan.image.data == reference.data
 
 
