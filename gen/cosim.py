@@ -284,7 +284,7 @@ def cmd_sim(args) -> int:
 
 def register(sub) -> None:
     """Add ``rpaccel sim`` to the command parser."""
-    from .options import add_config_options, positive_int
+    from .options import add_config_options, cycles_int, positive_int, stall_int
     from .simulators import SIMULATORS
 
     p = sub.add_parser("sim", help="cosimulate real queries end to end on the whole "
@@ -302,9 +302,9 @@ def register(sub) -> None:
                         "about 1,600)")
     p.add_argument("--json", type=Path, help="write the figures as JSON here")
     p.add_argument("--waves", action="store_true", help="write an FST waveform")
-    p.add_argument("--latency", type=int, default=0, metavar="CYCLES",
+    p.add_argument("--latency", type=cycles_int, default=0, metavar="CYCLES",
                    help="memory model read latency (default 0)")
-    p.add_argument("--stall", type=int, default=0, metavar="P",
+    p.add_argument("--stall", type=stall_int, default=0, metavar="P",
                    help="memory model stall probability per cycle, out of 256 (default 0)")
     p.add_argument("--seed", type=positive_int, default=1,
                    help="memory model stall seed (default 1)")

@@ -51,15 +51,28 @@ def config_from_args(args) -> tuple[AccelConfig, str]:
     return preset(name), name
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an integer of at least 1 (the message names the value)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer, not {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
+def bounded_int(low: int, high: int | None = None, noun: str = "an integer"):
+    """An argparse type: a whole number from ``low`` to ``high`` (inclusive; no upper bound
+    when None). Its messages name the value (``must be at least 1, not 0``)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {noun}, not {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, not {value}")
+        if high is not None and value > high:
+            raise argparse.ArgumentTypeError(f"must be at most {high}, not {value}")
+        return value
+    return parse
+
+
+#: argparse type: an integer of at least 1.
+positive_int = bounded_int(1)
+#: argparse type of a memory model's read latency: 0 cycles or more.
+cycles_int = bounded_int(0, noun="a number of cycles")
+#: argparse type of a memory model's stall probability per cycle, out of 256.
+stall_int = bounded_int(0, 255)
 
 
 # -- progress -------------------------------------------------------------------------------

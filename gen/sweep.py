@@ -393,21 +393,9 @@ def cmd_sim_sweep(args) -> int:
     return 1 if result["failures"] else 0
 
 
-def _cycles(text: str) -> int:
-    """argparse type of ``--latency``: a whole number of cycles, 0 or more."""
-    import argparse
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number of cycles, not {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
-    return value
-
-
 def register(sub) -> None:
     """Add ``rpaccel sim-sweep`` to the command parser."""
-    from .options import add_config_options, positive_int
+    from .options import add_config_options, cycles_int, positive_int
     from .simulators import SIMULATORS
 
     p = sub.add_parser("sim-sweep", help="feature sweep: cosimulate the same real queries "
@@ -427,7 +415,7 @@ def register(sub) -> None:
     p.add_argument("--variants", default=None, metavar="V,V",
                    help="run only these variants (default: all: "
                         + ", ".join(v.key for v in VARIANTS) + ")")
-    p.add_argument("--latency", type=_cycles, default=0, metavar="CYCLES",
+    p.add_argument("--latency", type=cycles_int, default=0, metavar="CYCLES",
                    help="memory model read latency in cycles (default 0, as rpaccel sim)")
     p.add_argument("--json", type=Path, help="write every run's figures as JSON here")
     p.add_argument("--markdown", type=Path, help="write the Markdown table here")

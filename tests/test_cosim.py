@@ -227,6 +227,9 @@ def _cli(*args, cwd):
 @pytest.mark.parametrize("args, message", [
     (["--queries", "0"], "--queries: must be at least 1, not 0"),
     (["--queries", "some"], "--queries: must be a number of queries or 'all', not 'some'"),
+    (["--latency", "-1"], "--latency: must be at least 0, not -1"),
+    (["--stall", "256"], "--stall: must be at most 255, not 256"),
+    (["--stall", "often"], "--stall: must be an integer, not 'often'"),
     (["--pipeline", "small"], "pipeline stage 'small' is not MODEL:KEEP_K"),
     (["--preset", "tiny", "--pipeline", "small:17"], "17"),
     (["--preset", "tiny", "--pipeline", "huge:4"], "huge"),

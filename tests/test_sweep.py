@@ -167,7 +167,7 @@ def test_a_tiny_sweep_of_two_variants_runs_bit_exact(tmp_path):
     (["--queries", "0"], "--queries: must be at least 1, not 0"),
     (["--pipelines", "2-stage,small"], "pipeline stage 'small' is not MODEL:KEEP_K"),
     (["--pipelines", ","], "--pipelines: name at least one pipeline"),
-    (["--latency", "-1"], "--latency: must be 0 or more, not -1"),
+    (["--latency", "-1"], "--latency: must be at least 0, not -1"),
     (["--variants", "all-on,fast"], "--variants: unknown variant 'fast'; known: all-on, "),
 ])
 def test_bad_command_lines_fail_before_any_build(args, message, tmp_path):
