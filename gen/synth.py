@@ -179,8 +179,13 @@ def _run(cmd: list[str], cwd: Path, log: Path, what: str):
     with open(log, "w") as f:
         proc = subprocess.run(cmd, cwd=cwd, stdout=f, stderr=subprocess.STDOUT)
     if proc.returncode:
-        tail = "\n".join(log.read_text().splitlines()[-15:])
-        raise SynthFailed(f"{what} failed (exit {proc.returncode}); log {log}:\n{tail}")
+        lines = log.read_text().splitlines()
+        error = next((line for line in lines if line.startswith("ERROR:")), None)
+        tail = "\n".join(lines[-15:])
+        # the first line says why (the tool's first ERROR), the rest is the log's tail
+        raise SynthFailed(f"{what} failed (exit {proc.returncode})"
+                          + (f": {error[6:].strip()}" if error else "")
+                          + f"; log {log}:\n{tail}")
 
 
 def _count(cells: dict, *prefixes: str) -> int:

@@ -293,3 +293,14 @@ def test_nextpnr_verdict_is_cached_with_what_yosys_mapped(build, monkeypatch):
     with pytest.raises(synth.SynthDoesNotFit) as second:
         _synth()
     assert str(second.value) == str(first.value) and second.value.partial["cached"]
+
+
+def test_a_tool_failure_says_why_on_its_first_line(tmp_path):
+    script = tmp_path / "tool.sh"
+    script.write_text("#!/bin/sh\necho 'Info: working'\necho 'ERROR: Assert failed in rtlil.cc'\n"
+                      "echo 'End of script'\nexit 1\n")
+    script.chmod(0o755)
+    with pytest.raises(synth.SynthFailed) as err:
+        synth._run([str(script)], tmp_path, tmp_path / "tool.log", "yosys (log: yosys.log)")
+    first = str(err.value).splitlines()[0]
+    assert first.startswith("yosys (log: yosys.log) failed (exit 1): Assert failed in rtlil.cc; log ")
