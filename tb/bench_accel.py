@@ -181,9 +181,14 @@ def _next_command(folder: Path, k: int, timeout_s: float) -> dict:
     The simulation is idle while the host thinks (between rounds it filters scores), so
     waiting here in wall time costs no simulated cycles."""
     path, started = folder / f"cmd{k}.json", time.monotonic()
+    host = os.getppid()
     while not path.exists():
         if time.monotonic() - started > timeout_s:
             raise AssertionError(f"no command {k} from the host in {timeout_s:.0f} s")
+        if os.getppid() != host:
+            # the host process is gone (this simulator was handed to init): nobody will
+            # ever write a command, so end instead of polling forever
+            raise AssertionError(f"the host process {host} ended before command {k}")
         time.sleep(0.01)
     return json.loads(path.read_text())
 

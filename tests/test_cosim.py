@@ -191,7 +191,7 @@ def test_a_model_with_a_layer_the_engines_refuse_is_not_loaded_on_the_rtl(setup,
     reference.data = bytearray(plan.image.data)
     assert AccelModel(config).execute(reference, dataclasses.replace(plan.ring)) == plan.ring.tail
     backend = RTLBackend(config, "verilator", tmp_path, stall=20, latency=1, quiet=True)
-    assert backend.execute(plan.image, plan.ring) == plan.ring.tail
+    assert backend.execute_many([(plan.image, plan.ring)]) == [plan.ring.tail]
     fig = backend.figures[0]
     assert not fig["violation"] and fig["csr_cycles"] == fig["tb_cycles"]
     comp = d.completion_layout(config)
