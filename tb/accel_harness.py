@@ -17,7 +17,7 @@ Build it with ``build_args=[str(AXI_MEM_MODEL)]`` so the simulator compiles the 
 
 from __future__ import annotations
 
-from amaranth import ClockSignal, Instance, Module, ResetSignal, Signal
+from amaranth import Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -25,7 +25,7 @@ from rpaccel.hw.accel import RPAccel
 from rpaccel.hw.config import AccelConfig
 from rpaccel.hw.csr import CSRBlock, axi_lite_signature
 
-from .embedding_harness import AXI_MEM_MODEL
+from .embedding_harness import AXI_MEM_MODEL, AXI_PORTS, memory_controls, memory_model
 
 __all__ = ["AccelHarness", "AXI_MEM_MODEL", "MEM_BYTES", "mem_words"]
 
@@ -46,9 +46,8 @@ class AccelHarness(wiring.Component):
         super().__init__({
             "s_axil": In(axi_lite_signature(CSRBlock.address_width(config))),
             "irq": Out(1),
-            "mem_load": In(1), "mem_dump": In(1), "mem_dump_lo": In(32), "mem_dump_hi": In(32),
-            "mem_latency": In(16), "mem_stall_ar": In(8), "mem_stall_r": In(8),
-            "mem_seed": In(32), "mem_err_lo": In(aw), "mem_err_hi": In(aw),
+            **memory_controls(config),
+            "mem_dump": In(1), "mem_dump_lo": In(32), "mem_dump_hi": In(32),
             "mem_region_lo": In(aw + 1), "mem_region_hi": In(aw + 1),
             "mem_violation": Out(1),
         })
@@ -81,26 +80,10 @@ class AccelHarness(wiring.Component):
         awid = Signal(id_width)
         bid = Signal(id_width)
         m.d.comb += [awid.eq(bus.awid), bus.bid.eq(bid[:len(bus.bid)])]
-        m.submodules.memory = _memory(
-            cfg, id_width,
-            i_clk=ClockSignal(), i_rst=ResetSignal(), i_load=self.mem_load,
-            i_dump=self.mem_dump, i_dump_lo=self.mem_dump_lo, i_dump_hi=self.mem_dump_hi,
-            i_latency=self.mem_latency, i_stall_ar=self.mem_stall_ar,
-            i_stall_r=self.mem_stall_r, i_seed=self.mem_seed, i_err_lo=self.mem_err_lo,
-            i_err_hi=self.mem_err_hi,
-            i_arid=bus.arid, i_araddr=bus.araddr, i_arlen=bus.arlen, i_arsize=bus.arsize,
-            i_arburst=bus.arburst, i_arvalid=bus.arvalid, o_arready=bus.arready,
-            o_rid=bus.rid, o_rdata=bus.rdata, o_rresp=bus.rresp, o_rlast=bus.rlast,
-            o_rvalid=bus.rvalid, i_rready=bus.rready,
-            i_awid=awid, i_awaddr=bus.awaddr, i_awlen=bus.awlen, i_awsize=bus.awsize,
-            i_awburst=bus.awburst, i_awvalid=bus.awvalid, o_awready=bus.awready,
-            i_wdata=bus.wdata, i_wstrb=bus.wstrb, i_wlast=bus.wlast, i_wvalid=bus.wvalid,
-            o_wready=bus.wready, o_bid=bid, o_bresp=bus.bresp, o_bvalid=bus.bvalid,
-            i_bready=bus.bready)
+        m.submodules.memory = memory_model(
+            cfg, self, words=mem_words(cfg), id_width=id_width,
+            dump=(self.mem_dump, self.mem_dump_lo, self.mem_dump_hi),
+            **{name: getattr(bus, name) for name, _ in AXI_PORTS
+               if name not in ("awid", "bid")},
+            awid=awid, bid=bid)
         return m
-
-
-def _memory(config: AccelConfig, id_width: int, **ports):
-    return Instance("rpaccel_axi_mem", p_ADDR_WIDTH=config.mem_addr_width,
-                    p_DATA_WIDTH=config.mem_bus_width, p_ID_WIDTH=id_width,
-                    p_WORDS=mem_words(config), p_OUTSTANDING=16, **ports)

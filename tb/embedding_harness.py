@@ -17,11 +17,60 @@ from amaranth.lib.wiring import In, Out
 from rpaccel.hw.config import AccelConfig
 from rpaccel.hw.embedding import EmbeddingSubsystem
 
-__all__ = ["EmbeddingHarness", "AxiMemoryHarness", "axi4_full_signature", "AXI_MEM_MODEL", "MEM_WORDS"]
+__all__ = ["EmbeddingHarness", "AxiMemoryHarness", "axi4_full_signature", "AXI_MEM_MODEL",
+           "MEM_WORDS", "AXI_PORTS", "memory_controls", "memory_model"]
 
 AXI_MEM_MODEL = Path(__file__).with_name("axi_mem_model.v")
 #: Depth of the harness's memory model, in bus words.
 MEM_WORDS = 1 << 16
+
+#: The memory model's read/write channel ports and their direction seen from the model.
+AXI_PORTS = (
+    ("arid", "in"), ("araddr", "in"), ("arlen", "in"), ("arsize", "in"), ("arburst", "in"),
+    ("arvalid", "in"), ("arready", "out"), ("rid", "out"), ("rdata", "out"), ("rresp", "out"),
+    ("rlast", "out"), ("rvalid", "out"), ("rready", "in"), ("awid", "in"), ("awaddr", "in"),
+    ("awlen", "in"), ("awsize", "in"), ("awburst", "in"), ("awvalid", "in"),
+    ("awready", "out"), ("wdata", "in"), ("wstrb", "in"), ("wlast", "in"), ("wvalid", "in"),
+    ("wready", "out"), ("bid", "out"), ("bresp", "out"), ("bvalid", "out"), ("bready", "in"))
+
+
+def memory_controls(config: AccelConfig) -> dict:
+    """The signature members of the memory model's controls (``mem_*`` inputs of a
+    harness: load, read latency, random stalls and their seed, the SLVERR window)."""
+    aw = config.mem_addr_width
+    return {"mem_load": In(1), "mem_latency": In(16), "mem_stall_ar": In(8),
+            "mem_stall_r": In(8), "mem_seed": In(32), "mem_err_lo": In(aw), "mem_err_hi": In(aw)}
+
+
+def memory_model(config: AccelConfig, harness, *, words: int, id_width: int = 1,
+                 dump=None, **bus) -> Instance:
+    """The HDL memory model (``rpaccel_axi_mem``) driven by ``harness``'s
+    :func:`memory_controls`. ``bus`` maps channel port names (``araddr``, ``rdata``, ...)
+    to signals; a port not given is tied off (inputs 0, outputs to an unused signal), so a
+    read-only client names only the read channels. ``dump`` is ``(pulse, lo, hi)`` or None
+    (no dumps)."""
+    dump_pulse, dump_lo, dump_hi = dump or (Const(0, 1), Const(0, 32), Const(0, 32))
+    widths = {"arid": id_width, "awid": id_width, "rid": id_width, "bid": id_width,
+              "araddr": config.mem_addr_width, "awaddr": config.mem_addr_width,
+              "rdata": config.mem_bus_width, "wdata": config.mem_bus_width,
+              "wstrb": config.mem_bus_width // 8, "arlen": 8, "awlen": 8, "arsize": 3,
+              "awsize": 3, "arburst": 2, "awburst": 2, "rresp": 2, "bresp": 2}
+    ports = {}
+    for name, flow in AXI_PORTS:
+        width = widths.get(name, 1)
+        signal = bus.get(name)
+        if signal is None:
+            signal = Const(0, width) if flow == "in" else Signal(width, name=f"mem_{name}")
+        ports[f"i_{name}" if flow == "in" else f"o_{name}"] = signal
+    return Instance(
+        "rpaccel_axi_mem",
+        p_ADDR_WIDTH=config.mem_addr_width, p_DATA_WIDTH=config.mem_bus_width,
+        p_ID_WIDTH=id_width, p_WORDS=words, p_OUTSTANDING=16,
+        i_clk=ClockSignal(), i_rst=ResetSignal(), i_load=harness.mem_load, i_dump=dump_pulse,
+        i_dump_lo=dump_lo, i_dump_hi=dump_hi, i_latency=harness.mem_latency,
+        i_stall_ar=harness.mem_stall_ar, i_stall_r=harness.mem_stall_r,
+        i_seed=harness.mem_seed, i_err_lo=harness.mem_err_lo, i_err_hi=harness.mem_err_hi,
+        **ports)
 
 
 class EmbeddingHarness(wiring.Component):
@@ -31,11 +80,8 @@ class EmbeddingHarness(wiring.Component):
         members = {name: member for name, member in self._inner.signature.members.items()
                    if name != "m_axi"}
         aw = config.mem_addr_width
-        members.update({
-            "mem_load": In(1), "mem_latency": In(16), "mem_stall_ar": In(8),
-            "mem_stall_r": In(8), "mem_seed": In(32), "mem_err_lo": In(aw), "mem_err_hi": In(aw),
-            "ar_addr": Out(aw), "ar_len": Out(8), "ar_fire": Out(1),
-        })
+        members.update(memory_controls(config))
+        members.update({"ar_addr": Out(aw), "ar_len": Out(8), "ar_fire": Out(1)})
         super().__init__(members)
 
     @property
@@ -58,27 +104,11 @@ class EmbeddingHarness(wiring.Component):
         bus = emb.m_axi
         m.d.comb += [self.ar_addr.eq(bus.araddr), self.ar_len.eq(bus.arlen),
                      self.ar_fire.eq(bus.arvalid & bus.arready)]
-        unused = {n: Signal(w, name=f"mem_{n}") for n, w in
-                  (("awready", 1), ("wready", 1), ("bid", 1), ("bresp", 2), ("bvalid", 1))}
-        m.submodules.memory = Instance(
-            "rpaccel_axi_mem",
-            p_ADDR_WIDTH=cfg.mem_addr_width, p_DATA_WIDTH=cfg.mem_bus_width, p_ID_WIDTH=1,
-            p_WORDS=MEM_WORDS, p_OUTSTANDING=16,
-            i_clk=ClockSignal(), i_rst=ResetSignal(), i_load=self.mem_load, i_dump=Const(0, 1),
-            i_dump_lo=Const(0, 32), i_dump_hi=Const(0, 32),
-            i_latency=self.mem_latency, i_stall_ar=self.mem_stall_ar,
-            i_stall_r=self.mem_stall_r, i_seed=self.mem_seed, i_err_lo=self.mem_err_lo,
-            i_err_hi=self.mem_err_hi,
-            i_arid=bus.arid, i_araddr=bus.araddr, i_arlen=bus.arlen, i_arsize=bus.arsize,
-            i_arburst=bus.arburst, i_arvalid=bus.arvalid, o_arready=bus.arready,
-            o_rid=bus.rid, o_rdata=bus.rdata, o_rresp=bus.rresp, o_rlast=bus.rlast,
-            o_rvalid=bus.rvalid, i_rready=bus.rready,
-            i_awid=Const(0, 1), i_awaddr=Const(0, cfg.mem_addr_width), i_awlen=Const(0, 8),
-            i_awsize=Const(0, 3), i_awburst=Const(0, 2), i_awvalid=Const(0, 1),
-            o_awready=unused["awready"], i_wdata=Const(0, cfg.mem_bus_width),
-            i_wstrb=Const(0, cfg.mem_bus_width // 8), i_wlast=Const(0, 1),
-            i_wvalid=Const(0, 1), o_wready=unused["wready"], o_bid=unused["bid"],
-            o_bresp=unused["bresp"], o_bvalid=unused["bvalid"], i_bready=Const(0, 1))
+        m.submodules.memory = memory_model(
+            cfg, self, words=MEM_WORDS,
+            **{name: getattr(bus, name) for name in (
+                "arid", "araddr", "arlen", "arsize", "arburst", "arvalid", "arready", "rid",
+                "rdata", "rresp", "rlast", "rvalid", "rready")})
         return m
 
 
@@ -105,30 +135,12 @@ class AxiMemoryHarness(wiring.Component):
         aw = config.mem_addr_width
         super().__init__({
             "s_axi": In(axi4_full_signature(aw, config.mem_bus_width)),
-            "mem_load": In(1), "mem_latency": In(16), "mem_stall_ar": In(8),
-            "mem_stall_r": In(8), "mem_seed": In(32), "mem_err_lo": In(aw), "mem_err_hi": In(aw),
+            **memory_controls(config),
         })
 
     def elaborate(self, platform):
         m = Module()
         cfg, bus = self._config, self.s_axi
-        ports = {f"i_{n}" if flow == "in" else f"o_{n}": getattr(bus, n)
-                 for n, flow in (
-                     ("arid", "in"), ("araddr", "in"), ("arlen", "in"), ("arsize", "in"),
-                     ("arburst", "in"), ("arvalid", "in"), ("arready", "out"), ("rid", "out"),
-                     ("rdata", "out"), ("rresp", "out"), ("rlast", "out"), ("rvalid", "out"),
-                     ("rready", "in"), ("awid", "in"), ("awaddr", "in"), ("awlen", "in"),
-                     ("awsize", "in"), ("awburst", "in"), ("awvalid", "in"),
-                     ("awready", "out"), ("wdata", "in"), ("wstrb", "in"), ("wlast", "in"),
-                     ("wvalid", "in"), ("wready", "out"), ("bid", "out"), ("bresp", "out"),
-                     ("bvalid", "out"), ("bready", "in"))}
-        m.submodules.memory = Instance(
-            "rpaccel_axi_mem",
-            p_ADDR_WIDTH=cfg.mem_addr_width, p_DATA_WIDTH=cfg.mem_bus_width, p_ID_WIDTH=1,
-            p_WORDS=MEM_WORDS, p_OUTSTANDING=16,
-            i_clk=ClockSignal(), i_rst=ResetSignal(), i_load=self.mem_load, i_dump=Const(0, 1),
-            i_dump_lo=Const(0, 32), i_dump_hi=Const(0, 32),
-            i_latency=self.mem_latency, i_stall_ar=self.mem_stall_ar,
-            i_stall_r=self.mem_stall_r, i_seed=self.mem_seed, i_err_lo=self.mem_err_lo,
-            i_err_hi=self.mem_err_hi, **ports)
+        m.submodules.memory = memory_model(
+            cfg, self, words=MEM_WORDS, **{name: getattr(bus, name) for name, _ in AXI_PORTS})
         return m
