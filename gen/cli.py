@@ -20,8 +20,8 @@ from pathlib import Path
 from rpaccel.hw.errors import RpaccelError
 
 from . import cache_study_cli, cosim, golden_cli, regmap_export, sweep, synth_report
-from .options import (add_config_options, check_build_root, check_output_dir, check_output_file,
-                      check_simulator, config_from_args, heartbeat, say)
+from .options import (add_config_options, add_synth_options, check_build_root, check_output_dir,
+                      check_output_file, check_simulator, config_from_args, heartbeat, say)
 
 __all__ = ["main", "config_from_args", "DEFAULT_UNIT", "build_parser"]
 
@@ -92,29 +92,6 @@ def cmd_synth(args) -> int:
     _write_json(args.json, result.to_json())
     print(result.summary())
     return 0
-
-
-def clock_mhz(text: str) -> float:
-    """argparse type: a clock target in MHz, 1 to 2000 (the message names the value)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number of MHz, not {text!r}") from None
-    if not 1.0 <= value <= 2000.0:
-        raise argparse.ArgumentTypeError(f"must be between 1 and 2000 MHz, not {text!r}")
-    return value
-
-
-def add_synth_options(p) -> None:
-    """--seeds, --clock and --no-cache, shared by synth and synth-report."""
-    from .options import positive_int
-    p.add_argument("--seeds", type=positive_int, default=1, metavar="N",
-                   help="run nextpnr with seeds 1..N; Fmax is the minimum, the median and "
-                        "every seed are reported too (default: 1)")
-    p.add_argument("--clock", type=clock_mhz, default=None, metavar="MHZ",
-                   help="clock target for nextpnr (default: the configuration's clock_mhz)")
-    p.add_argument("--no-cache", action="store_true",
-                   help="run the tools even when a cached result exists (and replace it)")
 
 
 # -- core-bench -----------------------------------------------------------------------------

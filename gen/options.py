@@ -75,6 +75,28 @@ cycles_int = bounded_int(0, noun="a number of cycles")
 stall_int = bounded_int(0, 255)
 
 
+def clock_mhz(text: str) -> float:
+    """argparse type: a clock target in MHz, 1 to 2000 (the message names the value)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of MHz, not {text!r}") from None
+    if not 1.0 <= value <= 2000.0:
+        raise argparse.ArgumentTypeError(f"must be between 1 and 2000 MHz, not {text!r}")
+    return value
+
+
+def add_synth_options(p) -> None:
+    """--seeds, --clock and --no-cache, shared by synth and synth-report."""
+    p.add_argument("--seeds", type=positive_int, default=1, metavar="N",
+                   help="run nextpnr with seeds 1..N; Fmax is the minimum, the median and "
+                        "every seed are reported too (default: 1)")
+    p.add_argument("--clock", type=clock_mhz, default=None, metavar="MHZ",
+                   help="clock target for nextpnr (default: the configuration's clock_mhz)")
+    p.add_argument("--no-cache", action="store_true",
+                   help="run the tools even when a cached result exists (and replace it)")
+
+
 # -- progress -------------------------------------------------------------------------------
 def say(msg: str) -> None:
     """One progress line on stderr (stdout carries only results)."""

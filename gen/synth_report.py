@@ -409,7 +409,7 @@ def cmd_synth_report(args) -> int:
 
 def register(sub) -> None:
     """Add ``rpaccel synth-report`` to the command parser."""
-    from .cli import add_synth_options
+    from .options import add_synth_options
 
     p = sub.add_parser("synth-report", help="synthesize every unit on each preset and the "
                                             "array-size study; Markdown and JSON report")

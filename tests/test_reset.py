@@ -20,7 +20,7 @@ from amaranth.lib import wiring
 from rpaccel.hw.compute_core import ComputeCore
 from rpaccel.hw.config import PRESETS
 from rpaccel.hw.geometry import EngineGeometry
-from rpaccel.hw.pe import ProcessingElement
+from rpaccel.hw.pe import PRODUCT_LATENCY, ProcessingElement
 from rpaccel.hw.stream import StreamFIFO
 from rpaccel.hw.systolic import SystolicArray
 from rpaccel.hw.vector import VectorUnit
@@ -123,15 +123,15 @@ def test_pe_ignores_weight_loads_under_reset():
         ctx.set(dut.weight_shift, 0)
         ctx.set(dut.act_in, 3)
         ctx.set(dut.psum_in, 100)
-        await ctx.tick()
-        await ctx.tick()
+        for _ in range(PRODUCT_LATENCY + 1):      # operands, product, then the sum
+            await ctx.tick()
         seen["zero weight"] = ctx.get(dut.psum_out)   # 100 + 3 * 0
         ctx.set(dut.weight_in, -7)
         ctx.set(dut.weight_shift, 1)
         await ctx.tick()
         ctx.set(dut.weight_shift, 0)
-        await ctx.tick()
-        await ctx.tick()
+        for _ in range(PRODUCT_LATENCY + 1):
+            await ctx.tick()
         seen["after load"] = ctx.get(dut.psum_out)    # 100 + 3 * -7
 
     simulate(top, [bench], max_cycles=100, name="reset_pe")
