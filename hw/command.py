@@ -464,11 +464,11 @@ class CommandProcessor(wiring.Component):
                     word = r.words.payload.data
                     m.d.comb += self.busy.eq(1)
                     if kind == "LAYERS":
-                        ly = d.layer_layout(cfg)(word[:d.layer_layout(cfg).size])
+                        layout = d.layer_layout(cfg)
+                        ly = layout(word[:layout.size])
                         m.d.comb += [r.words.ready.eq(1),
                                      lw.addr.eq(lm.slot * MAX_LAYERS + count),
-                                     lw.data.eq(word[:d.layer_layout(cfg).size]),
-                                     lw.en.eq(r.words.valid)]
+                                     lw.data.eq(ly), lw.en.eq(r.words.valid)]
                         fire = r.words.valid
                         with m.If(fire & mlp_engine.layer_refused(cfg, ly.in_dim, ly.out_dim,
                                                                   ly.weight_tile, ly.bias_word,

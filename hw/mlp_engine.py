@@ -103,6 +103,11 @@ def _above(value, limit: int):
     return value > limit if (1 << len(value)) - 1 > limit else Const(0, 1)
 
 
+def _tiles(dim, lanes: int):
+    """Tiles of ``lanes`` (a power of two) that ``dim`` elements take: ``ceil(dim / lanes)``."""
+    return (dim + (lanes - 1)) >> exact_log2(lanes)
+
+
 def layer_refused(config: AccelConfig, in_dim, out_dim, weight_tile, bias_word, score):
     """A layer the engine refuses whatever its rows and buffers: a dimension 0 or above
     ``max_layer_dim``, weight tiles or bias words beyond the engine's memories, or a score
@@ -110,9 +115,8 @@ def layer_refused(config: AccelConfig, in_dim, out_dim, weight_tile, bias_word, 
     processor checks it on every layer of a ``LOAD_MODEL`` (``BAD_LAYER``), so a loaded
     model never makes the engine refuse a layer in the middle of a query."""
     geo = EngineGeometry.of(config)
-    R, Cp = geo.rows, geo.cols
-    n_it = (in_dim + (R - 1)) >> exact_log2(R)
-    n_ot = (out_dim + (Cp - 1)) >> exact_log2(Cp)
+    R = geo.rows
+    n_it, n_ot = _tiles(in_dim, R), _tiles(out_dim, geo.cols)
     return ((in_dim == 0) | _above(in_dim, geo.max_layer_dim) |
             (out_dim == 0) | _above(out_dim, geo.max_layer_dim) |
             ((weight_tile + n_it * n_ot) > geo.weight_words // R) |
@@ -198,7 +202,6 @@ class MLPLayerEngine(wiring.Component):
         cfg, geo = self._config, self._geo
         R, Cp, W, SB = geo.rows, geo.cols, geo.act_lanes, geo.sub_batch
         ow, aw = cfg.operand_width, cfg.acc_width
-        log_r, log_cp = exact_log2(R), exact_log2(Cp)
 
         # -- memories ------------------------------------------------------------------------
         weight_mem = Memory(shape=unsigned(ow * Cp), depth=geo.weight_words, init=[])
@@ -231,8 +234,7 @@ class MLPLayerEngine(wiring.Component):
         m.d.comb += self.busy.eq(running)
 
         c = self.cmd.payload
-        c_it = (c.in_dim + (R - 1)) >> log_r
-        c_ot = (c.out_dim + (Cp - 1)) >> log_cp
+        c_it, c_ot = _tiles(c.in_dim, R), _tiles(c.out_dim, Cp)
         bad = Signal()
         m.d.comb += bad.eq(
             (c.rows == 0) | _above(c.rows, SB) |

@@ -180,12 +180,11 @@ class AccelModel:
     def _layer_refused(self, layer: dict) -> bool:
         """A layer the MLP engines refuse (``hw/mlp_engine.layer_refused``)."""
         g = self.geo
-        n_it = -(-layer["in_dim"] // g.rows)
-        n_ot = -(-layer["out_dim"] // g.cols)
         return (not 1 <= layer["in_dim"] <= g.max_layer_dim or
                 not 1 <= layer["out_dim"] <= g.max_layer_dim or
-                layer["weight_tile"] + n_it * n_ot > g.weight_words // g.rows or
-                layer["bias_word"] + n_ot > g.bias_words or
+                layer["weight_tile"] + g.weight_tiles(layer["in_dim"], layer["out_dim"])
+                > g.weight_words // g.rows or
+                layer["bias_word"] + g.out_tiles(layer["out_dim"]) > g.bias_words or
                 (layer["score"] and layer["out_dim"] != 1))
 
     def _load_static(self, image, ring, c):

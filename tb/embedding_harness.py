@@ -49,6 +49,9 @@ def memory_model(config: AccelConfig, harness, *, words: int, id_width: int = 1,
     to signals; a port not given is tied off (inputs 0, outputs to an unused signal), so a
     read-only client names only the read channels. ``dump`` is ``(pulse, lo, hi)`` or None
     (no dumps)."""
+    unknown = set(bus) - {name for name, _ in AXI_PORTS}
+    if unknown:
+        raise ValueError(f"the memory model has no port {', '.join(sorted(unknown))}")
     dump_pulse, dump_lo, dump_hi = dump or (Const(0, 1), Const(0, 32), Const(0, 32))
     widths = {"arid": id_width, "awid": id_width, "rid": id_width, "bid": id_width,
               "araddr": config.mem_addr_width, "awaddr": config.mem_addr_width,
@@ -104,11 +107,10 @@ class EmbeddingHarness(wiring.Component):
         bus = emb.m_axi
         m.d.comb += [self.ar_addr.eq(bus.araddr), self.ar_len.eq(bus.arlen),
                      self.ar_fire.eq(bus.arvalid & bus.arready)]
-        m.submodules.memory = memory_model(
+        m.submodules.memory = memory_model(           # read channels only: writes tied off
             cfg, self, words=MEM_WORDS,
-            **{name: getattr(bus, name) for name in (
-                "arid", "araddr", "arlen", "arsize", "arburst", "arvalid", "arready", "rid",
-                "rdata", "rresp", "rlast", "rvalid", "rready")})
+            **{name: getattr(bus, name) for name, _ in AXI_PORTS
+               if name in bus.signature.members})
         return m
 
 
