@@ -179,12 +179,12 @@ def _run(cmd: list[str], cwd: Path, log: Path, what: str):
     with open(log, "w") as f:
         proc = subprocess.run(cmd, cwd=cwd, stdout=f, stderr=subprocess.STDOUT)
     if proc.returncode:
-        lines = log.read_text().splitlines()
-        error = next((line for line in lines if line.startswith("ERROR:")), None)
-        tail = "\n".join(lines[-15:])
+        text = log.read_text()
+        error = _first_error(text)
+        tail = "\n".join(text.splitlines()[-15:])
         # the first line says why (the tool's first ERROR), the rest is the log's tail
         raise SynthFailed(f"{what} failed (exit {proc.returncode})"
-                          + (f": {error[6:].strip()}" if error else "")
+                          + (f": {error}" if error else "")
                           + f"; log {log}:\n{tail}")
 
 
@@ -328,7 +328,8 @@ def memories_as_logic(yosys_log: str, cells: dict) -> list[str]:
     return found
 
 
-def _nextpnr_error(log_text: str) -> str | None:
+def _first_error(log_text: str) -> str | None:
+    """A tool's first ``ERROR:`` line, without the prefix (yosys and nextpnr both write it)."""
     for line in log_text.splitlines():
         if line.startswith("ERROR:"):
             return line[len("ERROR:"):].strip()
@@ -425,7 +426,7 @@ def synthesize(config: AccelConfig, unit: str, target: str, *, preset_name: str 
                           "--timing-allow-fail", "--threads", "1"],
                          work, nlog, "nextpnr-ecp5")
                 except SynthFailed:
-                    error = _nextpnr_error(nlog.read_text()) if nlog.exists() else None
+                    error = _first_error(nlog.read_text()) if nlog.exists() else None
                     if error and re.search(r"unable to place|not enough|too many|exceed|"
                                            r"more .* than", error, re.I):
                         raise does_not_fit(f"{unit} does not fit the ECP5-85k: nextpnr "
