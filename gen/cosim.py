@@ -45,7 +45,7 @@ import numpy as np
 from rpaccel.hw.config import AccelConfig
 from rpaccel.sim.metrics import ndcg_at_k
 
-__all__ = ["run_cosim", "format_cosim", "plan_images", "check_against_golden", "register",
+__all__ = ["run_cosim", "format_cosim", "plan_images", "register",
            "queries_arg"]
 
 
@@ -76,25 +76,6 @@ def plan_images(scheduler, queries, mem_bytes: int) -> list:
         plans.append(plan)
         start += take
     return plans
-
-
-def check_against_golden(ref, result) -> list[str]:
-    """What differs between one query's accelerator ``result`` and the golden cascade's
-    answer ``ref`` (an empty list when bit-exact)."""
-    problems = []
-    if result.error != 0:
-        problems.append(f"completed with error {result.error_name}")
-        return problems
-    if not np.array_equal(result.ranking, ref.ranking):
-        problems.append("final ranking differs")
-    if not np.array_equal(result.scores, ref.stages[-1].kept_scores):
-        problems.append("final scores differ")
-    if len(result.kept) != len(ref.stages):
-        problems.append(f"{len(result.kept)} kept lists for {len(ref.stages)} stages")
-    for s, (kept, stage) in enumerate(zip(result.kept, ref.stages)):
-        if not np.array_equal(kept, stage.kept):
-            problems.append(f"stage {s + 1} kept list differs")
-    return problems
 
 
 def run_cosim(config: AccelConfig, preset_name: str, sim: str, pipeline: str,
@@ -140,7 +121,7 @@ def run_cosim(config: AccelConfig, preset_name: str, sim: str, pipeline: str,
     mismatches, first, ndcg, ndcg_golden = 0, [], [], []
     for query, res in zip(queries, results):
         ref = setup.golden.run(scheduler.pipeline, *query)
-        problems = check_against_golden(ref, res)
+        problems = res.differences(ref)
         if problems:
             mismatches += 1
             if len(first) < 10:

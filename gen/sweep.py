@@ -6,9 +6,9 @@ off (the baseline accelerator the same generator builds, with the same MACs: ``p
 1`` keeps ``cols``, so the one array has the columns the partitions had).
 
 The variants are :data:`VARIANTS`; :func:`variant_config` derives each one's configuration
-from the base by changing exactly the variant's fields. A variant the current build of the
-generator does not implement is *listed* with the reason (:func:`unavailable_reason`) and
-not run, so the sweep runs it as soon as the feature lands, without a change here.
+from the base by changing exactly the variant's fields. Every switch is implemented in the
+hardware (tests/test_sweep.py checks the top-k-off build has no top-k unit); a pipeline the
+scheduler refuses on a variant is *listed* with the scheduler's reason and not run.
 
 Contract of :func:`run_sweep`: for every (variant, pipeline) one entry with ``status``
 
@@ -17,7 +17,8 @@ Contract of :func:`run_sweep`: for every (variant, pipeline) one entry with ``st
   touched memory outside its region, or the CSR cycle counter disagreed with the
   testbench): a failure, reported loudly and reflected in the exit status;
 * ``failed``: the build or the run raised; ``reason`` says what (also a failure);
-* ``unavailable``: not run, ``reason`` says why (not a failure);
+* ``unavailable``: not run, the scheduler refused the pipeline on this variant; ``reason``
+  says why (not a failure);
 
 and ``speedup`` per pipeline (:func:`speedups`): all-off's, and all-off-but-topk's, cycles
 per query over all-on's, each pair measured in this same run (``None`` with the reason when
@@ -36,7 +37,7 @@ from pathlib import Path
 
 from rpaccel.hw.config import AccelConfig
 
-__all__ = ["Variant", "VARIANTS", "SPEEDUPS", "variant_config", "unavailable_reason",
+__all__ = ["Variant", "VARIANTS", "SPEEDUPS", "variant_config",
            "run_sweep", "speedups", "format_markdown", "plot_sweep", "register"]
 
 
@@ -82,40 +83,6 @@ def variant_config(base: AccelConfig, variant: Variant) -> AccelConfig:
     return base.replace(**variant.changes)
 
 
-def unavailable_reason(config: AccelConfig) -> str | None:
-    """Why this build of the generator cannot run ``config`` truthfully (None: it can).
-
-    A switch the hardware does not implement yet would still build and run, silently as if
-    it were on, and the sweep would report a feature's effect that was never measured; so
-    each switch that needs it is probed on the design itself. ``onchip_topk = False`` means
-    "no top-k units; every stage's scores to memory, the host filters between stages": the
-    probe constructs the accelerator (no elaboration, no build) and checks it has no top-k
-    units."""
-    if not config.onchip_topk:
-        import gc
-        import warnings
-
-        from amaranth.hdl import UnusedElaboratable
-
-        from rpaccel.hw.accel import RPAccel
-        # The probe constructs and drops the design: Amaranth's "created but never used"
-        # notices (given when the objects are collected) would only be noise here.
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UnusedElaboratable)
-            try:
-                accel = RPAccel(config)
-            except Exception as err:                               # noqa: BLE001
-                return f"onchip_topk = False: the accelerator cannot be constructed ({err})"
-            units = len(getattr(accel, "topk_units", []))
-            del accel
-            gc.collect()
-        if units:
-            return (f"onchip_topk = False is not available on this build: hw/accel.py still "
-                    f"builds {units} top-k units with the switch off (the top-k-off mode is "
-                    f"not on this branch yet)")
-    return None
-
-
 def _failed_checks(report: dict) -> list[str]:
     """What makes a finished run a failure (empty: a clean run)."""
     problems = []
@@ -157,25 +124,18 @@ def run_sweep(base: AccelConfig, preset_name: str, pipelines: list[str], n_queri
     n = 0
     for variant in variants:
         config = variant_config(base, variant)
-        reason = unavailable_reason(config)
         for pipeline in pipelines:
             n += 1
             entry = {"variant": variant.key, "title": variant.title,
                      "changes": dict(variant.changes), "pipeline": pipeline,
                      "config_hash": config.hash}
             where = f"[{n}/{total}] {variant.key} ({config.hash}), {pipeline}"
-            if reason is None:
-                try:
-                    Scheduler(config, setup, pipeline)   # the pipeline fits this variant?
-                except Exception as err:                              # noqa: BLE001
-                    reason_here = f"the scheduler refuses the pipeline: {err}"
-                else:
-                    reason_here = None
-            else:
-                reason_here = reason
-            if reason_here is not None:
-                entry.update(status="unavailable", reason=reason_here)
-                progress(f"{where}: NOT RUN: {reason_here}")
+            try:
+                Scheduler(config, setup, pipeline)       # the pipeline fits this variant?
+            except Exception as err:                                  # noqa: BLE001
+                entry.update(status="unavailable",
+                             reason=f"the scheduler refuses the pipeline: {err}")
+                progress(f"{where}: NOT RUN: {entry['reason']}")
                 runs.append(entry)
                 continue
             progress(f"{where}: {len(users)} queries (the build is reused if it exists) ...")

@@ -14,6 +14,7 @@ from amaranth.lib.wiring import In, Out
 
 from .axi import axi4_read_signature
 from .config import AccelConfig
+from .shared import index_bits
 from .stream import StreamFIFO
 
 __all__ = ["AxiReadArbiter"]
@@ -47,7 +48,7 @@ class AxiReadArbiter(wiring.Component):
             raise ValueError(f"an arbiter needs at least one client, not {clients!r}")
         self._config = config
         self._n = clients
-        self._index_width = max(1, (clients - 1).bit_length())
+        self._index_width = index_bits(clients)
         self._client_id = client_id_width
         self._id_width = client_id_width + self._index_width
         aw, dw = config.mem_addr_width, config.mem_bus_width

@@ -20,6 +20,7 @@ from .axi_arbiter import AxiReadArbiter
 from .axi_read import AxiWordReader
 from .axi_write import write_beat_layout, write_job_layout
 from .config import AccelConfig
+from .shared import index_bits
 from .geometry import EngineGeometry
 from .interaction import pairs_max
 from .regmap import ERROR_CODES
@@ -155,7 +156,7 @@ class CommandProcessor(wiring.Component):
     def read_id_width(config: AccelConfig) -> int:
         """Width of ``rd_bus``'s ARID: the index of one of its word readers plus their own
         1-bit ID."""
-        return max(1, (len(CommandProcessor._word_sizes(config)) - 1).bit_length()) + 1
+        return index_bits(len(CommandProcessor._word_sizes(config))) + 1
 
     @property
     def word_sizes(self) -> list[int]:

@@ -13,6 +13,7 @@ from amaranth.lib.wiring import In, Out
 
 from .axi import AxiRowReader, PAGE_BYTES, axi4_read_signature, bus_bytes, read_request_layout, row_bits
 from .config import AccelConfig
+from .shared import index_bits
 from .stream import StreamFIFO
 
 __all__ = ["EmbeddingSubsystem", "lookup_layout", "descriptor_layout", "pooled_layout",
@@ -52,15 +53,15 @@ COUNTERS = (
 
 
 def model_bits(config: AccelConfig) -> int:
-    return max(1, (config.model_slots - 1).bit_length())
+    return index_bits(config.model_slots)
 
 
 def table_bits(config: AccelConfig) -> int:
-    return max(1, (config.max_tables - 1).bit_length())
+    return index_bits(config.max_tables)
 
 
 def _static_addr_bits(config: AccelConfig) -> int:
-    return max(1, (config.static_cache_rows - 1).bit_length())
+    return index_bits(config.static_cache_rows)
 
 
 def acc_width(config: AccelConfig) -> int:
@@ -152,7 +153,7 @@ def _tag_layout(config: AccelConfig) -> data.StructLayout:
 
 
 def _age_bits(config: AccelConfig) -> int:
-    return max(1, (config.dynamic_cache_ways - 1).bit_length())
+    return index_bits(config.dynamic_cache_ways)
 
 
 def _set_layout(config: AccelConfig) -> data.StructLayout:
@@ -317,7 +318,7 @@ class EmbeddingSubsystem(wiring.Component):
         # -- queues ------------------------------------------------------------------------
         entry = data.StructLayout({
             "kind": 2, "alloc": 1,
-            "line": unsigned(max(1, (max(1, sets) * ways - 1).bit_length())),
+            "line": unsigned(index_bits(max(1, sets) * ways)),
             "static_addr": unsigned(_static_addr_bits(cfg)),
             "dim": range(dmax + 1), "bag_end": 1, "sample_end": 1})
         m.submodules.inflight = rob = StreamFIFO(entry, cfg.emb_inflight)

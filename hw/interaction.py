@@ -13,6 +13,7 @@ from amaranth.lib.wiring import In, Out
 
 from rpaccel.hw.config import AccelConfig
 
+from .shared import index_bits
 from .vector import SHIFT_WIDTH, Requantizer
 
 __all__ = ["InteractionUnit", "vector_layout", "param_layout", "out_layout", "pairs_max",
@@ -88,7 +89,7 @@ def vector_layout(config: AccelConfig) -> data.StructLayout:
 def param_layout(config: AccelConfig) -> data.StructLayout:
     """Payload of :attr:`InteractionUnit.pair_params`: one pair's requantization."""
     return data.StructLayout({
-        "index": unsigned(max(1, (pairs_max(config) - 1).bit_length())),
+        "index": unsigned(index_bits(pairs_max(config))),
         "mult": unsigned(config.requant_mult_width),
         "shift": unsigned(SHIFT_WIDTH),
     })

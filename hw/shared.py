@@ -21,7 +21,7 @@ from amaranth import ClockSignal, Instance, ResetSignal, Value
 from amaranth.back import verilog
 from amaranth.lib import wiring
 
-__all__ = ["SharedModules", "add_shared", "convert", "index_range"]
+__all__ = ["SharedModules", "add_shared", "convert", "index_bits", "index_range"]
 
 
 def index_range(n: int) -> range:
@@ -29,6 +29,12 @@ def index_range(n: int) -> range:
     Amaranth's ``range(1)`` is zero bits wide, which its Verilog writes as ``[-1:0]`` (a
     lint error under Verilator ``-Wall``); the unused value costs nothing."""
     return range(max(2, n))
+
+
+def index_bits(n: int) -> int:
+    """Bits of an index into ``n`` things, one at least: ``len(Signal(index_range(n)))``,
+    for a field width in a layout or a descriptor."""
+    return max(1, (n - 1).bit_length())
 
 
 class SharedModules:

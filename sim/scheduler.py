@@ -49,6 +49,7 @@ from rpaccel.hw.config import AccelConfig
 from rpaccel.hw.errors import RpaccelError
 from rpaccel.hw.geometry import EngineGeometry
 from rpaccel.hw.regmap import ERROR_CODES
+from rpaccel.hw.shared import index_bits
 
 from . import numerics
 from .features import TABLES
@@ -176,6 +177,24 @@ class QueryResult:
     @property
     def error_name(self) -> str:
         return ERROR_CODES.get(self.error, ("UNKNOWN", ""))[0]
+
+    def differences(self, ref) -> list[str]:
+        """What differs from the golden cascade's answer ``ref`` (``GoldenModel.run`` of
+        the same pipeline, user and candidates): the error code, the final ranking and
+        scores, each stage's kept list. Empty when bit-exact."""
+        if self.error != 0:
+            return [f"completed with error {self.error_name}"]
+        problems = []
+        if not np.array_equal(self.ranking, ref.ranking):
+            problems.append("final ranking differs")
+        if not np.array_equal(self.scores, ref.stages[-1].kept_scores):
+            problems.append("final scores differ")
+        if len(self.kept) != len(ref.stages):
+            problems.append(f"{len(self.kept)} kept lists for {len(ref.stages)} stages")
+        for s, (kept, stage) in enumerate(zip(self.kept, ref.stages)):
+            if not np.array_equal(kept, stage.kept):
+                problems.append(f"stage {s + 1} kept list differs")
+        return problems
 
 
 @dataclass
@@ -459,7 +478,7 @@ class Scheduler:
         image = MemoryImage()
         loads, _ = self._compile(image)
         n_entries = len(loads) + len(queries)
-        log2 = ring_log2 if ring_log2 is not None else max(1, (n_entries - 1).bit_length())
+        log2 = ring_log2 if ring_log2 is not None else index_bits(n_entries)
         if n_entries > 1 << log2:
             raise SchedulerError(f"{n_entries} ring entries do not fit a ring of "
                                  f"2**{log2}")
@@ -515,7 +534,7 @@ class Scheduler:
         stages are allocated now, so the region is known before the accelerator starts."""
         cfg, stages = self.config, self.pipeline.stages
         n_entries = len(loads) + len(queries) * len(stages)
-        log2 = ring_log2 if ring_log2 is not None else max(1, (n_entries - 1).bit_length())
+        log2 = ring_log2 if ring_log2 is not None else index_bits(n_entries)
         if n_entries > 1 << log2:
             raise SchedulerError(f"{n_entries} ring entries do not fit a ring of 2**{log2}")
         ring_base = image.alloc(d.COMMAND_BYTES << log2)

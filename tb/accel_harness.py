@@ -17,7 +17,7 @@ Build it with ``build_args=[str(AXI_MEM_MODEL)]`` so the simulator compiles the 
 
 from __future__ import annotations
 
-from amaranth import Module, Signal
+from amaranth import ClockDomain, ClockSignal, DomainRenamer, Module, ResetSignal, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -57,9 +57,21 @@ class AccelHarness(wiring.Component):
         return self._config
 
     def elaborate(self, platform):
-        m = Module()
+        # Everything but the ports lives one level down, in ``body``, and the accelerator's
+        # reset is a register rather than the ``rst`` port. Both keep Verilator from
+        # evaluating the whole design on every input change (each clock edge): the ports-only
+        # build makes the top module's signals public, so any logic fed by one of them, or
+        # by a port (Yosys writes each synchronous reset into the next-state logic), goes
+        # into Verilator's input-combinational region, which runs on every evaluation.
+        top = Module()
+        top.submodules.body = m = Module()
         cfg = self._config
-        m.submodules.accel = accel = self.accel
+        m.domains.accel = accel_domain = ClockDomain("accel", local=True)
+        rst_q = Signal(init=1, reset_less=True)
+        m.d.sync += rst_q.eq(ResetSignal("sync"))
+        m.d.comb += [accel_domain.clk.eq(ClockSignal("sync")), accel_domain.rst.eq(rst_q)]
+        accel = self.accel
+        m.submodules.accel = DomainRenamer("accel")(accel)
         wiring.connect(m, wiring.flipped(self.s_axil), accel.s_axil)
         m.d.comb += self.irq.eq(accel.irq)
         bus = accel.m_axi
@@ -81,9 +93,9 @@ class AccelHarness(wiring.Component):
         bid = Signal(id_width)
         m.d.comb += [awid.eq(bus.awid), bus.bid.eq(bid[:len(bus.bid)])]
         m.submodules.memory = memory_model(
-            cfg, self, words=mem_words(cfg), id_width=id_width,
+            m, cfg, self, words=mem_words(cfg), id_width=id_width,
             dump=(self.mem_dump, self.mem_dump_lo, self.mem_dump_hi),
             **{name: getattr(bus, name) for name, _ in AXI_PORTS
                if name not in ("awid", "bid")},
             awid=awid, bid=bid)
-        return m
+        return top

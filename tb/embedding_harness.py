@@ -42,13 +42,24 @@ def memory_controls(config: AccelConfig) -> dict:
             "mem_stall_r": In(8), "mem_seed": In(32), "mem_err_lo": In(aw), "mem_err_hi": In(aw)}
 
 
-def memory_model(config: AccelConfig, harness, *, words: int, id_width: int = 1,
+#: The controls that reach the model's combinational outputs (ready, resp), registered.
+_REGISTERED_CONTROLS = ("mem_latency", "mem_stall_ar", "mem_stall_r", "mem_seed", "mem_err_lo",
+                        "mem_err_hi")
+
+
+def memory_model(m: Module, config: AccelConfig, harness, *, words: int, id_width: int = 1,
                  dump=None, **bus) -> Instance:
     """The HDL memory model (``rpaccel_axi_mem``) driven by ``harness``'s
     :func:`memory_controls`. ``bus`` maps channel port names (``araddr``, ``rdata``, ...)
     to signals; a port not given is tied off (inputs 0, outputs to an unused signal), so a
     read-only client names only the read channels. ``dump`` is ``(pulse, lo, hi)`` or None
-    (no dumps)."""
+    (no dumps).
+
+    Latency, stalls, seed and the error window reach the model through a register in ``m``
+    (a change takes effect one cycle later): the model's ready and response outputs depend
+    on them combinationally, and Verilator evaluates all logic fed by a top-level input on
+    every input change, clock edges included, which for the whole accelerator was a third
+    of its run time."""
     unknown = set(bus) - {name for name, _ in AXI_PORTS}
     if unknown:
         raise ValueError(f"the memory model has no port {', '.join(sorted(unknown))}")
@@ -58,6 +69,11 @@ def memory_model(config: AccelConfig, harness, *, words: int, id_width: int = 1,
               "rdata": config.mem_bus_width, "wdata": config.mem_bus_width,
               "wstrb": config.mem_bus_width // 8, "arlen": 8, "awlen": 8, "arsize": 3,
               "awsize": 3, "arburst": 2, "awburst": 2, "rresp": 2, "bresp": 2}
+    controls = {}
+    for name in _REGISTERED_CONTROLS:
+        port = getattr(harness, name)
+        controls[name] = Signal.like(port, name=f"{name}_q", reset_less=True)
+        m.d.sync += controls[name].eq(port)
     ports = {}
     for name, flow in AXI_PORTS:
         width = widths.get(name, 1)
@@ -70,9 +86,10 @@ def memory_model(config: AccelConfig, harness, *, words: int, id_width: int = 1,
         p_ADDR_WIDTH=config.mem_addr_width, p_DATA_WIDTH=config.mem_bus_width,
         p_ID_WIDTH=id_width, p_WORDS=words, p_OUTSTANDING=16,
         i_clk=ClockSignal(), i_rst=ResetSignal(), i_load=harness.mem_load, i_dump=dump_pulse,
-        i_dump_lo=dump_lo, i_dump_hi=dump_hi, i_latency=harness.mem_latency,
-        i_stall_ar=harness.mem_stall_ar, i_stall_r=harness.mem_stall_r,
-        i_seed=harness.mem_seed, i_err_lo=harness.mem_err_lo, i_err_hi=harness.mem_err_hi,
+        i_dump_lo=dump_lo, i_dump_hi=dump_hi, i_latency=controls["mem_latency"],
+        i_stall_ar=controls["mem_stall_ar"], i_stall_r=controls["mem_stall_r"],
+        i_seed=controls["mem_seed"], i_err_lo=controls["mem_err_lo"],
+        i_err_hi=controls["mem_err_hi"],
         **ports)
 
 
@@ -108,7 +125,7 @@ class EmbeddingHarness(wiring.Component):
         m.d.comb += [self.ar_addr.eq(bus.araddr), self.ar_len.eq(bus.arlen),
                      self.ar_fire.eq(bus.arvalid & bus.arready)]
         m.submodules.memory = memory_model(           # read channels only: writes tied off
-            cfg, self, words=MEM_WORDS,
+            m, cfg, self, words=MEM_WORDS,
             **{name: getattr(bus, name) for name, _ in AXI_PORTS
                if name in bus.signature.members})
         return m
@@ -144,5 +161,5 @@ class AxiMemoryHarness(wiring.Component):
         m = Module()
         cfg, bus = self._config, self.s_axi
         m.submodules.memory = memory_model(
-            cfg, self, words=MEM_WORDS, **{name: getattr(bus, name) for name, _ in AXI_PORTS})
+            m, cfg, self, words=MEM_WORDS, **{name: getattr(bus, name) for name, _ in AXI_PORTS})
         return m
