@@ -88,7 +88,8 @@ def cmd_synth(args) -> int:
     check_build_root()
     check_output_file(args.json, "--json")
     result = synthesize(config, args.unit, args.target, preset_name=name, progress=say,
-                        seeds=args.seeds, clock_mhz=args.clock, use_cache=not args.no_cache)
+                        seeds=args.seeds, clock_mhz=args.clock, use_cache=not args.no_cache,
+                        multiplier=args.multiplier)
     _write_json(args.json, result.to_json())
     print(result.summary())
     return 0
@@ -133,6 +134,7 @@ def _version() -> str:
 def build_parser() -> argparse.ArgumentParser:
     from .simulators import SIMULATORS
     from .synth import TARGETS
+    from rpaccel.hw.pe import MULTIPLIERS
     from .units import UNITS
 
     parser = _Parser(
@@ -164,6 +166,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"{', '.join(TARGETS)} (default: ecp5-85k; generic is yosys "
                         f"`synth -lut 4`, no timing)")
     p.add_argument("--json", type=Path, help="write the result as JSON here")
+    p.add_argument("--multiplier", choices=MULTIPLIERS, default=None,
+                   help="how the PEs' multipliers are written: ecp5 (the MULT18X18D with its "
+                        "own registers) or portable RTL (default: ecp5 on ecp5-85k, "
+                        "portable on generic)")
     add_synth_options(p)
     p.set_defaults(func=cmd_synth)
 

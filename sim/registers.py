@@ -70,6 +70,22 @@ class RegisterAccess:
         """Offsets of a 64-bit counter's ``_LO`` and ``_HI`` words (read ``_LO`` first)."""
         return self.offset(f"{name}_LO"), self.offset(f"{name}_HI")
 
+    @staticmethod
+    def ring_start(ring_base: int, ring_log2: int, completion_base: int, region_base: int,
+                   region_size: int, **_ignored) -> list[tuple[str, dict[str, int]]]:
+        """The writes that give the accelerator a ring (``(register, fields)`` in order):
+        ring and completion bases, the allowed region, the ring size, then ``CTRL``
+        (``ENABLE``, ``IRQ_ENABLE``). The tail is written afterwards, to start it. Takes a
+        :class:`~rpaccel.sim.scheduler.RingState`'s fields (``**vars(ring)``); the others
+        (head, tail) are ignored."""
+        writes = []
+        for name, value in (("RING_BASE", ring_base), ("COMPLETION_BASE", completion_base),
+                            ("REGION_BASE", region_base), ("REGION_SIZE", region_size)):
+            writes += [(f"{name}_LO", {"VALUE": value & 0xFFFFFFFF}),
+                       (f"{name}_HI", {"VALUE": value >> 32})]
+        return writes + [("RING_ENTRIES", {"LOG2": ring_log2}),
+                         ("CTRL", {"ENABLE": 1, "IRQ_ENABLE": 1})]
+
     def check_identity(self, magic: int, hash_lo: int, hash_hi: int) -> None:
         """Raise unless ``ID``, ``CONFIG_HASH_LO`` and ``_HI`` read back as this build's."""
         if magic != MAGIC:

@@ -104,14 +104,8 @@ async def run_command(dut, host: Host, config: AccelConfig, job: dict, cmd: dict
     if cmd["reset"]:
         dut.mem_region_lo.value = ring["region_base"]
         dut.mem_region_hi.value = ring["region_base"] + ring["region_size"]
-        for name, value in (("RING_BASE", ring["ring_base"]),
-                            ("COMPLETION_BASE", ring["completion_base"]),
-                            ("REGION_BASE", ring["region_base"]),
-                            ("REGION_SIZE", ring["region_size"])):
-            await host.write(f"{name}_LO", VALUE=value & 0xFFFFFFFF)
-            await host.write(f"{name}_HI", VALUE=value >> 32)
-        await host.write("RING_ENTRIES", LOG2=ring["ring_log2"])
-        await host.write("CTRL", ENABLE=1, IRQ_ENABLE=1)
+        for name, fields in host.regs.ring_start(**ring):
+            await host.write(name, **fields)
     overrun = None
     if cmd.get("overrun"):
         # the host writes a tail past the ring's end first: refused with QUEUE_OVERRUN,

@@ -67,12 +67,8 @@ def run_rpaccel(config, sch, plan, *, seed=2, max_cycles=600_000, watch=None):
 
         ident = await read("CONFIG_HASH_LO")
         assert ident["VALUE"] == int(config.hash, 16) & 0xFFFFFFFF
-        await write("RING_BASE_LO", VALUE=ring.ring_base)
-        await write("RING_ENTRIES", LOG2=ring.ring_log2)
-        await write("COMPLETION_BASE_LO", VALUE=ring.completion_base)
-        await write("REGION_BASE_LO", VALUE=ring.region_base)
-        await write("REGION_SIZE_LO", VALUE=ring.region_size)
-        await write("CTRL", ENABLE=1, IRQ_ENABLE=1)
+        for name, fields in regs.ring_start(**vars(ring)):
+            await write(name, **fields)
         while True:
             await write("RING_TAIL", INDEX=ring.tail)
             while True:

@@ -35,6 +35,23 @@ def test_map_is_consistent_and_config_dependent():
         Field("X", 0, 1, "rwx", "")
 
 
+def test_the_ring_start_sequence_writes_every_base_half_then_enables():
+    """The writes both hosts (cocotb bench, Amaranth test) issue to start a ring: 64-bit
+    bases and region split into _LO/_HI, the ring size, then CTRL last; every one encodes."""
+    from rpaccel.sim.scheduler import RingState
+    acc = RegisterAccess(TINY)
+    ring = RingState(ring_base=0x1_2345_6780, ring_log2=4, completion_base=0x2000,
+                     region_base=0x1000, region_size=0x10_0000, head=3, tail=9)
+    writes = acc.ring_start(**vars(ring))
+    assert writes[0] == ("RING_BASE_LO", {"VALUE": 0x2345_6780})
+    assert writes[1] == ("RING_BASE_HI", {"VALUE": 1})
+    assert ("REGION_SIZE_LO", {"VALUE": 0x10_0000}) in writes
+    assert writes[-2:] == [("RING_ENTRIES", {"LOG2": 4}), ("CTRL", {"ENABLE": 1, "IRQ_ENABLE": 1})]
+    assert len(writes) == 10 and not any(name.startswith("RING_TAIL") for name, _ in writes)
+    for name, fields in writes:
+        acc.encode(name, **fields)
+
+
 def test_accessors_encode_and_decode_by_name():
     acc = RegisterAccess(TINY)
     assert acc.encode("CTRL", ENABLE=1, IRQ_ENABLE=1) == (0x14, 0b11)

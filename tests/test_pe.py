@@ -8,7 +8,7 @@ from rpaccel.gen.generate import generate
 from rpaccel.gen.simulators import lint, run_bench, unavailable_reason
 from rpaccel.hw.pe import ProcessingElement
 from rpaccel.tb.amaranth_sim import simulate
-from rpaccel.tb.unit_models.pe import PEModel, random_inputs
+from rpaccel.tb.unit_models.pe import ECP5_MULTIPLIER_MODEL, PEModel, random_inputs
 
 
 def test_pe_against_model_in_amaranth_simulator():
@@ -57,3 +57,37 @@ def test_pe_verilog_compiles_under_icarus(tmp_path):
     operand_width=6, acc_width=20)], ids=["default", "ow6-aw20"])
 def test_pe_cocotb(simulator, config):
     run_bench(generate(config, "pe"), simulator)
+
+
+def test_pe_with_the_ecp5_dsp_cell_passes_the_same_bench(simulator):
+    """The ECP5 form of the multiplier (MULT18X18D with its input and output registers, as
+    ``rpaccel synth`` builds it for that target) is the same cell as the portable one: the
+    same bench, against the same model, cycle by cycle, on the cell's simulation model."""
+    config = PRESETS["default"]
+    generated = generate(config, "pe", multiplier="ecp5")
+    assert "MULT18X18D" in generated.verilog.read_text()
+    assert generate(config, "pe").verilog != generated.verilog      # its own folder
+    run_bench(generated, simulator, build_args=[str(ECP5_MULTIPLIER_MODEL)])
+
+
+@pytest.mark.skipif(unavailable_reason("icarus") is not None,
+                    reason=f"icarus unavailable: {unavailable_reason('icarus')}")
+def test_the_ecp5_cell_model_refuses_a_mode_it_does_not_model(tmp_path):
+    """The DSP model stops at time zero on a register mode it does not implement, rather
+    than simulating it as something else."""
+    import subprocess
+    top = tmp_path / "top.v"
+    top.write_text('module top; MULT18X18D #(.REG_PIPELINE_CLK("CLK0")) dsp(); endmodule\n')
+    build = subprocess.run(["iverilog", "-g2012", "-o", str(tmp_path / "t.vvp"), str(top),
+                            str(ECP5_MULTIPLIER_MODEL)], capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr
+    run = subprocess.run(["vvp", "-n", str(tmp_path / "t.vvp")], capture_output=True, text=True)
+    assert "only CLK0/CE0/RST0 A/B/output registers" in run.stdout + run.stderr
+    assert run.returncode != 0
+
+
+def test_an_unknown_multiplier_is_refused():
+    with pytest.raises(ValueError, match="multiplier must be one of portable, ecp5, not 'dsp'"):
+        ProcessingElement(PRESETS["tiny"], multiplier="dsp")
+    with pytest.raises(ValueError, match="not 'dsp'"):
+        generate(PRESETS["tiny"], "pe", multiplier="dsp")

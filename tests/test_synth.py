@@ -136,6 +136,19 @@ def test_cli_says_cached(build, monkeypatch, capsys):
     assert second.out.count("\n") == 1 and "cached result" in second.err
 
 
+def test_the_ecp5_target_synthesizes_the_dsp_cell_form_unless_told_otherwise(build, monkeypatch):
+    """On ``ecp5-85k`` the PEs' multipliers are the MULT18X18D with its registers; the
+    portable form is a different Verilog, so a different cache entry and result."""
+    tools = FakeTools()
+    monkeypatch.setattr(synth, "_run", tools)
+    dsp = _synth()
+    portable = _synth(multiplier="portable")
+    assert (dsp.multiplier, portable.multiplier) == ("ecp5", "portable")
+    assert dsp.cache_key != portable.cache_key and not portable.cached
+    assert "(multipliers: ecp5)" in dsp.summary() and "multipliers" not in portable.summary()
+    assert _synth().cached
+
+
 def test_cache_misses_when_the_verilog_or_a_tool_changes(build, monkeypatch):
     tools = FakeTools()
     monkeypatch.setattr(synth, "_run", tools)
@@ -143,8 +156,8 @@ def test_cache_misses_when_the_verilog_or_a_tool_changes(build, monkeypatch):
     runs = len(tools.calls)
     real_generate = synth.generate
 
-    def edited(config, unit, out=None):
-        gen = real_generate(config, unit, out)
+    def edited(config, unit, out=None, **options):
+        gen = real_generate(config, unit, out, **options)
         gen.verilog.write_text(gen.verilog.read_text() + "// one more line\n")
         return gen
 

@@ -265,6 +265,19 @@ def test_systolic_cocotb(simulator, name):
 @pytest.mark.cocotb
 @pytest.mark.skipif(unavailable_reason("verilator") is not None,
                     reason=f"verilator unavailable: {unavailable_reason('verilator')}")
+def test_systolic_with_ecp5_dsp_cells_passes_the_whole_bench_verilator():
+    """The array as ``rpaccel synth`` builds it for the ECP5 (every PE's multiplier the
+    MULT18X18D with its own registers) passes every test of the bench, the documented
+    latency included, on the cell's simulation model: the same array."""
+    from rpaccel.tb.unit_models.pe import ECP5_MULTIPLIER_MODEL
+    generated = generate(CONFIGS["tiny"], "systolic_array", multiplier="ecp5")
+    assert generated.verilog.read_text().count("MULT18X18D ") >= 1
+    run_bench(generated, "verilator", build_args=[str(ECP5_MULTIPLIER_MODEL)])
+
+
+@pytest.mark.cocotb
+@pytest.mark.skipif(unavailable_reason("verilator") is not None,
+                    reason=f"verilator unavailable: {unavailable_reason('verilator')}")
 def test_systolic_cocotb_16x16_verilator():
     testcases = ["random_tiles_vs_numpy/stalls=both", "latency_and_back_to_back_throughput"]
     results = run_bench(generate(BIG, "systolic_array"), "verilator",

@@ -11,6 +11,7 @@ and ``tb/test_pe.py`` (cocotb).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -18,7 +19,11 @@ import numpy as np
 from rpaccel.hw.config import AccelConfig
 from rpaccel.sim.numerics import qmax, qmin, wrap
 
-__all__ = ["PEInputs", "PEModel", "random_inputs"]
+__all__ = ["PEInputs", "PEModel", "random_inputs", "ECP5_MULTIPLIER_MODEL"]
+
+#: Simulation model of the ECP5 DSP cell the ``ecp5`` multiplier instantiates (hw/pe.py):
+#: build a design generated with ``multiplier="ecp5"`` with this file among its sources.
+ECP5_MULTIPLIER_MODEL = Path(__file__).parents[1] / "ecp5_mult18x18d.v"
 
 
 class PEInputs(NamedTuple):
