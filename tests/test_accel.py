@@ -102,7 +102,11 @@ def check_golden(setup, sch, queries, results):
         assert all(c > 0 for c in res.stage_cycles) and res.total_cycles >= sum(res.stage_cycles)
 
 
+@pytest.mark.slow
 def test_real_queries_through_a_two_stage_cascade(setup):
+    """In `make test-all` (85-150 s in the Amaranth simulator): the fast suite ranks real
+    queries through the same cascade on the same design on the RTL (tests/test_cosim.py,
+    random tiny variants with memory stalls) and in the tests below here."""
     users = [int(u) for u in np.flatnonzero(setup.split.test.any(axis=1))[:2]]
     queries = [(u, setup.split.test_candidates(u)[:37]) for u in users]
     sch = Scheduler(CONFIG, setup, "small:8,medium:4")     # stage s on partition s

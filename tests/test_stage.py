@@ -181,7 +181,11 @@ def test_a_real_stage_on_the_hardware_equals_the_functional_model(setup, n, sub_
           f"{cycles} cycles (stalls 0.25)")
 
 
+@pytest.mark.slow
 def test_the_overlapped_schedule_is_faster(setup):
+    # A performance comparison (99 s): in `make test-all`; the sweep (`rpaccel sim-sweep`,
+    # variant no-overlap) measures the same on the whole accelerator. The schedules'
+    # correctness stays in the fast suite (the tests above, both schedules).
     # No memory pauses, so the figures differ by the schedule only.
     for n in (5, 37):
         seq = run_stage(setup, n, overlap=False, stalls=0.0)
