@@ -13,7 +13,8 @@ in any language can pack and unpack the payloads.
 
 The manifest (``<top>.json``) has ``manifest_version``, ``unit``, ``description``, ``top``,
 ``verilog`` (file name), ``config`` (every field), ``config_hash``, ``multiplier``
-(``portable`` or ``ecp5``, how the PEs' multipliers are written), ``tools`` and ``ports`` (``[{name, direction, width, layout}]`` in Verilog order).
+(``portable`` or ``ecp5``, how the PEs' multipliers are written), ``tools`` and ``ports``
+(``[{name, direction, width, layout}]`` in Verilog order).
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ def top_name(unit: str) -> str:
     return f"rpaccel_{unit}"
 
 
-def unit_dir(config: AccelConfig, unit: str, multiplier: str | None = None) -> Path:
+def unit_dir(config: AccelConfig, unit: str, multiplier: str = "portable") -> Path:
     """The build folder of ``unit`` for ``config``: ``<build root>/<unit>-<config hash>``
     (``-ecp5`` appended for the ECP5-primitive multipliers, ``hw/pe.py``).
 
@@ -55,7 +56,7 @@ def unit_dir(config: AccelConfig, unit: str, multiplier: str | None = None) -> P
     simulator build of the unit read from (and build beside) the same files, so the
     configuration is elaborated once per folder.
     """
-    suffix = f"-{multiplier}" if multiplier not in (None, "portable") else ""
+    suffix = "" if multiplier == "portable" else f"-{multiplier}"
     return build_root() / f"{unit}-{config.hash}{suffix}"
 
 
@@ -159,13 +160,11 @@ def verilog_header(unit: str, config: AccelConfig, tools: dict) -> str:
     return "\n".join(lines)
 
 
-def convert(config: AccelConfig, unit: str, multiplier: str | None = None) -> tuple[str, dict]:
+def convert(config: AccelConfig, unit: str, multiplier: str = "portable") -> tuple[str, dict]:
     """Elaborate ``unit`` for ``config``: the Verilog text and the manifest dictionary.
     ``multiplier`` (``hw/pe.py``, ``MULTIPLIERS``): how the PEs write their multipliers."""
-    from rpaccel.hw.pe import MULTIPLIERS
-    if multiplier is not None and multiplier not in MULTIPLIERS:
-        raise ValueError(f"multiplier must be one of {', '.join(MULTIPLIERS)}, "
-                         f"not {multiplier!r}")
+    from rpaccel.hw.pe import check_multiplier
+    check_multiplier(multiplier)
     spec = get_unit(unit)
     component = spec.build(config)
     top = top_name(unit)
@@ -186,7 +185,7 @@ def convert(config: AccelConfig, unit: str, multiplier: str | None = None) -> tu
         "verilog": f"{top}.v",
         "config": config.to_dict(),
         "config_hash": config.hash,
-        "multiplier": multiplier or "portable",
+        "multiplier": multiplier,
         "tools": tools,
         "ports": ports,
     }
@@ -194,7 +193,7 @@ def convert(config: AccelConfig, unit: str, multiplier: str | None = None) -> tu
 
 
 def generate(config: AccelConfig, unit: str, out_dir: str | Path | None = None, *,
-             multiplier: str | None = None) -> GeneratedUnit:
+             multiplier: str = "portable") -> GeneratedUnit:
     """Write ``<top>.v`` and ``<top>.json`` (the manifest) into ``out_dir``.
 
     ``out_dir`` defaults to :func:`unit_dir`, the folder lint, synthesis and simulation of

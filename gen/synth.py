@@ -62,10 +62,10 @@ from rpaccel.hw.config import AccelConfig
 from rpaccel.hw.errors import RpaccelError
 from .generate import generate, build_root
 
-__all__ = ["TARGETS", "TARGET_MULTIPLIER", "SYNTH_TOOLS", "ECP5_85K", "FLOW_VERSION", "SynthResult", "synthesize",
-           "SynthFailed", "SynthDoesNotFit", "check_synth", "check_fit", "fit_estimate",
-           "tool_path", "synthesis_tools", "cache_dir", "cache_key", "critical_path",
-           "memories_as_logic"]
+__all__ = ["TARGETS", "TARGET_MULTIPLIER", "SYNTH_TOOLS", "ECP5_85K", "FLOW_VERSION",
+           "SynthResult", "synthesize", "SynthFailed", "SynthDoesNotFit", "check_synth",
+           "check_fit", "fit_estimate", "tool_path", "synthesis_tools", "cache_dir",
+           "cache_key", "critical_path", "memories_as_logic"]
 
 TARGETS = ("ecp5-85k", "generic")
 #: How each target's PEs write their multipliers (``hw/pe.py``); portable where not named.

@@ -6,13 +6,22 @@ from amaranth.lib.wiring import In, Out
 
 from rpaccel.hw.config import AccelConfig
 
-__all__ = ["ProcessingElement", "PRODUCT_LATENCY", "MULTIPLIERS", "ecp5_multiplier"]
+__all__ = ["ProcessingElement", "PRODUCT_LATENCY", "MULTIPLIERS", "check_multiplier",
+           "ecp5_multiplier"]
 
 #: How the cell's multiplier is written: ``portable`` RTL (registers and ``*``, any tool),
 #: or ``ecp5``, an instance of the ECP5's MULT18X18D with its input and output registers
 #: switched on (Yosys infers the DSP block from the portable form but leaves the registers
 #: in the fabric, so the multiply is one long register-to-register path through it).
 MULTIPLIERS = ("portable", "ecp5")
+
+
+def check_multiplier(multiplier: str) -> str:
+    """``multiplier`` if it is one of :data:`MULTIPLIERS`, else ValueError naming it."""
+    if multiplier not in MULTIPLIERS:
+        raise ValueError(f"multiplier must be one of {', '.join(MULTIPLIERS)}, "
+                         f"not {multiplier!r}")
+    return multiplier
 
 #: Cycles from an activation entering a cell to its product entering the partial-sum adder:
 #: the operand registers (the activation and the weight of its bank) and the product
@@ -71,11 +80,9 @@ class ProcessingElement(wiring.Component):
     """
 
     def __init__(self, config: AccelConfig, multiplier: str | None = None):
-        if multiplier is not None and multiplier not in MULTIPLIERS:
-            raise ValueError(f"multiplier must be one of {', '.join(MULTIPLIERS)}, "
-                             f"not {multiplier!r}")
         self._config = config
-        self._multiplier = multiplier
+        # None: the conversion's choice (``hw/shared.py``), portable outside a conversion
+        self._multiplier = None if multiplier is None else check_multiplier(multiplier)
         ow, aw = config.operand_width, config.acc_width
         super().__init__({
             "act_in": In(signed(ow)),
@@ -111,7 +118,7 @@ class ProcessingElement(wiring.Component):
         # conversion's (``hw/shared.py``: ``convert(..., multiplier=)``), else portable.
         product = Signal(signed(2 * ow))
         weight_now = Mux(self.bank_in, weight[1], weight[0])
-        kind = self._multiplier or getattr(platform, "multiplier", None) or "portable"
+        kind = self._multiplier or getattr(platform, "multiplier", "portable")
         if kind == "ecp5":
             m.submodules.mult = ecp5_multiplier(self.act_in, weight_now, product)
         else:

@@ -40,9 +40,9 @@ def index_bits(n: int) -> int:
 class SharedModules:
     """The ``platform`` of a Verilog conversion that shares repeated modules (see module doc)."""
 
-    def __init__(self, prefix: str, multiplier: str | None = None):
+    def __init__(self, prefix: str, multiplier: str = "portable"):
         self.prefix = prefix
-        #: the PEs' multiplier (``hw/pe.py``, ``MULTIPLIERS``); None: portable
+        #: the PEs' multiplier (``hw/pe.py``, ``MULTIPLIERS``)
         self.multiplier = multiplier
         self._modules: dict[str, wiring.Component] = {}
         self._order: list[str] = []
@@ -92,10 +92,10 @@ def add_shared(m, platform, name: str, key: str, component: wiring.Component):
     return component
 
 
-def convert(component, name: str, multiplier: str | None = None, **kwargs) -> str:
+def convert(component, name: str, multiplier: str = "portable", **kwargs) -> str:
     """Verilog of ``component`` as module ``name``, with repeated blocks shared: the top
     module first, then each shared module once. ``multiplier`` is how every PE writes its
-    multiplier (``hw/pe.py``: ``"ecp5"`` for the DSP primitive; None: portable)."""
+    multiplier (``hw/pe.py``: ``"ecp5"`` for the DSP primitive)."""
     shared = SharedModules(name, multiplier)
     texts = [verilog.convert(component, name=name, platform=shared, **kwargs)]
     for module, block in shared.pending():
