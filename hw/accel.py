@@ -262,6 +262,9 @@ class RPAccel(wiring.Component):
         }
         for p in range(P):
             increments[f"ENGINE{p}_BUSY"] = core.busy[p]
+        if P > 1:
+            busy = Cat(*(core.busy[p] for p in range(P)))
+            increments["ENGINES_OVERLAP"] = (busy & (busy - 1)).any()   # two or more bits
         emb_names = {"STATIC_ACCESSES": "static_accesses", "STATIC_HITS": "static_hits",
                      "DYNAMIC_ACCESSES": "dynamic_accesses", "DYNAMIC_HITS": "dynamic_hits",
                      "DYNAMIC_MISSES": "dynamic_misses", "DYNAMIC_FILLS": "dynamic_fills",

@@ -33,7 +33,7 @@ ACCESS = ("rw", "ro", "w1c", "w1p")
 #: The ID register reads 'RPAC'.
 MAGIC = 0x52504143
 #: Bumped when the register map changes incompatibly.
-REGMAP_VERSION = 1
+REGMAP_VERSION = 2
 
 #: Error codes of the ERROR register and of query completions, with their meaning. 0 is
 #: success. The top level sets one per rejected command and keeps serving.
@@ -148,6 +148,11 @@ def counter_names(config: AccelConfig) -> list[tuple[str, str]]:
              ("COMMANDS_DONE", "ring entries completed")]
     for p in range(config.partitions):
         names.append((f"ENGINE{p}_BUSY", f"cycles partition {p}'s MLP engine ran a layer"))
+    if config.partitions > 1:
+        # the measure of concurrency across partitions (stages of consecutive queries, or one
+        # stage's sub-batches dealt over several): the busy counters alone cannot show it
+        names.append(("ENGINES_OVERLAP", "cycles in which two or more partitions' MLP "
+                                         "engines ran a layer"))
     names += [("STATIC_ACCESSES", "embedding lookups that checked the static cache"),
               ("STATIC_HITS", "lookups served by the static cache"),
               ("DYNAMIC_ACCESSES", "lookups that checked the dynamic cache"),

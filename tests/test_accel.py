@@ -80,7 +80,8 @@ def run_rpaccel(config, sch, plan, *, seed=2, max_cycles=600_000, watch=None):
             ring.head = ring.tail
             if not sch.advance(plan):      # the host's round trip (no on-chip top-k)
                 break
-        for name in COUNTERS + tuple(f"ENGINE{p}_BUSY" for p in range(1, config.partitions)):
+        engines = tuple(f"ENGINE{p}_BUSY" for p in range(1, config.partitions))
+        for name in COUNTERS + engines + (("ENGINES_OVERLAP",) if engines else ()):
             figures[name] = (await read(f"{name}_LO"))["VALUE"]
         figures["head"] = (await read("RING_HEAD"))["INDEX"]
         figures["errors"] = (await read("ERROR_COUNT"))["VALUE"]
@@ -167,8 +168,11 @@ def busy_overlap(counts):
     return watch
 
 
+@pytest.mark.slow
 def test_queries_in_flight_overlap_on_two_partitions(setup):
-    """Four queries back to back (stage 1 on partition 0, stage 2 on partition 1), the third
+    """In `make test-all` (140 s in the Amaranth simulator); the fast suite runs the same
+    ring on the RTL (tests/test_cosim.py::test_queries_in_flight_overlap_on_two_partitions_on_the_rtl).
+    Four queries back to back (stage 1 on partition 0, stage 2 on partition 1), the third
     one bad: the query engine takes the next query while the earlier ones run, so query
     q's stage 2 runs beside query q + 1's stage 1 (both engines busy in the same cycles)
     over the shared embedding subsystem and model tables. The bad query completes with
@@ -216,12 +220,16 @@ def test_queries_in_flight_overlap_on_two_partitions(setup):
     assert figures["QUERIES_DONE"] == 3
     assert figures["error"]["CODE"] in (ERROR["BAD_PARTITION"], ERROR["EMBEDDING"])
     assert counts["both"] > 0, "the two partitions never ran at the same time"
+    assert figures["ENGINES_OVERLAP"] == counts["both"]
     print(f"\n4 queries in flight: {figures['CYCLES']} cycles, both engines busy "
           f"{counts['both']}, engine busy {figures['ENGINE0_BUSY']}/{figures['ENGINE1_BUSY']}")
 
 
+@pytest.mark.slow
 def test_a_stage_dealt_over_both_partitions_and_more_topk_units(setup):
-    """A stage whose partition mask has both bits: its sub-batches (16 candidates) are dealt
+    """In `make test-all` (120 s in the Amaranth simulator); the fast suite deals both
+    stages on the RTL (tests/test_cosim.py::test_a_stage_dealt_over_both_partitions_on_the_rtl).
+    A stage whose partition mask has both bits: its sub-batches (16 candidates) are dealt
     round robin over the two runners (40 candidates: sub-batches 0 and 2 on partition 0,
     1 on partition 1) and merged into one top-k unit, ``last`` only after the final one;
     a stage of one sub-batch leaves the second runner without work. Three top-k units,
@@ -240,10 +248,14 @@ def test_a_stage_dealt_over_both_partitions_and_more_topk_units(setup):
     check_golden(setup, sch, queries, sch.results(plan))
     assert figures["ENGINE0_BUSY"] > 0 and figures["ENGINE1_BUSY"] > 0
     assert counts["both"] > 0, "the dealt stage never ran on both partitions at once"
+    assert figures["ENGINES_OVERLAP"] == counts["both"]
 
 
+@pytest.mark.slow
 def test_every_feature_off_the_baseline_accelerator(setup):
-    """The baseline end of the generator, every RPAccel feature off: one partition (one
+    """In `make test-all` (45 s in the Amaranth simulator); the fast suite runs the same
+    configuration on the RTL
+    (tests/test_cosim.py::test_every_feature_off_ranks_real_queries_bit_exact). The baseline end of the generator, every RPAccel feature off: one partition (one
     monolithic array, same MACs), no top-k unit, no static and no dynamic embedding cache,
     sub-batches in sequence. Two query slots still overlap one query's score writes with
     the next query's stage; the host's round trips give the golden cascade."""

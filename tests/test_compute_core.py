@@ -47,11 +47,11 @@ def real_mlp_jobs(tmp_path_factory):
     return files
 
 
-def simulator_preset_cases():
-    """(simulator, preset) pairs; the 8x8 core on Icarus is a slow test (`make test-all`),
-    Verilator runs the same jobs on it in the fast suite and Icarus runs them on `tiny`. On
-    Icarus the real models take about 150k cycles at ~400 cycles/s (7 minutes), the unit's
-    bench 86 s."""
+def simulator_preset_cases(slow=(("icarus", "default"),)):
+    """(simulator, preset) pairs; those in ``slow`` are slow tests (`make test-all`). The
+    8x8 core on Icarus is always slow: Verilator runs the same bench on it in the fast
+    suite and Icarus runs it on `tiny`. On Icarus the real models take about 150k cycles
+    at ~400 cycles/s (7 minutes), the unit's bench 86 s."""
     cases = []
     for sim in SIMULATORS:
         for preset in ("tiny", "default"):
@@ -59,7 +59,7 @@ def simulator_preset_cases():
             if unavailable_reason(sim):
                 marks.append(pytest.mark.skip(reason=f"{sim} unavailable: "
                                                      f"{unavailable_reason(sim)}"))
-            if sim == "icarus" and preset == "default":
+            if (sim, preset) in slow:
                 marks.append(pytest.mark.slow)
             cases.append(pytest.param(sim, preset, marks=marks, id=f"{sim}-{preset}"))
     return cases
@@ -70,7 +70,11 @@ def test_compute_core_cocotb(simulator, preset):
     run_bench(generate(PRESETS[preset], "compute_core"), simulator)
 
 
-@pytest.mark.parametrize("simulator, preset", simulator_preset_cases())
+# The real models on the 8x8 core are slow tests too (97 s on Verilator): the fast suite runs
+# them on `tiny` on both simulators, the 8x8 core's own bench on Verilator, and real queries
+# through the whole `tiny` accelerator (tests/test_cosim.py); `make demo` on `default`.
+@pytest.mark.parametrize("simulator, preset", simulator_preset_cases(
+    slow=(("icarus", "default"), ("verilator", "default"))))
 def test_compute_core_runs_real_models(simulator, preset, real_mlp_jobs):
     run_cocotb(generate(PRESETS[preset], "compute_core"), simulator,
                "rpaccel.tb.mlp_jobs",

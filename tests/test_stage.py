@@ -169,9 +169,14 @@ def run_stage(setup, n: int, overlap: bool, stalls: float, *, seed: int = 11,
 # tiny: sub_batch 16. 5: one sub-batch (nothing to overlap); 32: two full ones; 37: three
 # (16, 16, 5: an odd count and a short last one), also with streamed positions; 7 in
 # sub-batches of 2: four (2, 2, 2, 1), so the three position slots and Z0/Z1 wrap around.
+# Two full sub-batches, and three from the records instead of the kept list, are slow tests
+# (`make test-all`, 110 s): the three-sub-batch case from the kept list has two full ones and
+# a short one, and 1x5 takes its positions from the records.
+_SLOW = pytest.mark.slow
 @pytest.mark.parametrize("overlap", [False, True], ids=["sequential", "overlap"])
 @pytest.mark.parametrize("n, sub_batch, from_kept", [
-    (5, 16, False), (32, 16, False), (37, 16, False), (37, 16, True), (7, 2, True)],
+    (5, 16, False), pytest.param(32, 16, False, marks=_SLOW),
+    pytest.param(37, 16, False, marks=_SLOW), (37, 16, True), (7, 2, True)],
     ids=["1x5", "2x16", "16-16-5", "16-16-5-kept", "2-2-2-1-kept"])
 def test_a_real_stage_on_the_hardware_equals_the_functional_model(setup, n, sub_batch,
                                                                    from_kept, overlap):

@@ -278,7 +278,10 @@ def test_systolic_with_ecp5_dsp_cells_passes_the_whole_bench_verilator():
 @pytest.mark.cocotb
 @pytest.mark.skipif(unavailable_reason("verilator") is not None,
                     reason=f"verilator unavailable: {unavailable_reason('verilator')}")
+@pytest.mark.slow
 def test_systolic_cocotb_16x16_verilator():
+    # 50 s, in `make test-all`: the fast suite runs the whole bench on 4x4, 8x8 and 6-bit
+    # arrays on both simulators and random array shapes (tests/test_random_configs.py)
     testcases = ["random_tiles_vs_numpy/stalls=both", "latency_and_back_to_back_throughput"]
     results = run_bench(generate(BIG, "systolic_array"), "verilator",
                         testcase=",".join(testcases))
