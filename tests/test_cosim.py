@@ -101,6 +101,26 @@ def test_every_feature_off_ranks_real_queries_bit_exact(setup, tmp_path):
     assert report["counters"]["QUERIES_DONE"] == 4          # two stages of two queries
 
 
+def run_beside_the_model(config, plan, work, *, stall, latency, overrun_first=False,
+                         model=True):
+    """``plan``'s ring on the RTL (the image gets the accelerator's writes) and, unless
+    ``model`` is false, on a copy of its image in the functional model first; checks the
+    bench's own verdicts (every access inside the region, CSR cycles = testbench cycles).
+    Returns the bench's figures and the model's image (or None)."""
+    reference = None
+    if model:
+        reference = MemoryImage(plan.image.base)
+        reference.data = bytearray(plan.image.data)
+        ring = dataclasses.replace(plan.ring)
+        assert AccelModel(config).execute(reference, ring) == plan.ring.tail
+    backend = RTLBackend(config, "verilator", work, stall=stall, latency=latency, quiet=True)
+    assert backend.execute_many([(plan.image, plan.ring)], overrun_first=overrun_first) == \
+        [plan.ring.tail]
+    fig = backend.figures[0]
+    assert not fig["violation"] and fig["csr_cycles"] == fig["tb_cycles"]
+    return fig, reference
+
+
 BAD = [({"opcode": 9}, "BAD_OPCODE"),
        ({"n_candidates": 0}, "ZERO_CANDIDATES"),
        ({"stage0_k": 17}, "BAD_K"),                   # above topk_max = 16
@@ -128,17 +148,11 @@ def test_bad_queries_between_good_ones_and_an_overrun_on_the_rtl(setup, tmp_path
         q = plan.queries[2 * b + 1]   # between good queries 2b and 2b + 2
         bad_queries[2 * b + 1] = (code, plan.image.read(q["result"], 4 * d.RESULT_BYTES))
         corrupt_entry(plan, q["index"], d.run_query_layout(config), **change)
-    reference = MemoryImage(plan.image.base)
-    reference.data = bytearray(plan.image.data)
-    model = AccelModel(config)
-    assert model.execute(reference, dataclasses.replace(plan.ring)) == plan.ring.tail
-    backend = RTLBackend(config, "verilator", tmp_path, stall=30, latency=2, quiet=True)
-    assert backend.execute_many([(plan.image, plan.ring)], overrun_first=True) == [plan.ring.tail]
-    fig = backend.figures[0]
+    fig, reference = run_beside_the_model(config, plan, tmp_path, stall=30, latency=2,
+                                          overrun_first=True)
     over = fig["overrun"]
     assert over["error"]["CODE"] == ERROR["QUEUE_OVERRUN"] and over["head"] == 0
     assert over["error_count"] == 1 and over["irq"] == 1
-    assert not fig["violation"] and fig["csr_cycles"] == fig["tb_cycles"]
     results = sch.results(plan)
     for n, ((user, cands), res) in enumerate(zip(queries, results)):
         if n in bad_queries:
@@ -194,13 +208,7 @@ def test_a_model_with_a_layer_the_engines_refuse_is_not_loaded_on_the_rtl(setup,
     first, bad, last = plan.queries
     for q in (first, last):                      # the good model only
         corrupt_entry(plan, q["index"], d.run_query_layout(config), n_stages=1)
-    reference = MemoryImage(plan.image.base)
-    reference.data = bytearray(plan.image.data)
-    assert AccelModel(config).execute(reference, dataclasses.replace(plan.ring)) == plan.ring.tail
-    backend = RTLBackend(config, "verilator", tmp_path, stall=20, latency=1, quiet=True)
-    assert backend.execute_many([(plan.image, plan.ring)]) == [plan.ring.tail]
-    fig = backend.figures[0]
-    assert not fig["violation"] and fig["csr_cycles"] == fig["tb_cycles"]
+    fig, reference = run_beside_the_model(config, plan, tmp_path, stall=20, latency=1)
     codes = _completions(config, plan)
     load = next(n for n in range(plan.ring.tail) if codes[n]["error"] == ERROR["BAD_LAYER"])
     assert [c["error"] for c in codes].count(ERROR["BAD_LAYER"]) == 1
@@ -239,13 +247,7 @@ def test_queries_in_flight_overlap_on_two_partitions_on_the_rtl(setup, tmp_path)
     rec = d.unpack(d.record_layout(config), plan.image.read(rec_addr, d.record_bytes(config)))
     rec["lookups"][1]["row"] = 100_000
     plan.image.write(rec_addr, d.pack(d.record_layout(config), rec, d.record_bytes(config)))
-    reference = MemoryImage(plan.image.base)
-    reference.data = bytearray(plan.image.data)
-    assert AccelModel(config).execute(reference, dataclasses.replace(plan.ring)) == plan.ring.tail
-    backend = RTLBackend(config, "verilator", tmp_path, stall=40, latency=3, quiet=True)
-    assert backend.execute_many([(plan.image, plan.ring)]) == [plan.ring.tail]
-    fig = backend.figures[0]
-    assert not fig["violation"] and fig["csr_cycles"] == fig["tb_cycles"]
+    fig, reference = run_beside_the_model(config, plan, tmp_path, stall=40, latency=3)
     results = sch.results(plan)
     assert results[2].error == ERROR["BAD_PARTITION"]
     assert results[1].error == ERROR["EMBEDDING"] and len(results[1].ranking) == 4
@@ -279,10 +281,8 @@ def test_a_stage_dealt_over_both_partitions_on_the_rtl(setup, tmp_path):
     users = users_with_tests(setup, 2, skip=4)
     queries = [(u, setup.split.test_candidates(u)[:40]) for u in users]
     plan = sch.plan(queries)
-    backend = RTLBackend(config, "verilator", tmp_path, stall=40, latency=3, quiet=True)
-    assert backend.execute_many([(plan.image, plan.ring)]) == [plan.ring.tail]
-    fig = backend.figures[0]
-    assert not fig["violation"] and fig["csr_cycles"] == fig["tb_cycles"] and fig["errors"] == 0
+    fig, _ = run_beside_the_model(config, plan, tmp_path, stall=40, latency=3, model=False)
+    assert fig["errors"] == 0
     for (user, cands), res in zip(queries, sch.results(plan), strict=True):
         assert res.differences(setup.golden.run(sch.pipeline, user, cands)) == [], user
     counters = fig["counters"]
