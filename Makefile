@@ -26,11 +26,11 @@ demo: $(STAMP)
 
 # The fast suite (under 20 minutes on 2 cores).
 test: $(STAMP)
-	$(BIN)/python -m pytest -n $(JOBS) -m "not slow"
+	$(BIN)/python -m pytest -n $(JOBS) --dist worksteal --durations=25 -m "not slow"
 
 # Everything, including long soaks and sweeps.
 test-all: $(STAMP)
-	$(BIN)/python -m pytest -n $(JOBS)
+	$(BIN)/python -m pytest -n $(JOBS) --dist worksteal --durations=25
 
 # Performance and quality reports (RTL cycles, utilization, top-k, NDCG) into reports/.
 bench: $(STAMP)

@@ -23,6 +23,10 @@ Figures (:func:`run_cosim` returns them; ``--json`` writes them):
 * ``utilization``: per stage, the model's MACs (every MLP layer of every candidate the stage
   scores) over the stage's cycles times the MACs of the partitions that run it;
 * ``cache_hit_rate``: static and dynamic, from the CSR counters;
+* ``engines_overlap``: the fraction of busy cycles (``BUSY_CYCLES``) in which two or more
+  partitions' MLP engines ran a layer (``ENGINES_OVERLAP``): how much consecutive queries'
+  stages, or one stage's sub-batches dealt over partitions, ran side by side; None with
+  one partition;
 * ``sim_cycles_per_s``: simulated cycles per second of simulator wall time while images ran
   (build and start-up excluded; ``wall_s`` is the whole run);
 * ``counters_agree``: for every image, the CSR ``CYCLES`` difference between two reads
@@ -163,6 +167,8 @@ def run_cosim(config: AccelConfig, preset_name: str, sim: str, pipeline: str,
         "stage_partitions": [int(m) for m in scheduler.stage_masks],
         "cache_hit_rate": {"static": rate("STATIC_HITS", "STATIC_ACCESSES"),
                            "dynamic": rate("DYNAMIC_HITS", "DYNAMIC_ACCESSES")},
+        "engines_overlap": rate("ENGINES_OVERLAP", "BUSY_CYCLES")
+        if "ENGINES_OVERLAP" in counters else None,
         "sim_cycles": run_cycles, "sim_wall_s": sim_wall,
         "sim_cycles_per_s": run_cycles / sim_wall if sim_wall else 0.0,
         "counters_agree": all(f["csr_cycles"] == f["tb_cycles"] for f in figs),
@@ -197,6 +203,12 @@ def format_cosim(r: dict) -> str:
     rows += [
         ["cache hit rate", f"static {100 * r['cache_hit_rate']['static']:.1f} %, dynamic "
          f"{100 * r['cache_hit_rate']['dynamic']:.1f} %"],
+    ]
+    if r.get("engines_overlap") is not None:
+        rows.append(["two or more engines busy at once",
+                     f"{100 * r['engines_overlap']:.1f} % of busy cycles "
+                     f"({r['counters']['ENGINES_OVERLAP']:,} cycles)"])
+    rows += [
         ["CSR CYCLES = testbench cycles", "yes" if r["counters_agree"] else "NO"],
         ["memory outside the region", "touched" if r["outside_region"] else "never touched"],
         ["simulator speed", f"{r['sim_cycles_per_s']:,.0f} cycles/s "

@@ -123,8 +123,13 @@ def test_real_queries_through_a_two_stage_cascade(setup):
 NO_TOPK = CONFIG.replace(onchip_topk=False)
 
 
+@pytest.mark.slow
 def test_without_onchip_topk_the_host_filters_between_stages(setup):
-    """onchip_topk off: no top-k unit is built; each stage's scores (every candidate, in
+    """In `make test-all` (96 s in the Amaranth simulator); the fast suite runs the host's
+    rounds on the RTL without on-chip top-k
+    (tests/test_cosim.py::test_every_feature_off_ranks_real_queries_bit_exact) and the
+    BAD_STAGES rejection on the functional model (tests/test_scheduler.py).
+    onchip_topk off: no top-k unit is built; each stage's scores (every candidate, in
     order, also from a stage dealt over both partitions) go to memory and the host keeps
     the top k and submits the next stage. A 2-stage cascade on real users equals the
     golden; a 2-stage RUN_QUERY between the

@@ -255,10 +255,12 @@ def test_systolic_verilog_lints_clean(name):
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-@pytest.mark.parametrize("name", ["tiny", "default", "ow6"])
+@pytest.mark.parametrize("name", ["tiny", "default", pytest.param("ow6", marks=pytest.mark.slow)])
 def test_systolic_cocotb(simulator, name):
     """Every test of the bench (the registry's count: 4 stall patterns + latency and
-    throughput); ``ow6`` has 6-bit operands and 18-bit accumulators."""
+    throughput); ``ow6`` has 6-bit operands and 18-bit accumulators (in `make test-all`,
+    36 s: the fast suite runs the bench on random operand widths,
+    tests/test_random_configs.py, and ``ow6`` in the Amaranth simulator above)."""
     run_bench(generate(CONFIGS[name], "systolic_array"), simulator)
 
 
