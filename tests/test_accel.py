@@ -19,6 +19,8 @@ from rpaccel.sim.scheduler import Scheduler
 from rpaccel.tb.amaranth_axi import AxiMemory, axil_read, axil_write
 from rpaccel.tb.amaranth_sim import Stalls, simulate
 
+pytestmark = pytest.mark.uses_data  # ordered first: see tests/conftest.py
+
 CONFIG = PRESETS["tiny"]
 
 

@@ -15,6 +15,8 @@ from rpaccel.gen.units import UNITS
 
 from rpaccel.gen import cli
 
+pytestmark = pytest.mark.uses_data  # ordered first: see tests/conftest.py
+
 RPACCEL = [sys.executable, "-m", "rpaccel.gen.cli"]
 
 

@@ -24,6 +24,8 @@ from rpaccel.sim.scheduler import Scheduler
 from rpaccel.tb.amaranth_axi import AxiMemory
 from rpaccel.tb.amaranth_sim import Stalls, get, put, simulate, to_python
 
+pytestmark = pytest.mark.uses_data  # ordered first: see tests/conftest.py
+
 CONFIG = PRESETS["tiny"]
 
 

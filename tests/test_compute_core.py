@@ -10,10 +10,12 @@ import pytest
 
 from rpaccel.hw.config import PRESETS
 from rpaccel.gen.generate import generate
-from rpaccel.gen.simulators import SIMULATORS, lint, run_bench, run_cocotb, unavailable_reason
+from rpaccel.gen.simulators import lint, run_bench, run_cocotb
 from rpaccel.sim.mlp_program import model_mlps, save_mlp_jobs
 
+from conftest import simulator_preset_cases
 
+pytestmark = pytest.mark.uses_data  # ordered first: see tests/conftest.py
 
 
 #: The trained model each preset runs (the large model's weights do not fit `tiny`).
@@ -47,24 +49,9 @@ def real_mlp_jobs(tmp_path_factory):
     return files
 
 
-def simulator_preset_cases(slow=(("icarus", "default"),)):
-    """(simulator, preset) pairs; those in ``slow`` are slow tests (`make test-all`). The
-    8x8 core on Icarus is always slow: Verilator runs the same bench on it in the fast
-    suite and Icarus runs it on `tiny`. On Icarus the real models take about 150k cycles
-    at ~400 cycles/s (7 minutes), the unit's bench 86 s."""
-    cases = []
-    for sim in SIMULATORS:
-        for preset in ("tiny", "default"):
-            marks = [pytest.mark.cocotb]
-            if unavailable_reason(sim):
-                marks.append(pytest.mark.skip(reason=f"{sim} unavailable: "
-                                                     f"{unavailable_reason(sim)}"))
-            if (sim, preset) in slow:
-                marks.append(pytest.mark.slow)
-            cases.append(pytest.param(sim, preset, marks=marks, id=f"{sim}-{preset}"))
-    return cases
-
-
+#: The 8x8 core on Icarus is always slow: Verilator runs the same bench on it in the fast
+#: suite and Icarus runs it on `tiny`. On Icarus the real models take about 150k cycles at
+#: ~400 cycles/s (7 minutes), the unit's bench 86 s.
 @pytest.mark.parametrize("simulator, preset", simulator_preset_cases())
 def test_compute_core_cocotb(simulator, preset):
     run_bench(generate(PRESETS[preset], "compute_core"), simulator)

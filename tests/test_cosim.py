@@ -28,6 +28,8 @@ from rpaccel.sim.scheduler import MemoryImage, Scheduler
 from rpaccel.tb.random_configs import describe, random_cosim_case
 from rpaccel.tb.ring_edits import corrupt_entry
 
+pytestmark = pytest.mark.uses_data  # ordered first: see tests/conftest.py
+
 ERROR = {name: code for code, (name, _) in ERROR_CODES.items()}
 needs_verilator = pytest.mark.skipif(unavailable_reason("verilator") is not None,
                                      reason=f"verilator: {unavailable_reason('verilator')}")

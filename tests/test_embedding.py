@@ -21,6 +21,8 @@ from rpaccel.tb.unit_models.embedding import (TableSet, check_address, check_poo
                                               expected_pooled, random_lookups, random_tables,
                                               split_static, static_writes)
 
+pytestmark = pytest.mark.uses_data  # ordered first: see tests/conftest.py
+
 PRESET_NAMES = ["tiny", "default"]
 
 

@@ -23,6 +23,8 @@ from rpaccel.sim.models import (ArtifactError, ModelError, ModelSpec, artifact_p
                                 train_or_load, TRAIN_CONFIGS, SPECS)
 from rpaccel.sim.quant import QuantizationError, CalibrationConfig, forward_int, quantize_model
 
+pytestmark = pytest.mark.uses_data  # ordered first: see tests/conftest.py
+
 
 @pytest.fixture(scope="module")
 def setup():

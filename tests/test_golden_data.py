@@ -10,6 +10,8 @@ from rpaccel.gen.cli import main
 from rpaccel.sim import data
 from rpaccel.sim.data import DataError, ensure_dataset, read_atomic
 
+pytestmark = pytest.mark.uses_data  # ordered first: see tests/conftest.py
+
 FAKE = {
     "ml-100k.inter": b"user_id:token\titem_id:token\trating:float\ttimestamp:float\n1\t1\t5\t9\n",
     "ml-100k.item": b"item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq\n"

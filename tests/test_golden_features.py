@@ -9,6 +9,8 @@ from rpaccel.sim.data import ensure_dataset, load_movielens
 from rpaccel.sim.features import (DENSE, TABLES, FeatureError, build_features,
                                   split_interactions)
 
+pytestmark = pytest.mark.uses_data  # ordered first: see tests/conftest.py
+
 
 @pytest.fixture(scope="module")
 def movielens():

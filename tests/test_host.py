@@ -14,6 +14,8 @@ from rpaccel.sim.host import (CascadeMismatch, GoldenTransport, HostError, JobRe
 from rpaccel.sim.mlp_program import model_mlps, random_layer
 from rpaccel.tb.amaranth_transport import AmaranthTransport
 
+pytestmark = pytest.mark.uses_data  # ordered first: see tests/conftest.py
+
 TINY = PRESETS["tiny"]
 
 

@@ -16,6 +16,8 @@ from rpaccel.sim.scheduler import (MemoryImage, Scheduler, SchedulerError, acces
                                    hot_order)
 from rpaccel.tb.ring_edits import corrupt_entry
 
+pytestmark = pytest.mark.uses_data  # ordered first: see tests/conftest.py
+
 CONFIG = PRESETS["default"].replace(topk_max=256)
 TINY = PRESETS["tiny"]
 

@@ -27,6 +27,8 @@ from rpaccel.sim.scheduler import Scheduler
 from rpaccel.tb.amaranth_axi import AxiMemory
 from rpaccel.tb.amaranth_sim import Stalls, get, put, receive, send, simulate
 
+pytestmark = pytest.mark.uses_data  # ordered first: see tests/conftest.py
+
 CONFIG = PRESETS["tiny"]
 
 

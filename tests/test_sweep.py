@@ -15,6 +15,8 @@ from rpaccel.gen.sweep import (VARIANTS, format_markdown, plot_sweep, run_sweep,
                                variant_config)
 from rpaccel.hw.config import PRESETS, AccelConfig
 
+pytestmark = pytest.mark.uses_data  # ordered first: see tests/conftest.py
+
 SWITCHES = {"subbatch_overlap": False, "onchip_topk": False, "static_cache_rows": 0,
             "dynamic_cache_sets": 0, "partitions": 1}
 

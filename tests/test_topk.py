@@ -17,6 +17,8 @@ from rpaccel.tb.unit_models.topk import (bad_k_values, check_results, edge_queri
                                          query_beats, random_query,
                                          result_count, score_range)
 
+from conftest import simulator_preset_cases
+
 #: The configurations simulated: the insertion array, a small heap, the default heap.
 CONFIGS = {"tiny": PRESETS["tiny"], "heap40": PRESETS["tiny"].replace(topk_max=40),
            "default": PRESETS["default"]}
@@ -351,6 +353,8 @@ def test_verilog_lints_clean(preset):
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-@pytest.mark.parametrize("name", ["tiny", "default"])
+@pytest.mark.parametrize("simulator, name", simulator_preset_cases())
 def test_topk_cocotb(simulator, name):
+    """The top-k bench; `default` (the heap) on Icarus is a slow test (90 s), the fast suite
+    runs it on Verilator and `tiny` on Icarus."""
     run_cocotb(generate(CONFIGS[name], "topk"), simulator, "rpaccel.tb.test_topk")
