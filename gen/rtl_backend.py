@@ -35,13 +35,14 @@ from .simulators import run_cocotb, waves_file
 
 __all__ = ["RTLBackend", "write_hex", "read_hex", "CosimError", "VERILATOR_SPEED_ARGS"]
 
-#: Verilator options of the cosimulation build: its own optimizations at -O3, X values
-#: resolved once at build time instead of by code (the design resets everything it reads),
-#: and the model's C++ at -O2 instead of the wheel's -Os. Measured on `default`, two real
-#: queries (802,734 cycles), side by side on a loaded machine: 75k -> 93k cycles/s, at
-#: 175 s instead of 131 s of build.
-VERILATOR_SPEED_ARGS = ["-O3", "--x-assign", "fast", "--x-initial", "fast",
-                        "-MAKEFLAGS", "OPT_FAST=-O2"]
+#: Verilator options of the cosimulation build: its own optimizations at -O3, and X values
+#: resolved once at build time instead of by code (the design resets everything it reads).
+#: Measured on `default`, two real queries (802,734 cycles), side by side on a loaded
+#: machine: 75k -> 93k cycles/s, at 175 s instead of 131 s of build. The C++ stays at the
+#: wheel's -Os: a `-MAKEFLAGS OPT_FAST=-O2` here did nothing (cocotb runs make itself), and
+#: -O2 passed to that make did not help either (`default`, six users, alternating: -Os
+#: 160.5k and 161.3k cycles/s, -O2 161.1k and 162.2k).
+VERILATOR_SPEED_ARGS = ["-O3", "--x-assign", "fast", "--x-initial", "fast"]
 
 
 class CosimError(RpaccelError, RuntimeError):
