@@ -96,8 +96,11 @@ class CommandProcessor(wiring.Component):
         the completion is written when the results come back. Loads wait until no query
         is out, so weights never change under a running stage.
 
-    Bad entries complete with their code (``ERROR_CODES``) and nothing else happens; the
-    next entry runs. While reset is asserted nothing is offered or accepted. A
+    Each fetched entry spends one cycle in its checks (state ``CHECK``: address ranges,
+    sizes, model slots, ``k``), registered before they decide anything; the region's end
+    (``region_base + region_size``) is registered too, so a region written by the host
+    applies from the next cycle. Bad entries complete with their code (``ERROR_CODES``)
+    and nothing else happens; the next entry runs. While reset is asserted nothing is offered or accepted. A
     ``LOAD_MODEL`` whose descriptor is fine but one of whose layers the engines would refuse
     (:func:`~rpaccel.hw.mlp_engine.layer_refused`) completes with ``BAD_LAYER`` after its
     words were read: the slot is then not loaded (queries naming it get
@@ -214,7 +217,10 @@ class CommandProcessor(wiring.Component):
         beat_n = Signal(range(d.COMPLETION_BYTES // B + 1))
 
         mask = (Const(1, 17) << self.ring_log2) - 1
-        region_end = self.region_base + self.region_size
+        # registered: the region CSRs are written long before a ring starts, and the sum
+        # would otherwise lead every range check's carry chain (Fmax, issue 10)
+        region_end = Signal(aw + 2)
+        m.d.sync += region_end.eq(self.region_base + self.region_size)
 
         def in_region(addr, nbytes):
             return (addr >= self.region_base) & ((addr + nbytes) <= region_end)
@@ -289,12 +295,31 @@ class CommandProcessor(wiring.Component):
             with m.If(cond):
                 m.d.comb += q_code.eq(ERROR[name])
 
+        # -- LOAD_STATIC check ---------------------------------------------------------------------
+        static_bad = Signal()
+        m.d.comb += static_bad.eq((ls.static_base + ls.rows > cfg.static_cache_rows) |
+                                  ~fits(ls.src_addr, ls.rows * self._rowbytes))
+        # the checks' results, taken in state CHECK (the entry does not change after it)
+        checked = Signal(data.StructLayout({"q_code": 8, "bad_model": 1, "model_range_ok": 1,
+                                            "static_bad": 1}))
+
         # -- word loops of the loads -----------------------------------------------------------------
         count = Signal(20)                    # words handled of the current array
         pending = Signal(P)                   # partitions still to take the held word
         held = Signal(max(8 * self._wbytes, 8 * self._bbytes))
         dma_error = Signal()
         layer_error = Signal()                # a LOAD_MODEL layer the engines would refuse
+        # each layer descriptor is checked the cycle after it arrives, from a register: the
+        # check multiplies tile counts and would otherwise follow the read word's path
+        layer_seen = Signal()
+        layer_held = Signal(d.layer_layout(cfg))
+        m.d.sync += layer_seen.eq(0)
+        with m.If(layer_seen & mlp_engine.layer_refused(cfg, layer_held.in_dim,
+                                                        layer_held.out_dim,
+                                                        layer_held.weight_tile,
+                                                        layer_held.bias_word,
+                                                        layer_held.score)):
+            m.d.sync += layer_error.eq(1)
 
         def start(size, addr, n):
             r = reader(size)
@@ -359,7 +384,15 @@ class CommandProcessor(wiring.Component):
                 with m.If(r.words.valid):
                     m.d.sync += [entry.eq(r.words.payload.data), code.eq(0),
                                  dma_error.eq(r.words.payload.error), layer_error.eq(0)]
-                    m.next = "DECODE"
+                    m.next = "CHECK"
+            with m.State("CHECK"):
+                # one cycle for the entry's checks (range sums and compares on every field),
+                # registered so that none of them drives the FSM or the model table
+                m.d.comb += self.busy.eq(1)
+                m.d.sync += [checked.q_code.eq(q_code), checked.bad_model.eq(bad_model),
+                             checked.model_range_ok.eq(model_range_ok),
+                             checked.static_bad.eq(static_bad)]
+                m.next = "DECODE"
             with m.State("DECODE"):
                 m.d.comb += self.busy.eq(1)
                 is_load = (header.opcode == d.OPCODES["LOAD_MODEL"]) | \
@@ -379,14 +412,13 @@ class CommandProcessor(wiring.Component):
                     with m.Elif(header.opcode == d.OPCODES["NOP"]):
                         m.next = "COMPLETE"
                     with m.Elif(header.opcode == d.OPCODES["RUN_QUERY"]):
-                        with m.If(q_code != 0):
-                            m.d.sync += comp.error.eq(q_code)
+                        with m.If(checked.q_code != 0):
+                            m.d.sync += comp.error.eq(checked.q_code)
                             m.next = "COMPLETE"
                         with m.Else():
                             m.next = "QUERY"
                     with m.Elif(header.opcode == d.OPCODES["LOAD_STATIC"]):
-                        with m.If((ls.static_base + ls.rows > cfg.static_cache_rows) |
-                                  ~fits(ls.src_addr, ls.rows * self._rowbytes)):
+                        with m.If(checked.static_bad):
                             m.d.sync += comp.error.eq(ERROR["ADDRESS_RANGE"])
                             m.next = "COMPLETE"
                         with m.Elif(ls.rows == 0):
@@ -394,10 +426,10 @@ class CommandProcessor(wiring.Component):
                         with m.Else():
                             m.next = "STATIC_START"
                     with m.Elif(header.opcode == d.OPCODES["LOAD_MODEL"]):
-                        with m.If(bad_model):
+                        with m.If(checked.bad_model):
                             m.d.sync += comp.error.eq(ERROR["BAD_PARTITION"])
                             m.next = "COMPLETE"
-                        with m.Elif(~model_range_ok):
+                        with m.Elif(~checked.model_range_ok):
                             m.d.sync += comp.error.eq(ERROR["ADDRESS_RANGE"])
                             m.next = "COMPLETE"
                         with m.Else():
@@ -471,10 +503,9 @@ class CommandProcessor(wiring.Component):
                                      lw.addr.eq(lm.slot * MAX_LAYERS + count),
                                      lw.data.eq(ly), lw.en.eq(r.words.valid)]
                         fire = r.words.valid
-                        with m.If(fire & mlp_engine.layer_refused(cfg, ly.in_dim, ly.out_dim,
-                                                                  ly.weight_tile, ly.bias_word,
-                                                                  ly.score)):
-                            m.d.sync += layer_error.eq(1)
+                        # checked next cycle (above); MODEL_DONE, which reads layer_error,
+                        # is at least two states later
+                        m.d.sync += [layer_seen.eq(fire), layer_held.eq(ly)]
                     elif kind == "PAIRS":
                         m.d.comb += [r.words.ready.eq(1),
                                      pw.addr.eq(lm.slot * self._pairs_max + count),
