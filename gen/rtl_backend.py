@@ -236,7 +236,7 @@ class RTLBackend:
         docstring); the image gets the accelerator's writes; returns the new head. With
         ``overrun_first`` the bench first writes a tail past the ring's end (a queue
         overrun, which must be refused) before the right one."""
-        cfg, B = self.config, self.config.mem_bus_width // 8
+        B = self.config.mem_bus_width // 8
         if image.end > self.mem_bytes:
             raise CosimError(f"the image ends at {image.end:#x}, beyond the harness's "
                              f"{self.mem_bytes >> 20} MiB of memory: plan fewer queries "
