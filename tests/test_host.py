@@ -96,9 +96,14 @@ def test_amaranth_backend_runs_a_real_cascade_bit_exact(setup):
 
 
 @pytest.mark.cocotb
+@pytest.mark.slow
 def test_rtl_backend_runs_a_real_cascade_bit_exact(setup, tmp_path):
     """A real user's 40 candidates through small:8 -> medium:3 on the tiny RTL (Verilator):
-    MLPs on the compute core (3 sub-batches dealt over 2 partitions), top-k on the unit."""
+    MLPs on the compute core (3 sub-batches dealt over 2 partitions), top-k on the unit.
+    A slow test (77 s): the benches this transport drives run in the fast suite (the
+    compute core's real-model jobs, tests/test_compute_core.py, and the top-k bench), the
+    transport's protocol with the golden backend above, and whole cascades through the
+    accelerator in tests/test_cosim.py."""
     from rpaccel.gen.simulators import unavailable_reason
     if unavailable_reason("verilator"):
         pytest.skip(unavailable_reason("verilator"))

@@ -136,7 +136,12 @@ def test_plot_writes_a_png_for_runs_and_missing_runs(tmp_path):
 @pytest.mark.cocotb
 @pytest.mark.skipif(simulator_unavailable("verilator") is not None,
                     reason=f"verilator: {simulator_unavailable('verilator')}")
+@pytest.mark.slow
 def test_a_tiny_sweep_of_two_variants_runs_bit_exact(tmp_path):
+    """`rpaccel sim-sweep` end to end on two variants (two Verilator builds, 80 s): a slow
+    test. Each of its runs is `run_cosim`, which tests/test_cosim.py runs on real users in
+    the fast suite; the sweep's own parts (variants, speed-ups, Markdown, plot, command
+    line) have their fast tests above and below."""
     from rpaccel.sim.data import ensure_dataset
     from rpaccel.sim.golden import load_golden
     ensure_dataset()
