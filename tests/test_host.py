@@ -100,10 +100,11 @@ def test_amaranth_backend_runs_a_real_cascade_bit_exact(setup):
 def test_rtl_backend_runs_a_real_cascade_bit_exact(setup, tmp_path):
     """A real user's 40 candidates through small:8 -> medium:3 on the tiny RTL (Verilator):
     MLPs on the compute core (3 sub-batches dealt over 2 partitions), top-k on the unit.
-    A slow test (77 s): the benches this transport drives run in the fast suite (the
-    compute core's real-model jobs, tests/test_compute_core.py, and the top-k bench), the
-    transport's protocol with the golden backend above, and whole cascades through the
-    accelerator in tests/test_cosim.py."""
+    A slow test (77 s). In the fast suite: the same cascade through the Amaranth-simulator
+    backend above (the same units behind the same protocol), the compute core's real-model
+    job bench on the RTL (tests/test_compute_core.py), the top-k unit's cocotb bench, and
+    whole cascades through the accelerator (tests/test_cosim.py). The top-k harness bench
+    this transport drives (`rpaccel.tb.bench_topk`) runs only here."""
     from rpaccel.gen.simulators import unavailable_reason
     if unavailable_reason("verilator"):
         pytest.skip(unavailable_reason("verilator"))
