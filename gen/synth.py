@@ -190,7 +190,7 @@ def _run(cmd: list[str], cwd: Path, log: Path, what: str, tool_log: Path | None 
     if proc.returncode:
         text = log.read_text()
         error = _first_error(text)
-        if (error is None or not text.strip()) and tool_log is not None and tool_log.exists():
+        if error is None and tool_log is not None and tool_log.exists():
             log, text = tool_log, tool_log.read_text(errors="replace")
             error = _first_error(text)
         tail = "\n".join(text.splitlines()[-15:])

@@ -100,11 +100,12 @@ class CommandProcessor(wiring.Component):
     sizes, model slots, ``k``), registered before they decide anything; the region's end
     (``region_base + region_size``) is registered too, so a region written by the host
     applies from the next cycle. Bad entries complete with their code (``ERROR_CODES``)
-    and nothing else happens; the next entry runs. While reset is asserted nothing is offered or accepted. A
-    ``LOAD_MODEL`` whose descriptor is fine but one of whose layers the engines would refuse
-    (:func:`~rpaccel.hw.mlp_engine.layer_refused`) completes with ``BAD_LAYER`` after its
-    words were read: the slot is then not loaded (queries naming it get
-    ``MODEL_NOT_LOADED``), so no query ever reaches a layer the engine refuses.
+    and nothing else happens; the next entry runs. While reset is asserted nothing is
+    offered or accepted. A ``LOAD_MODEL`` whose descriptor is fine but one of whose layers
+    the engines would refuse (:func:`~rpaccel.hw.mlp_engine.layer_refused`) completes
+    with ``BAD_LAYER`` after its words were read: the slot is then not loaded (queries
+    naming it get ``MODEL_NOT_LOADED``), so no query ever reaches a layer the engine
+    refuses.
     """
 
     def __init__(self, config: AccelConfig):
