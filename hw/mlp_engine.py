@@ -19,11 +19,12 @@ __all__ = ["MLPLayerEngine", "layer_refused", "command_layout", "response_layout
            "act_word_layout"]
 
 #: Depth of the FIFOs between the engine's memories and the array. A read is issued only
-#: while the FIFO level leaves room for the reads already in flight (``FEED_IN_FLIGHT``:
-#: the block RAM's read cycle and the register after it), so the decision is a comparison of
-#: the level with a constant (no adder on the path) and rows keep flowing one per cycle.
+#: while the FIFO level leaves room for the reads already in flight (``FEED_IN_FLIGHT``: the
+#: block RAM's read cycle and the registers after it, two on the activation side), so the
+#: decision is a comparison of the level with a constant (no adder on the path) and rows
+#: keep flowing one per cycle.
 FEED_FIFO_DEPTH = 16
-FEED_IN_FLIGHT = 2
+FEED_IN_FLIGHT = 3
 
 
 def command_layout(config: AccelConfig) -> data.StructLayout:
@@ -297,9 +298,12 @@ class MLPLayerEngine(wiring.Component):
         f_b = Signal(_row_range(SB))
         f_active = Signal()
         f_pending = Signal()       # a read issued last cycle: its data is on the read port
-        f_valid = Signal()         # ... registered: the row written into the FIFO this cycle
+        f_held = Signal()          # ... registered as it left the RAM (every buffer's word)
+        f_valid = Signal()         # ... selected: the row written into the FIFO this cycle
         f_last = Signal()          # of the row whose read is pending
+        f_held_last = Signal()
         f_lane = Signal(range(max(W // R, 2)))
+        f_held_lane = Signal.like(f_lane)
         f_issue = f_active & (a_fifo.level < FEED_FIFO_DEPTH - FEED_IN_FLIGHT - 1)
         # The read address is a register (the RAM sees no arithmetic): `f_base` is the word
         # of input tile f_i's chunk, chunk(f_i) * sub_batch, `f_addr` = f_base + f_b.
@@ -331,12 +335,18 @@ class MLPLayerEngine(wiring.Component):
                 m.d.sync += [f_b.eq(f_b + 1), f_addr.eq(f_addr + 1)]
         m.d.sync += [f_pending.eq(f_issue), f_last.eq(f_b == cmd.rows - 1)]
         if W > R:
-            m.d.sync += f_lane.eq(f_i[:exact_log2(W // R)])
+            m.d.sync += [f_lane.eq(f_i[:exact_log2(W // R)]), f_held_lane.eq(f_lane)]
+        # Every buffer's read data is registered as it leaves the RAM, before the buffer and
+        # lane multiplexers: the block RAM's clock-to-out is most of a cycle on its own.
+        # (act_buffers x W bytes of flip-flops: 256 on `default`.)
+        held = [Signal(ow * W, name=f"act_held{n}") for n in range(geo.act_buffers)]
+        m.d.sync += [h.eq(port.data) for h, port in zip(held, act_rd)]
+        m.d.sync += [f_held.eq(f_pending), f_held_last.eq(f_last)]
         src_word = Signal(ow * W)
-        m.d.comb += src_word.eq(Array(port.data for port in act_rd)[cmd.src])
-        lanes = src_word if W == R else src_word.word_select(f_lane, ow * R)
+        m.d.comb += src_word.eq(Array(held)[cmd.src])
+        lanes = src_word if W == R else src_word.word_select(f_held_lane, ow * R)
         f_row = Signal(systolic.act_layout(cfg))
-        m.d.sync += [f_valid.eq(f_pending), f_row.data.eq(lanes), f_row.last.eq(f_last)]
+        m.d.sync += [f_valid.eq(f_held), f_row.data.eq(lanes), f_row.last.eq(f_held_last)]
         m.d.comb += [a_fifo.w.valid.eq(f_valid), a_fifo.w.payload.eq(f_row)]
 
         # -- accumulate: result rows of input tile 0 start from zero, later tiles add ----------
