@@ -20,9 +20,9 @@ __all__ = ["MLPLayerEngine", "layer_refused", "command_layout", "response_layout
 
 #: Depth of the FIFOs between the engine's memories and the array. A read is issued only
 #: while the FIFO level leaves room for the reads already in flight (``FEED_IN_FLIGHT``: the
-#: block RAM's read cycle and the registers after it, two on the activation side), so the
-#: decision is a comparison of the level with a constant (no adder on the path) and rows
-#: keep flowing one per cycle.
+#: block RAM's read cycle and the registers after it; the activation feeder has two, the
+#: weight feeder one, and shares the larger bound), so the decision is a comparison of the
+#: level with a constant (no adder on the path) and rows keep flowing one per cycle.
 FEED_FIFO_DEPTH = 16
 FEED_IN_FLIGHT = 3
 
@@ -338,7 +338,7 @@ class MLPLayerEngine(wiring.Component):
             m.d.sync += [f_lane.eq(f_i[:exact_log2(W // R)]), f_held_lane.eq(f_lane)]
         # Every buffer's read data is registered as it leaves the RAM, before the buffer and
         # lane multiplexers: the block RAM's clock-to-out is most of a cycle on its own.
-        # (act_buffers x W bytes of flip-flops: 256 on `default`.)
+        # (act_buffers x W x 8 flip-flops: 256 on `default`.)
         held = [Signal(ow * W, name=f"act_held{n}") for n in range(geo.act_buffers)]
         m.d.sync += [h.eq(port.data) for h, port in zip(held, act_rd)]
         m.d.sync += [f_held.eq(f_pending), f_held_last.eq(f_last)]
