@@ -19,12 +19,15 @@ from .stream import StreamFIFO
 __all__ = ["EmbeddingSubsystem", "lookup_layout", "descriptor_layout", "pooled_layout",
            "static_write_layout", "counter_layout", "COUNTERS", "STAGES", "set_index",
            "row_beats", "model_bits", "table_bits", "acc_width", "KIND_BAD", "KIND_STATIC",
-           "KIND_HIT", "KIND_MISS", "SET_HASH_MULT"]
+           "KIND_HIT", "KIND_MISS", "SET_HASH_MULT", "LOOKUP_LATENCY"]
 
 #: Cascade stages the dynamic cache can be split between (the ``stage`` field of a lookup).
 STAGES = 4
 #: Kinds of a classified lookup (the in-flight queue's ``kind`` field).
 KIND_BAD, KIND_STATIC, KIND_HIT, KIND_MISS = 0, 1, 2, 3
+#: Cycles from a lookup's acceptance to its one-row vector when its row is on chip and
+#: nothing stalls: F and B (classification), the in-flight FIFO's two, R1, R2 and R3.
+LOOKUP_LATENCY = 7
 #: The (model, table) number is multiplied by this before it is folded into the set index,
 #: so the same row of different tables lands in different sets.
 SET_HASH_MULT = 37
@@ -228,7 +231,8 @@ class EmbeddingSubsystem(wiring.Component):
     under misses, ``emb_inflight`` misses can be outstanding, vectors leave in order.
 
     Throughput: one lookup per cycle when the rows are on chip (all hits); a miss costs the
-    memory's latency, overlapped with up to ``emb_inflight - 1`` other lookups.
+    memory's latency, overlapped with up to ``emb_inflight - 1`` other lookups. Latency: a
+    lookup accepted on cycle t whose row is on chip leaves on t + :data:`LOOKUP_LATENCY`.
     """
 
     def __init__(self, config: AccelConfig):
@@ -331,7 +335,14 @@ class EmbeddingSubsystem(wiring.Component):
         m.d.comb += reader.clear.eq(self.clear_counters)
 
         # -- stage B: classification in request order ------------------------------------------
+        # Two cycles: the accepted beat's memory words arrive in F ("fetch") and are
+        # registered as F hands the beat to B, which classifies it from those registers.
+        # No block-RAM output feeds the classification logic, which is the unit's longest
+        # path without this (docs/synth-report.md).
         lk = self.lookups.payload
+        f_valid = Signal()
+        f = Signal(lookup_layout(cfg))
+        f_advance = Signal()
         b_valid = Signal()
         b = Signal(lookup_layout(cfg))
         b_advance = Signal()
@@ -339,16 +350,25 @@ class EmbeddingSubsystem(wiring.Component):
         flush_pending = Signal()
         accept = self.lookups.valid & self.lookups.ready
         m.d.comb += [
-            self.lookups.ready.eq((~b_valid | b_advance) & ~flushing & ~flush_pending),
+            f_advance.eq(f_valid & (~b_valid | b_advance)),
+            self.lookups.ready.eq((~f_valid | f_advance) & ~flushing & ~flush_pending),
             desc_rp.addr.eq(lk.model * cfg.max_tables + lk.table),
             desc_rp.en.eq(accept),
         ]
         with m.If(accept):
-            m.d.sync += [b.eq(lk), b_valid.eq(1)]
+            m.d.sync += [f.eq(lk), f_valid.eq(1)]
+        with m.Elif(f_advance):
+            m.d.sync += f_valid.eq(0)
+        with m.If(f_advance):
+            m.d.sync += [b.eq(f), b_valid.eq(1)]
         with m.Elif(b_advance):
             m.d.sync += b_valid.eq(0)
 
-        d = desc_rp.data
+        # F holds its words on the read ports (their enables are low until the next
+        # accept, which is no earlier than F's own advance).
+        d = Signal(stored)
+        with m.If(f_advance):
+            m.d.sync += d.eq(desc_rp.data)
         bag_count = Signal(range(cfg.max_bag + 1))
         table_ok = (b.model < cfg.model_slots) & (b.table < cfg.max_tables)
         bad = Signal()
@@ -382,8 +402,16 @@ class EmbeddingSubsystem(wiring.Component):
 
             m.d.comb += [tag_rp.addr.eq(hash_of(lk)), tag_rp.en.eq(accept)]
             b_set = Signal(range(max(sets, 2)))
-            m.d.comb += b_set.eq(hash_of(b))
-            cur = tag_rp.data
+            f_set = Signal(range(max(sets, 2)))
+            m.d.comb += [b_set.eq(hash_of(b)), f_set.eq(hash_of(f))]
+            # F's set word was read before B's write of this cycle (a write the cycle of
+            # the read is seen: the port is transparent); B writes only as it advances,
+            # which is when F moves up, so the word is forwarded then.
+            cur = Signal(set_l)
+            new = Signal(set_l)
+            writes = Signal()
+            with m.If(f_advance):
+                m.d.sync += cur.eq(Mux(writes & (f_set == b_set), new, tag_rp.data))
             hitv = Signal(ways)
             for i in range(ways):
                 t = cur.tags[i]
@@ -422,7 +450,6 @@ class EmbeddingSubsystem(wiring.Component):
             m.d.comb += evict.eq(alloc & cur.tags[victim].valid)
             # Every field of the new set word is assigned once (no default-then-override:
             # Icarus re-runs such a combinational block forever).
-            new = Signal(set_l)
             touched_age = cur.ages[touched]
             for i in range(ways):
                 fill_here = alloc & (victim == i)
@@ -442,11 +469,11 @@ class EmbeddingSubsystem(wiring.Component):
                 m.d.comb += [tag_wp.addr.eq(flush_set), tag_wp.en.eq(1),
                              tag_wp.data.eq(set_l.const(_set_init(cfg)))]
             with m.Else():
-                m.d.comb += [tag_wp.addr.eq(b_set), tag_wp.data.eq(new),
-                             tag_wp.en.eq(b_advance & (hit | alloc))]
+                m.d.comb += [tag_wp.addr.eq(b_set), tag_wp.data.eq(new), tag_wp.en.eq(writes)]
+            m.d.comb += writes.eq(b_advance & (hit | alloc))
             with m.If(self.flush):
                 m.d.sync += flush_pending.eq(1)
-            with m.If(flush_pending & ~b_valid & ~flushing):
+            with m.If(flush_pending & ~f_valid & ~b_valid & ~flushing):
                 m.d.sync += [flushing.eq(1), flush_pending.eq(0), flush_set.eq(0)]
             with m.If(flushing):
                 m.d.sync += flush_set.eq(flush_set + 1)
@@ -531,6 +558,15 @@ class EmbeddingSubsystem(wiring.Component):
                 m.d.comb += [row.eq(r2_fill), row_error.eq(r2_fill_error)]
             with m.Case(KIND_BAD):
                 m.d.comb += row_error.eq(1)
+        # R3 pools from a register: the on-chip rows' block-RAM outputs go no further than
+        # this multiplexer in their cycle.
+        r3_valid = Signal()
+        r3 = Signal(entry)
+        r3_row = Signal(rbits)
+        r3_row_error = Signal()
+        with m.If(adv):
+            m.d.sync += [r3_valid.eq(r2_valid), r3.eq(r2), r3_row.eq(row),
+                         r3_row_error.eq(row_error)]
 
         aw = acc_width(cfg)
         acc = Signal(data.ArrayLayout(signed(aw), dmax))
@@ -541,18 +577,18 @@ class EmbeddingSubsystem(wiring.Component):
         qmax, qmin = (1 << (ow - 1)) - 1, -(1 << (ow - 1))
         result = Signal(_vector(cfg))
         for e in range(dmax):
-            element = Mux(e < r2.dim, row[e * ow:(e + 1) * ow].as_signed(), 0)
+            element = Mux(e < r3.dim, r3_row[e * ow:(e + 1) * ow].as_signed(), 0)
             m.d.comb += total[e].eq(Mux(first, 0, acc[e]) + element)
             m.d.comb += result[e].eq(Mux(error_now, 0, Mux(total[e] > qmax, qmax,
                                                             Mux(total[e] < qmin, qmin, total[e]))))
-        m.d.comb += error_now.eq((~first & bag_error) | row_error)
+        m.d.comb += error_now.eq((~first & bag_error) | r3_row_error)
 
         with m.If(out.ready):
             m.d.sync += out.valid.eq(0)
-        with m.If(adv & r2_valid):
-            with m.If(r2.bag_end):
+        with m.If(adv & r3_valid):
+            with m.If(r3.bag_end):
                 m.d.sync += [out.valid.eq(1), out.payload.data.eq(result),
-                             out.payload.last.eq(r2.sample_end),
+                             out.payload.last.eq(r3.sample_end),
                              out.payload.error.eq(error_now), first.eq(1)]
             with m.Else():
                 m.d.sync += [acc.eq(total), bag_error.eq(error_now), first.eq(0)]
@@ -560,8 +596,8 @@ class EmbeddingSubsystem(wiring.Component):
         m.d.comb += [incr["vectors"].eq(delivered),
                      incr["bad_vectors"].eq(delivered & out.payload.error)]
 
-        m.d.comb += self.idle.eq(~b_valid & ~rob.r.valid & (rob.level == 0) & ~r2_valid
-                                 & ~out.valid & ~flushing & ~flush_pending)
+        m.d.comb += self.idle.eq(~f_valid & ~b_valid & ~rob.r.valid & (rob.level == 0)
+                                 & ~r2_valid & ~r3_valid & ~out.valid & ~flushing & ~flush_pending)
 
         # -- counters -------------------------------------------------------------------------
         port = {"bursts": reader.bursts, "beats": reader.beats, "axi_errors": reader.errors,

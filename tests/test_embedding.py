@@ -12,7 +12,7 @@ from rpaccel.gen.generate import generate
 from rpaccel.gen.simulators import lint, run_cocotb
 from rpaccel.hw.axi import RESP_OKAY, RESP_SLVERR, bus_bytes
 from rpaccel.hw.config import PRESETS, ConfigError
-from rpaccel.hw.embedding import (KIND_HIT, KIND_MISS, KIND_STATIC,
+from rpaccel.hw.embedding import (KIND_HIT, KIND_MISS, KIND_STATIC, LOOKUP_LATENCY,
                                   EmbeddingSubsystem, lookup_layout,
                                   pooled_layout, set_index)
 from rpaccel.sim.cache_model import EmbeddingCacheModel, Lookup, TableDescriptor
@@ -253,7 +253,7 @@ def test_replacement_under_a_capacity_split():
 
 def test_all_hit_stream_is_one_row_per_cycle():
     """Every row in the static cache: after the first, a lookup is accepted every cycle and
-    a single-row vector leaves every cycle."""
+    a single-row vector leaves every cycle, ``LOOKUP_LATENCY`` cycles after its lookup."""
     config = PRESETS["tiny"]
     rng = np.random.default_rng(11)
     tables = {(0, 0): rng.integers(-128, 128, (32, 4))}
@@ -263,6 +263,7 @@ def test_all_hit_stream_is_one_row_per_cycle():
     check_pooled(out["payloads"], out["want"])
     assert out["in"] == list(range(out["in"][0], out["in"][0] + 200))
     assert out["out"] == list(range(out["out"][0], out["out"][0] + 200))
+    assert out["out"][0] - out["in"][0] == LOOKUP_LATENCY
 
 
 @pytest.mark.parametrize("preset", PRESET_NAMES)
