@@ -8,7 +8,7 @@ It implements the ring semantics of ``hw/descriptors.py`` and the error codes of
 
 from __future__ import annotations
 
-from amaranth import Cat, Const, Module, Mux, ResetSignal, Signal
+from amaranth import Cat, Const, Module, Mux, ResetSignal, Signal, Value
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -96,8 +96,9 @@ class CommandProcessor(wiring.Component):
         the completion is written when the results come back. Loads wait until no query
         is out, so weights never change under a running stage.
 
-    Each fetched entry spends one cycle in its checks (state ``CHECK``: address ranges,
-    sizes, model slots, ``k``), registered before they decide anything; the region's end
+    Each fetched entry spends three cycles in its checks (state ``SUMS``: the end address of
+    every range; ``CHECK``: address ranges, sizes, model slots, ``k``; ``CODE``: the first
+    failed check's code), registered before they decide anything; the region's end
     (``region_base + region_size``) is registered too, so a region written by the host
     applies from the next cycle. Bad entries complete with their code (``ERROR_CODES``)
     and nothing else happens; the next entry runs. While reset is asserted nothing is
@@ -223,12 +224,19 @@ class CommandProcessor(wiring.Component):
         region_end = Signal(aw + 2)
         m.d.sync += region_end.eq(self.region_base + self.region_size)
 
-        def in_region(addr, nbytes):
-            return (addr >= self.region_base) & ((addr + nbytes) <= region_end)
-
         def fits(addr64, nbytes):
-            """A 64-bit descriptor address: its high bits zero and the bytes in the region."""
-            return (addr64[aw:] == 0) & in_region(addr64[:aw], nbytes)
+            """A 64-bit descriptor address: its high bits zero and the bytes in the region.
+            Two cycles: the end address (the byte count is a product) and the compares
+            with the region's base are registered in state SUMS, the comparison with the
+            region's end is made in CHECK (three carry chains in one cycle were this unit's
+            longest path)."""
+            nbytes = Value.cast(nbytes)
+            hi_zero, above_base = Signal(name="fits_hi_zero"), Signal(name="fits_above_base")
+            end = Signal(aw + len(nbytes) + 1, name="fits_end")
+            m.d.sync += [hi_zero.eq(addr64[aw:] == 0),
+                         above_base.eq(addr64[:aw] >= self.region_base),
+                         end.eq(addr64[:aw] + nbytes)]
+            return hi_zero & above_base & (end <= region_end)
 
         # -- LOAD_MODEL checks -------------------------------------------------------------------
         n_layers = lm.n_bottom + lm.n_top
@@ -271,7 +279,6 @@ class CommandProcessor(wiring.Component):
         checks.append(((rq.kept_addr != 0) &
                        ~fits(rq.kept_addr, n_st * (cfg.topk_max * d.RESULT_BYTES)),
                        "ADDRESS_RANGE"))
-        inputs = rq.n_candidates
         stage_checks = []
         for s in range(cfg.max_stages):
             st = stages[s]
@@ -281,19 +288,24 @@ class CommandProcessor(wiring.Component):
                 for slot in range(cfg.model_slots):
                     with m.Case(slot):
                         m.d.comb += slot_info.eq(info[slot])
-            k_limit = Mux(inputs < cfg.topk_max, inputs, cfg.topk_max)
+            # a stage's input: the candidates, or the previous stage's k (every stage before
+            # an active one is active); k > min(input, topk_max) as two compares side by side
+            inputs = rq.n_candidates if s == 0 else stages[s - 1].k
             stage_checks += [
                 (active & ((st.slot >= cfg.model_slots) | ~slot_info.loaded), "MODEL_NOT_LOADED"),
                 (active & ((st.partition_mask == 0) | ((st.partition_mask >> P) != 0) |
                            (st.topk_unit >= cfg.topk_units)), "BAD_PARTITION"),
                 (active & ((st.partition_mask & ~slot_info.partition_mask[:4]) != 0),
                  "MODEL_NOT_LOADED"),
-                (active & ((st.k == 0) | (st.k > k_limit)), "BAD_K"),
+                (active & ((st.k == 0) | (st.k > inputs) | (st.k > cfg.topk_max)), "BAD_K"),
             ]
-            inputs = Mux(active, st.k, inputs)
         stage_checks.append((rq.n_candidates > (1 << cfg.id_width), "BAD_K"))
-        for cond, name in reversed(checks + stage_checks):
-            with m.If(cond):
+        # every condition is registered in CHECK and the first one that holds gives the code
+        # in CODE: the priority chain does not follow the compares in one cycle
+        conditions = checks + stage_checks
+        held_conditions = Signal(len(conditions))
+        for i, (cond, name) in reversed(list(enumerate(conditions))):
+            with m.If(held_conditions[i]):
                 m.d.comb += q_code.eq(ERROR[name])
 
         # -- LOAD_STATIC check ---------------------------------------------------------------------
@@ -310,16 +322,15 @@ class CommandProcessor(wiring.Component):
         held = Signal(max(8 * self._wbytes, 8 * self._bbytes))
         dma_error = Signal()
         layer_error = Signal()                # a LOAD_MODEL layer the engines would refuse
-        # each layer descriptor is checked the cycle after it arrives, from a register: the
-        # check multiplies tile counts and would otherwise follow the read word's path
-        layer_seen = Signal()
-        layer_held = Signal(d.layer_layout(cfg))
-        m.d.sync += layer_seen.eq(0)
-        with m.If(layer_seen & mlp_engine.layer_refused(cfg, layer_held.in_dim,
-                                                        layer_held.out_dim,
-                                                        layer_held.weight_tile,
-                                                        layer_held.bias_word,
-                                                        layer_held.score)):
+        # each layer descriptor is checked in stages as it arrives (the one-cycle check,
+        # a product of tile counts, was this unit's longest path); MODEL_DONE, which reads
+        # layer_error, waits until the last layer's verdict is in
+        layer_in = Signal()
+        layer_word = Signal(d.layer_layout(cfg))
+        layer_checking, layer_refused = mlp_engine.layer_refused_pipelined(
+            m, cfg, layer_in, layer_word.in_dim, layer_word.out_dim, layer_word.weight_tile,
+            layer_word.bias_word, layer_word.score)
+        with m.If(layer_refused):
             m.d.sync += layer_error.eq(1)
 
         def start(size, addr, n):
@@ -385,14 +396,23 @@ class CommandProcessor(wiring.Component):
                 with m.If(r.words.valid):
                     m.d.sync += [entry.eq(r.words.payload.data), code.eq(0),
                                  dma_error.eq(r.words.payload.error), layer_error.eq(0)]
-                    m.next = "CHECK"
-            with m.State("CHECK"):
-                # one cycle for the entry's checks (range sums and compares on every field),
-                # registered so that none of them drives the FSM or the model table
+                    m.next = "SUMS"
+            with m.State("SUMS"):
+                # the range checks' end addresses are registered (see `fits`)
                 m.d.comb += self.busy.eq(1)
-                m.d.sync += [checked.q_code.eq(q_code), checked.bad_model.eq(bad_model),
+                m.next = "CHECK"
+            with m.State("CHECK"):
+                # the entry's checks (compares on every field), registered so that none of
+                # them drives the FSM or the model table
+                m.d.comb += self.busy.eq(1)
+                m.d.sync += [held_conditions.eq(Cat(cond for cond, _ in conditions)),
+                             checked.bad_model.eq(bad_model),
                              checked.model_range_ok.eq(model_range_ok),
                              checked.static_bad.eq(static_bad)]
+                m.next = "CODE"
+            with m.State("CODE"):
+                m.d.comb += self.busy.eq(1)
+                m.d.sync += checked.q_code.eq(q_code)
                 m.next = "DECODE"
             with m.State("DECODE"):
                 m.d.comb += self.busy.eq(1)
@@ -504,9 +524,7 @@ class CommandProcessor(wiring.Component):
                                      lw.addr.eq(lm.slot * MAX_LAYERS + count),
                                      lw.data.eq(ly), lw.en.eq(r.words.valid)]
                         fire = r.words.valid
-                        # checked next cycle (above); MODEL_DONE, which reads layer_error,
-                        # is at least two states later
-                        m.d.sync += [layer_seen.eq(fire), layer_held.eq(ly)]
+                        m.d.comb += [layer_in.eq(fire), layer_word.eq(ly)]   # checked above
                     elif kind == "PAIRS":
                         m.d.comb += [r.words.ready.eq(1),
                                      pw.addr.eq(lm.slot * self._pairs_max + count),
@@ -545,18 +563,24 @@ class CommandProcessor(wiring.Component):
 
             with m.State("MODEL_DONE"):
                 m.d.comb += self.busy.eq(1)
-                with m.If(dma_error):
-                    m.d.sync += comp.error.eq(ERROR["AXI"])
-                with m.Elif(layer_error):
-                    m.d.sync += comp.error.eq(ERROR["BAD_LAYER"])
-                with m.Else():
-                    slot = info[lm.slot]
-                    m.d.sync += [slot.loaded.eq(1), slot.partition_mask.eq(lm.partition_mask),
-                                 slot.n_bottom.eq(lm.n_bottom), slot.n_top.eq(lm.n_top),
-                                 slot.n_tables.eq(lm.n_tables), slot.emb_dim.eq(lm.emb_dim),
-                                 slot.n_dense.eq(lm.n_dense), slot.n_pairs.eq(lm.n_pairs),
-                                 slot.pairs_addr.eq(lm.pairs_addr[:aw])]
-                m.next = "COMPLETE"
+                # (the tables and pairs states come between the last layer and here, so its
+                # verdict is normally in already)
+                with m.If(~layer_checking):
+                    with m.If(dma_error):
+                        m.d.sync += comp.error.eq(ERROR["AXI"])
+                    with m.Elif(layer_error):
+                        m.d.sync += comp.error.eq(ERROR["BAD_LAYER"])
+                    with m.Else():
+                        slot = info[lm.slot]
+                        m.d.sync += [slot.loaded.eq(1),
+                                     slot.partition_mask.eq(lm.partition_mask),
+                                     slot.n_bottom.eq(lm.n_bottom), slot.n_top.eq(lm.n_top),
+                                     slot.n_tables.eq(lm.n_tables),
+                                     slot.emb_dim.eq(lm.emb_dim),
+                                     slot.n_dense.eq(lm.n_dense),
+                                     slot.n_pairs.eq(lm.n_pairs),
+                                     slot.pairs_addr.eq(lm.pairs_addr[:aw])]
+                    m.next = "COMPLETE"
 
             # the completion: one 64-byte block
             with m.State("COMPLETE"):

@@ -14,7 +14,8 @@ from rpaccel.hw.stream import StreamFIFO
 from rpaccel.hw.vector import VectorUnit
 from rpaccel.hw.geometry import EngineGeometry
 
-__all__ = ["MLPLayerEngine", "layer_refused", "command_layout", "response_layout", "score_layout",
+__all__ = ["MLPLayerEngine", "layer_refused", "layer_refused_pipelined", "LAYER_CHECK_CYCLES",
+           "command_layout", "response_layout", "score_layout",
            "weight_write_layout", "bias_write_layout", "act_write_layout", "act_read_layout",
            "act_word_layout"]
 
@@ -123,6 +124,56 @@ def layer_refused(config: AccelConfig, in_dim, out_dim, weight_tile, bias_word, 
             ((weight_tile + n_it * n_ot) > geo.weight_words // R) |
             ((bias_word + n_ot) > geo.bias_words) |
             (score & (out_dim != 1)))
+
+
+#: Cycles from a layer given to :func:`layer_refused_pipelined` to its verdict in the
+#: caller's register.
+LAYER_CHECK_CYCLES = 3
+
+
+def layer_refused_pipelined(m: Module, config: AccelConfig, valid, in_dim, out_dim,
+                            weight_tile, bias_word, score):
+    """:func:`layer_refused` in clocked stages, for a checker off the engine's own path (the
+    command processor's ``LOAD_MODEL``), where the one-cycle form was that unit's longest
+    path: the tile counts, then their product (a multiplier from registers to a register),
+    then the sums and comparisons.
+
+    Arguments are sampled on a cycle ``valid`` is high (one layer per cycle at most).
+    Returns ``(busy, refused)``, both combinational: ``refused`` is high for one cycle, two
+    cycles after a ``valid`` whose layer :func:`layer_refused` refuses, for the caller to
+    register (so the verdict is in that register :data:`LAYER_CHECK_CYCLES` cycles after
+    ``valid``); ``busy`` is high while a layer is in the stages, its verdict not out yet."""
+    geo = EngineGeometry.of(config)
+    R = geo.rows
+    s1, s2 = Signal(name="lchk_s1"), Signal(name="lchk_s2")
+    n_it = Signal(range(_tiles_of(geo.max_layer_dim, R) + 1), name="lchk_n_it")
+    n_ot = Signal(range(_tiles_of(geo.max_layer_dim, geo.cols) + 1), name="lchk_n_ot")
+    shape_bad1, shape_bad2 = Signal(name="lchk_shape_bad1"), Signal(name="lchk_shape_bad2")
+    wt1 = Signal(len(weight_tile), name="lchk_wt1")
+    wt2 = Signal(len(weight_tile), name="lchk_wt2")
+    bw1 = Signal(len(bias_word), name="lchk_bw1")
+    bias_bad = Signal(name="lchk_bias_bad")
+    tiles = Signal(len(n_it) + len(n_ot), name="lchk_tiles")
+    m.d.sync += [
+        s1.eq(valid), s2.eq(s1),
+        # stage 1: the tile counts (dimensions above max_layer_dim are refused by
+        # shape_bad, so their counts may wrap) and the checks that need no product
+        n_it.eq(_tiles(in_dim, R)), n_ot.eq(_tiles(out_dim, geo.cols)),
+        shape_bad1.eq((in_dim == 0) | _above(in_dim, geo.max_layer_dim) | (out_dim == 0) |
+                      _above(out_dim, geo.max_layer_dim) | (score & (out_dim != 1))),
+        wt1.eq(weight_tile), bw1.eq(bias_word),
+        # stage 2: the product, and the bias memory's bound
+        tiles.eq(n_it * n_ot), bias_bad.eq((bw1 + n_ot) > geo.bias_words),
+        shape_bad2.eq(shape_bad1), wt2.eq(wt1),
+    ]
+    # then the weight memory's bound
+    refused = s2 & (shape_bad2 | bias_bad | ((wt2 + tiles) > geo.weight_words // R))
+    return s1 | s2, refused
+
+
+def _tiles_of(dim: int, lanes: int) -> int:
+    """``ceil(dim / lanes)`` of a Python int (the widest tile count a register holds)."""
+    return -(-dim // lanes)
 
 
 class MLPLayerEngine(wiring.Component):
@@ -480,14 +531,17 @@ class MLPLayerEngine(wiring.Component):
         ]
         host_rd_pending = Signal()
         host_rd_buffer = Signal(range(geo.act_buffers))
+        # buffer n's RAM holds a host read's word on its port (one-hot of the pending read)
+        host_holds = Signal(geo.act_buffers)
         m.d.comb += self.act_read.ready.eq(~in_use.bit_select(r_buf, 1) &
                                            ~_beyond(r_buf, geo.act_buffers) & ~in_reset &
                                            (~host_rd_pending | self.act_data.ready))
         host_rd = self.act_read.valid & self.act_read.ready
         with m.If(host_rd):
-            m.d.sync += [host_rd_pending.eq(1), host_rd_buffer.eq(r_buf)]
+            m.d.sync += [host_rd_pending.eq(1), host_rd_buffer.eq(r_buf),
+                         host_holds.eq(1 << r_buf)]
         with m.Elif(self.act_data.ready):
-            m.d.sync += host_rd_pending.eq(0)
+            m.d.sync += [host_rd_pending.eq(0), host_holds.eq(0)]
         m.d.comb += [self.act_data.valid.eq(host_rd_pending & ~in_reset),
                      self.act_data.payload.eq(Array(port.data for port in act_rd)[host_rd_buffer])]
 
@@ -500,9 +554,13 @@ class MLPLayerEngine(wiring.Component):
             is_dst = o_write & (cmd.dst == n)
             m.d.comb += [
                 act_rd[n].addr.eq(Mux(is_src, f_addr, self.act_read.payload.addr)),
-                # The feeder reads every cycle and keeps what it issued; a host read holds
-                # its data while it waits for act_data.ready.
-                act_rd[n].en.eq(Mux(is_src, 1, host_rd & (r_buf == n))),
+                # The feeder reads every cycle and keeps what it issued. A buffer that is no
+                # command's source reads the host's address every cycle too, whether or not
+                # the host's read is accepted, except while it holds an accepted read's word
+                # that waits for act_data.ready (it reads again on the cycle the word goes,
+                # when the next read may be accepted). So the enable, which every block of
+                # the buffer takes, is registers and one gate away, not the handshake.
+                act_rd[n].en.eq(is_src | ~host_holds[n] | self.act_data.ready),
                 act_wr[n].addr.eq(Mux(is_dst, o_addr, self.act_write.payload.addr)),
                 act_wr[n].data.eq(Mux(is_dst, o_word, self.act_write.payload.data.as_value())),
                 act_wr[n].en.eq(Mux(is_dst, o_lanes,

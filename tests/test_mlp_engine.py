@@ -160,3 +160,62 @@ def test_back_to_back_tiles_sustain_one_row_per_cycle():
     assert useful == 256
     # Fill and drain of the array and the memory/vector pipelines: a constant, not per tile.
     assert cycles <= useful + 40, cycles
+
+
+@pytest.mark.parametrize("preset", ["tiny", "default"])
+def test_pipelined_layer_check_equals_the_one_cycle_check(preset):
+    """``layer_refused_pipelined`` (the command processor's LOAD_MODEL check) gives
+    ``layer_refused``'s verdict two cycles after each layer, on random layers around every
+    bound (dimensions 0, max_layer_dim and above, weight tiles and bias words at the ends of
+    their memories, score layers), one layer per cycle with random gaps; ``busy`` is high
+    exactly while a verdict is on its way."""
+    from amaranth import Elaboratable, Module, Signal
+    from rpaccel.hw.descriptors import layer_layout
+    from rpaccel.hw.mlp_engine import (LAYER_CHECK_CYCLES, layer_refused,
+                                       layer_refused_pipelined)
+    config = PRESETS[preset]
+    geo = EngineGeometry.of(config)
+
+    class Checks(Elaboratable):
+        def __init__(self):
+            self.valid, self.layer = Signal(), Signal(layer_layout(config))
+            self.one_cycle, self.busy, self.refused = Signal(), Signal(), Signal()
+
+        def elaborate(self, platform):
+            m = Module()
+            ly = self.layer
+            fields = (ly.in_dim, ly.out_dim, ly.weight_tile, ly.bias_word, ly.score)
+            busy, refused = layer_refused_pipelined(m, config, self.valid, *fields)
+            m.d.comb += [self.one_cycle.eq(layer_refused(config, *fields)),
+                         self.busy.eq(busy), self.refused.eq(refused)]
+            return m
+
+    rng = np.random.default_rng(5)
+    weight_tiles = geo.weight_words // geo.rows
+
+    def near(bound):
+        return int(rng.choice([0, 1, bound - 1, bound, bound + 1, rng.integers(0, bound + 2),
+                               rng.integers(0, 1 << 16)])) & 0xFFFF
+
+    dut, n, seen = Checks(), 600, []
+
+    async def bench(ctx):
+        expected = [None] * (LAYER_CHECK_CYCLES - 1)     # verdicts on their way
+        for cycle in range(n + LAYER_CHECK_CYCLES):
+            valid = cycle < n and bool(rng.random() < 0.7)
+            layer = {"in_dim": near(geo.max_layer_dim), "out_dim": near(geo.max_layer_dim),
+                     "weight_tile": near(weight_tiles), "bias_word": near(geo.bias_words),
+                     "score": int(rng.random() < 0.3)}
+            ctx.set(dut.valid, valid)
+            for key, value in layer.items():
+                ctx.set(getattr(dut.layer, key), value)
+            verdict = bool(ctx.get(dut.one_cycle)) if valid else None
+            assert ctx.get(dut.refused) == (expected[0] is True)
+            assert ctx.get(dut.busy) == any(v is not None for v in expected)
+            if valid:
+                seen.append(verdict)
+            expected = expected[1:] + [verdict]
+            await ctx.tick()
+
+    simulate(dut, [bench], max_cycles=n + 10, name="layer_check")
+    assert len(seen) > n // 2 and 0 < sum(seen) < len(seen)   # both verdicts were checked
