@@ -45,16 +45,17 @@ def first_result_delays(config: AccelConfig, n: int, k: int) -> tuple[int, ...]:
     first result's, with ``topk.ready`` high and the unit otherwise idle (the previous
     queries' results gone); the results then follow one per cycle.
 
-    Insertion array: always :attr:`InsertionTopK.LATENCY` (4). Heap: ``2 * L + 5`` or
-    ``2 * L + 6`` with ``L = min(k, ceil(n / 2))``, the larger heap's size (each heap pops one
+    Insertion array: always :attr:`InsertionTopK.LATENCY` (4). Heap: ``2 * L + 7`` or
+    ``2 * L + 8`` with ``L = min(k, ceil(n / 2))``, the larger heap's size (each heap pops one
     entry per two cycles; which of the two depends on the phase of the heaps' two-cycle issue
-    slot when the last candidate arrives). An error beat comes ``first_result_delays(config,
+    slot when the last candidate arrives; two of the cycles are the merge's lookahead, which
+    reads each sorted array ahead of the comparison). An error beat comes ``first_result_delays(config,
     n, 0)`` after the bad query's last beat (``L = 0``).
     """
     if topk_structure(config) == "insertion":
         return (InsertionTopK.LATENCY,)
     heap = min(k, -(-n // 2))
-    return (2 * heap + 5, 2 * heap + 6)
+    return (2 * heap + 7, 2 * heap + 8)
 
 
 class InsertionTopK(TopKPorts):

@@ -36,7 +36,12 @@ class _LevelStore:
     """One side (left or right children) of one heap level of one bank: a memory with a
     synchronous read that is transparent for its own write (the read issued on the cycle of a
     write to the same word returns the new value; the pipeline relies on it, see
-    :class:`HeapTopK`). Up to two words are flip-flops, deeper ones a ``Memory``."""
+    :class:`HeapTopK`). Up to two words are flip-flops, deeper ones a ``Memory`` read
+    asynchronously at a registered address: distributed RAM, transparent by construction
+    (the word at the registered address already holds the last cycle's write), with neither
+    a block RAM's clock-to-output (5.8 ns on ECP5) nor the bypass multiplexer a transparent
+    block-RAM port needs in front of the heap's comparisons. That was the unit's critical
+    path (50.3 MHz on `default`); the cost is LUT RAM instead of 20 DP16KD."""
 
     def __init__(self, m: Module, name: str, width: int, depth: int):
         self.depth = depth
@@ -59,9 +64,11 @@ class _LevelStore:
         mem = Memory(shape=width, depth=depth, init=[])
         m.submodules[name] = mem
         wp = mem.write_port()
-        rp = mem.read_port(transparent_for=(wp,))
+        rp = mem.read_port(domain="comb")
+        r_addr_q = Signal.like(self.r_addr, name=f"{name}_raddr_q", reset_less=True)
+        m.d.sync += r_addr_q.eq(self.r_addr)
         m.d.comb += [wp.en.eq(self.w_en), wp.addr.eq(self.w_addr), wp.data.eq(self.w_data),
-                     rp.addr.eq(self.r_addr), self.r_data.eq(rp.data)]
+                     rp.addr.eq(r_addr_q), self.r_data.eq(rp.data)]
 
 
 class HeapTopK(TopKPorts):
@@ -91,14 +98,16 @@ class HeapTopK(TopKPorts):
     * When the query's last candidate is in, the heap is emptied worst first: each *pop*
       writes the root into a sorted array (at its rank, counted from the end, so the array
       is best first) and sifts a "removed" key (above every real key) down from the root.
-    * The two sorted arrays are merged into ``topk``, best first, ``min(k, N)`` beats.
+    * The two sorted arrays are merged into ``topk``, best first, ``min(k, N)`` beats. Each
+      array is read ahead into a three-entry lookahead, so the merge compares registers and
+      the arrays' read addresses are counters (two cycles before the first result).
 
     Every resource is doubled into two *banks* that queries use alternately, and the two
     banks of a heap take turns on the pipeline's issue slot (even and odd cycles), so one
     query's candidates go in while the previous query pops and the one before drains out.
 
     Timing (output always ready): one candidate per cycle within a query at any ``k``; the
-    first result comes ``2 * L + 5`` or ``2 * L + 6`` cycles after the last candidate, with
+    first result comes ``2 * L + 7`` or ``2 * L + 8`` cycles after the last candidate, with
     ``L = min(k, ceil(N / 2))`` the larger heap's size
     (:func:`~rpaccel.hw.topk.first_result_delays`); results then come one per cycle. A query
     holds its bank from its first candidate until its last result is in the output
@@ -114,8 +123,15 @@ class HeapTopK(TopKPorts):
         REMOVED = 1 << W
         D = heap_levels(cfg)
 
-        phase = Signal()               # bank whose operations issue this cycle
-        m.d.sync += phase.eq(~phase)
+        # The bank whose operations issue this cycle. Every copy toggles together; the input
+        # side and each heap have their own (kept apart in synthesis), because one register
+        # selecting every bank multiplexer of both heaps was the unit's critical path, its
+        # fan-out routed across the device.
+        def phase_copy(name):
+            copy = Signal(name=name, attrs={"keep": 1})
+            m.d.sync += copy.eq(~copy)
+            return copy
+        phase = phase_copy("phase")
 
         # -- per-bank query state ---------------------------------------------------------
         state = [Signal(2, name=f"state{b}") for b in range(2)]
@@ -166,7 +182,7 @@ class HeapTopK(TopKPorts):
         # -- the two heaps ------------------------------------------------------------------
         sorted_mems = []
         for h in range(2):
-            sorted_mems.append(self._heap(m, h, phase, state, q_k, size, popped, buf_key[h],
+            sorted_mems.append(self._heap(m, h, phase_copy(f"phase_heap{h}"), state, q_k, size, popped, buf_key[h],
                                           issuing[h], W, V, REMOVED, D, K))
 
         # -- bank state machine ---------------------------------------------------------------
@@ -191,7 +207,6 @@ class HeapTopK(TopKPorts):
         # -- output: merge the two sorted arrays -------------------------------------------
         out_ptr = Signal()             # bank whose results go out next
         out_busy = Signal()
-        idx = [Signal(range(K + 1), name=f"out_i{h}") for h in range(2)]
         emitted = Signal(range(K + 1))
         count = Signal(range(K + 1))   # results of the query going out
         out_err = Signal()
@@ -212,26 +227,51 @@ class HeapTopK(TopKPorts):
         total = Signal(range(2 * K + 1))
         m.d.comb += total.eq(ob_size[0] + ob_size[1])
 
-        heads = [rp.data for _, rp in sorted_mems]
-        avail = [idx[h] != ob_size[h] for h in range(2)]
+        # Each sorted array streams into a three-entry lookahead (`look[h]`, entry 0 its
+        # head) read ahead of the merge: the merge compares two registers, and the memory's
+        # read address is a counter that does not wait for the comparison. `occ` counts the
+        # entries held plus the read in flight; a read is issued while it is below 3, so one
+        # result per cycle never waits for the memory.
+        look = [[Signal(W, name=f"look{h}_{e}", reset_less=True) for e in range(3)]
+                for h in range(2)]
+        held = [Signal(range(4), name=f"held{h}") for h in range(2)]
+        occ = [Signal(range(4), name=f"occ{h}") for h in range(2)]
+        pend = [Signal(name=f"pend{h}") for h in range(2)]
+        rd_addr = [Signal(range(2 * K), name=f"rd_addr{h}") for h in range(2)]
+        rd_left = [Signal(range(K + 1), name=f"rd_left{h}") for h in range(2)]
+        have = [held[h] != 0 for h in range(2)]
+        done = [(occ[h] == 0) & (rd_left[h] == 0) for h in range(2)]
         take1 = Signal()
-        m.d.comb += take1.eq(avail[1] & (~avail[0] | beats(m, heads[1], heads[0], "merge")))
+        m.d.comb += take1.eq(have[1] & (done[0] | beats(m, look[1][0], look[0][0], "merge")))
         fire = Signal()
-        m.d.comb += fire.eq(out_busy & advance)
+        m.d.comb += fire.eq(out_busy & advance & (out_err | ((have[0] | done[0]) &
+                                                            (have[1] | done[1]))))
         for h, (_, rp) in enumerate(sorted_mems):
-            step = fire & ~out_err & (take1 if h else ~take1)
-            nxt = Mux(out_busy, idx[h] + step, 0)
-            m.d.comb += rp.addr.eq(Mux(out_ptr, K + nxt, nxt))
-            with m.If(step):
-                m.d.sync += idx[h].eq(idx[h] + 1)
+            pop = Signal(name=f"pop{h}")
+            issue = Signal(name=f"issue{h}")
+            m.d.comb += [pop.eq(fire & ~out_err & (take1 if h else ~take1)),
+                         issue.eq(out_busy & (rd_left[h] != 0) & (occ[h] != 3)),
+                         rp.addr.eq(rd_addr[h])]
+            m.d.sync += [pend[h].eq(issue), occ[h].eq(occ[h] + issue - pop),
+                         held[h].eq(held[h] + pend[h] - pop)]
+            with m.If(issue):
+                m.d.sync += [rd_addr[h].eq(rd_addr[h] + 1), rd_left[h].eq(rd_left[h] - 1)]
+            # the word read last cycle goes to the first free entry after this cycle's pop
+            free = held[h] - pop
+            for e in range(3):
+                keep = look[h][e + 1] if e < 2 else look[h][e]
+                shifted = Mux(pop, keep, look[h][e])
+                m.d.sync += look[h][e].eq(Mux(pend[h] & (free == e), rp.data, shifted))
         with m.If(~out_busy):
             with m.If(ob_state == _OUT):
-                m.d.sync += [out_busy.eq(1), idx[0].eq(0), idx[1].eq(0), emitted.eq(0),
-                             out_err.eq(ob_bad),
+                m.d.sync += [out_busy.eq(1), emitted.eq(0), out_err.eq(ob_bad),
                              count.eq(Mux(ob_bad, 1, Mux(total > ob_k, ob_k, total)))]
+                for h in range(2):
+                    m.d.sync += [rd_addr[h].eq(Mux(out_ptr, K, 0)), rd_left[h].eq(ob_size[h]),
+                                 occ[h].eq(0), held[h].eq(0), pend[h].eq(0)]
         with m.Elif(fire):
             last = emitted == count - 1
-            m.d.sync += [o_valid.eq(1), o_key.eq(Mux(take1, heads[1], heads[0])),
+            m.d.sync += [o_valid.eq(1), o_key.eq(Mux(take1, look[1][0], look[0][0])),
                          o_last.eq(last), o_err.eq(out_err), emitted.eq(emitted + 1)]
             with m.If(last):
                 m.d.sync += [out_busy.eq(0), out_ptr.eq(~out_ptr), errors.eq(errors + out_err)]

@@ -213,12 +213,12 @@ def test_heap_latency_and_full_rate(name):
         delays = first_result_delays(config, len(query["scores"]), query["k"])
         assert got[0] in delays, f"query {q}: first result after {got[0]}, not {delays}"
         assert got == list(range(got[0], got[0] + count)), f"query {q}: results not back to back"
-    assert first_result_delays(config, 2 * kmax, kmax) == (2 * kmax + 5, 2 * kmax + 6)
+    assert first_result_delays(config, 2 * kmax, kmax) == (2 * kmax + 7, 2 * kmax + 8)
 
 
 def test_heap_latency_with_k_at_least_n():
     """k >= N: the heaps hold ceil(N / 2) and floor(N / 2) candidates, so the first result
-    comes 2 * ceil(N / 2) + 5 or + 6 cycles after the last candidate, whatever k is."""
+    comes 2 * ceil(N / 2) + 7 or + 8 cycles after the last candidate, whatever k is."""
     config = CONFIGS["heap40"]
     rng = np.random.default_rng(52)
     for n in (1, 2, 3, 17, 40):
@@ -226,7 +226,7 @@ def test_heap_latency_with_k_at_least_n():
         out = run(config, queries)
         check_results(config, queries, out["payloads"])
         assert out["out"][0] - out["in"][-1] in first_result_delays(config, n, 40), n
-        assert first_result_delays(config, n, 40)[0] == 2 * (-(-n // 2)) + 5
+        assert first_result_delays(config, n, 40)[0] == 2 * (-(-n // 2)) + 7
 
 
 def test_insertion_short_query_waits_for_the_previous_results():
