@@ -205,7 +205,7 @@ class StageRunner(wiring.Component):
 
         # -- the shared record reader: one job (one record) at a time, front end first ------
         def reader_client(name):
-            return SimpleNamespace(valid=Signal(name=f"{name}_rd_valid"),
+            return SimpleNamespace(name=name, valid=Signal(name=f"{name}_rd_valid"),
                                    ready=Signal(name=f"{name}_rd_ready"),
                                    addr=Signal.like(reader.jobs.payload.addr,
                                                     name=f"{name}_rd_addr"),
@@ -230,13 +230,19 @@ class StageRunner(wiring.Component):
 
         def fetch_record(port, slot, row, client, then, on_word):
             """States reading ``row``'s record: its position from ``port`` (one cycle), the
+            record's address into a register (one cycle: the position leaves a block RAM,
+            and its product and sum would otherwise run on into the AXI request), the
             reader job, the word (``on_word`` runs with ``record`` on it)."""
+            record_addr = Signal.like(client.addr, name=f"{client.name}_rec_addr")
             with m.State("READ"):
                 m.d.comb += port.addr.eq(pos_addr(slot, row))
+                m.next = "ADDR"
+            with m.State("ADDR"):
+                m.d.comb += port.addr.eq(pos_addr(slot, row))
+                m.d.sync += record_addr.eq(job.records_addr + port.data * self._record_bytes)
                 m.next = "JOB"
             with m.State("JOB"):
-                m.d.comb += [port.addr.eq(pos_addr(slot, row)), client.valid.eq(1),
-                             client.addr.eq(job.records_addr + port.data * self._record_bytes)]
+                m.d.comb += [client.valid.eq(1), client.addr.eq(record_addr)]
                 with m.If(client.ready):
                     m.next = "WORD"
             with m.State("WORD"):
