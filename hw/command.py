@@ -8,7 +8,7 @@ It implements the ring semantics of ``hw/descriptors.py`` and the error codes of
 
 from __future__ import annotations
 
-from amaranth import Cat, Const, Module, Mux, ResetSignal, Signal, Value
+from amaranth import Cat, Const, Module, ResetSignal, Signal, Value
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
