@@ -215,7 +215,10 @@ class MLPLayerEngine(wiring.Component):
     Bad commands (``rows`` 0 or above ``sub_batch``, a dimension 0 or above
     ``max_layer_dim``, weight tiles or bias words beyond the memories, ``src == dst``, a
     score layer with more than one output) are answered with ``error = 1`` and dropped;
-    the engine stays ready for the next command.
+    the engine stays ready for the next command. A command is checked in the cycle after it
+    is taken, from its register (its buffers count as in use from then on), so the check is
+    not on the path of whatever drives ``cmd``; ``cycles`` in the response counts from the
+    cycle it is taken and includes that one.
 
     Reset: while ``rst`` is asserted no input accepts anything (every ``ready`` is low, no
     host write reaches a memory) and no output offers anything (every ``valid`` is low); a
@@ -285,7 +288,10 @@ class MLPLayerEngine(wiring.Component):
         running = Signal()
         m.d.comb += self.busy.eq(running)
 
-        c = self.cmd.payload
+        # A command is checked the cycle after it is taken, from the command register: the
+        # check (tile counts, sums, compares) on the port's payload ran on from whatever
+        # drove the port (the command processor's layer table, across units).
+        c = cmd
         c_it, c_ot = _tiles(c.in_dim, R), _tiles(c.out_dim, Cp)
         bad = Signal()
         m.d.comb += bad.eq(
@@ -295,18 +301,23 @@ class MLPLayerEngine(wiring.Component):
             _beyond(c.src, geo.act_buffers) | _beyond(c.dst, geo.act_buffers))
 
         start = Signal()
+        checking = Signal()        # the taken command's buffers are claimed from here on
         in_reset = ResetSignal()
         with m.FSM(name="control"):
             with m.State("IDLE"):
                 m.d.comb += self.cmd.ready.eq(~in_reset)
                 with m.If(self.cmd.valid & self.cmd.ready):
-                    m.d.sync += [cmd.eq(c), n_it.eq(c_it), n_ot.eq(c_ot), cycles.eq(1),
-                                 error.eq(bad)]
-                    with m.If(bad):
-                        m.next = "RESPOND"
-                    with m.Else():
-                        m.d.comb += start.eq(1)
-                        m.next = "RUN"
+                    m.d.sync += [cmd.eq(self.cmd.payload), cycles.eq(1)]
+                    m.next = "CHECK"
+            with m.State("CHECK"):
+                m.d.comb += checking.eq(1)
+                m.d.sync += [n_it.eq(c_it), n_ot.eq(c_ot), cycles.eq(cycles + 1),
+                             error.eq(bad)]
+                with m.If(bad):
+                    m.next = "RESPOND"
+                with m.Else():
+                    m.d.comb += start.eq(1)
+                    m.next = "RUN"
             with m.State("RUN"):
                 m.d.comb += running.eq(1)
                 m.d.sync += cycles.eq(cycles + 1)
@@ -320,7 +331,7 @@ class MLPLayerEngine(wiring.Component):
                 with m.If(self.resp.ready):
                     m.next = "IDLE"
         # Host ports are served while no layer runs (and not under reset).
-        idle = ~running & ~self.resp.valid & ~in_reset
+        idle = ~running & ~checking & ~self.resp.valid & ~in_reset
 
         # -- weight feeder: every tile's R rows, in stored order, into the array ----------------
         m.submodules.weight_fifo = w_fifo = StreamFIFO(systolic.weight_layout(cfg), FEED_FIFO_DEPTH)
@@ -515,7 +526,8 @@ class MLPLayerEngine(wiring.Component):
         # sub-batch's input or read a finished output while a layer runs.
         in_use = Signal(geo.act_buffers)
         for n in range(geo.act_buffers):
-            m.d.comb += in_use[n].eq((running & ((cmd.src == n) | ((cmd.dst == n) & ~cmd.score)))
+            m.d.comb += in_use[n].eq(((running | checking)
+                                      & ((cmd.src == n) | ((cmd.dst == n) & ~cmd.score)))
                                      | (o_write & (cmd.dst == n)))
         w_buf, r_buf = self.act_write.payload.buffer, self.act_read.payload.buffer
         m.d.comb += [
