@@ -254,7 +254,6 @@ class QueryEngine(wiring.Component):
         B = cfg.mem_bus_width // 8
         per_beat = max(1, B // d.RESULT_BYTES)
         n_max = 1 << cfg.id_width
-        in_reset = ResetSignal()
 
         def sig(shape, name):
             return Signal(shape, name=f"slot{j}_{name}")
