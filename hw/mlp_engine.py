@@ -110,6 +110,21 @@ def _tiles(dim, lanes: int):
     return (dim + (lanes - 1)) >> exact_log2(lanes)
 
 
+def _shape_refused(geo: EngineGeometry, in_dim, out_dim, score):
+    """The part of :func:`layer_refused` that needs no tile counts: a dimension 0 or above
+    ``max_layer_dim``, or a score layer with more than one output."""
+    return ((in_dim == 0) | _above(in_dim, geo.max_layer_dim) |
+            (out_dim == 0) | _above(out_dim, geo.max_layer_dim) |
+            (score & (out_dim != 1)))
+
+
+def _memories_refused(geo: EngineGeometry, weight_tile, bias_word, tiles, n_ot):
+    """The part of :func:`layer_refused` on the memories: the layer's ``tiles`` weight tiles
+    from ``weight_tile`` on, or its ``n_ot`` bias words from ``bias_word`` on, beyond them."""
+    return (((weight_tile + tiles) > geo.weight_words // geo.rows) |
+            ((bias_word + n_ot) > geo.bias_words))
+
+
 def layer_refused(config: AccelConfig, in_dim, out_dim, weight_tile, bias_word, score):
     """A layer the engine refuses whatever its rows and buffers: a dimension 0 or above
     ``max_layer_dim``, weight tiles or bias words beyond the engine's memories, or a score
@@ -117,13 +132,9 @@ def layer_refused(config: AccelConfig, in_dim, out_dim, weight_tile, bias_word, 
     processor checks it on every layer of a ``LOAD_MODEL`` (``BAD_LAYER``), so a loaded
     model never makes the engine refuse a layer in the middle of a query."""
     geo = EngineGeometry.of(config)
-    R = geo.rows
-    n_it, n_ot = _tiles(in_dim, R), _tiles(out_dim, geo.cols)
-    return ((in_dim == 0) | _above(in_dim, geo.max_layer_dim) |
-            (out_dim == 0) | _above(out_dim, geo.max_layer_dim) |
-            ((weight_tile + n_it * n_ot) > geo.weight_words // R) |
-            ((bias_word + n_ot) > geo.bias_words) |
-            (score & (out_dim != 1)))
+    n_it, n_ot = _tiles(in_dim, geo.rows), _tiles(out_dim, geo.cols)
+    return (_shape_refused(geo, in_dim, out_dim, score) |
+            _memories_refused(geo, weight_tile, bias_word, n_it * n_ot, n_ot))
 
 
 #: Cycles from a layer given to :func:`layer_refused_pipelined` to its verdict in the
@@ -144,30 +155,29 @@ def layer_refused_pipelined(m: Module, config: AccelConfig, valid, in_dim, out_d
     register (so the verdict is in that register :data:`LAYER_CHECK_CYCLES` cycles after
     ``valid``); ``busy`` is high while a layer is in the stages, its verdict not out yet."""
     geo = EngineGeometry.of(config)
-    R = geo.rows
     s1, s2 = Signal(name="lchk_s1"), Signal(name="lchk_s2")
-    n_it = Signal(range(_tiles_of(geo.max_layer_dim, R) + 1), name="lchk_n_it")
-    n_ot = Signal(range(_tiles_of(geo.max_layer_dim, geo.cols) + 1), name="lchk_n_ot")
+    n_it = Signal(range(_tiles_of(geo.max_layer_dim, geo.rows) + 1), name="lchk_n_it")
+    n_ot1 = Signal(range(_tiles_of(geo.max_layer_dim, geo.cols) + 1), name="lchk_n_ot1")
+    n_ot2 = Signal.like(n_ot1, name="lchk_n_ot2")
     shape_bad1, shape_bad2 = Signal(name="lchk_shape_bad1"), Signal(name="lchk_shape_bad2")
     wt1 = Signal(len(weight_tile), name="lchk_wt1")
     wt2 = Signal(len(weight_tile), name="lchk_wt2")
     bw1 = Signal(len(bias_word), name="lchk_bw1")
-    bias_bad = Signal(name="lchk_bias_bad")
-    tiles = Signal(len(n_it) + len(n_ot), name="lchk_tiles")
+    bw2 = Signal(len(bias_word), name="lchk_bw2")
+    tiles = Signal(len(n_it) + len(n_ot1), name="lchk_tiles")
     m.d.sync += [
         s1.eq(valid), s2.eq(s1),
-        # stage 1: the tile counts (dimensions above max_layer_dim are refused by
-        # shape_bad, so their counts may wrap) and the checks that need no product
-        n_it.eq(_tiles(in_dim, R)), n_ot.eq(_tiles(out_dim, geo.cols)),
-        shape_bad1.eq((in_dim == 0) | _above(in_dim, geo.max_layer_dim) | (out_dim == 0) |
-                      _above(out_dim, geo.max_layer_dim) | (score & (out_dim != 1))),
+        # stage 1: the tile counts (dimensions above max_layer_dim are refused by the shape
+        # check, so their counts may wrap) and the checks that need no product
+        n_it.eq(_tiles(in_dim, geo.rows)), n_ot1.eq(_tiles(out_dim, geo.cols)),
+        shape_bad1.eq(_shape_refused(geo, in_dim, out_dim, score)),
         wt1.eq(weight_tile), bw1.eq(bias_word),
-        # stage 2: the product, and the bias memory's bound
-        tiles.eq(n_it * n_ot), bias_bad.eq((bw1 + n_ot) > geo.bias_words),
-        shape_bad2.eq(shape_bad1), wt2.eq(wt1),
+        # stage 2: the product
+        tiles.eq(n_it * n_ot1), n_ot2.eq(n_ot1), shape_bad2.eq(shape_bad1),
+        wt2.eq(wt1), bw2.eq(bw1),
     ]
-    # then the weight memory's bound
-    refused = s2 & (shape_bad2 | bias_bad | ((wt2 + tiles) > geo.weight_words // R))
+    # then the memories' bounds
+    refused = s2 & (shape_bad2 | _memories_refused(geo, wt2, bw2, tiles, n_ot2))
     return s1 | s2, refused
 
 

@@ -238,7 +238,6 @@ class StageRunner(wiring.Component):
                 m.d.comb += port.addr.eq(pos_addr(slot, row))
                 m.next = "ADDR"
             with m.State("ADDR"):
-                m.d.comb += port.addr.eq(pos_addr(slot, row))
                 m.d.sync += record_addr.eq(job.records_addr + port.data * self._record_bytes)
                 m.next = "JOB"
             with m.State("JOB"):
