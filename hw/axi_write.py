@@ -92,13 +92,17 @@ class AxiBlockWriter(wiring.Component):
         burst_left = Signal(range(MAX_BURST + 1))        # beats of the current burst to send
         outstanding = Signal(range((1 << 16) // B + 2))  # bursts waiting for their B
         error = Signal()
+        beat_bytes = Signal(range(B + 1))      # bytes of the beat sent last cycle (or 0)
 
         page_beats = Signal(range(PAGE // B + 1))
         m.d.comb += page_beats.eq((PAGE - addr[:12]) >> log_b)
-        burst = Signal(range(MAX_BURST + 1))
-        limit = Signal.like(burst)
-        m.d.comb += limit.eq(Mux(page_beats < MAX_BURST, page_beats, MAX_BURST))
-        m.d.comb += burst.eq(Mux(beats_left < limit, beats_left, limit))
+        # A burst's length is worked out over two cycles before ADDRESS sends it: state
+        # PAGE registers the beats left in the address's 4 KiB page (capped at MAX_BURST),
+        # state SIZE the smaller of that and the job's beats left. In one path with AWLEN
+        # and the next burst's address adder the compares limited the writer to 102 MHz
+        # on ECP5; two cycles per burst are nothing beside its beats and its response.
+        limit = Signal(range(MAX_BURST + 1))
+        burst = Signal.like(limit)
 
         m.d.comb += [bus.awsize.eq(log_b), bus.awburst.eq(BURST_INCR), bus.awid.eq(0),
                      bus.awlock.eq(0), bus.awcache.eq(0b0011), bus.awprot.eq(0),
@@ -116,6 +120,7 @@ class AxiBlockWriter(wiring.Component):
                      bus.wstrb.eq(Mux(final_beat, strb_last, (1 << B) - 1)),
                      bus.wlast.eq(burst_left == 1)]
 
+        m.d.sync += beat_bytes.eq(0)
         with m.FSM(name="writer"):
             with m.State("IDLE"):
                 m.d.comb += self.jobs.ready.eq(~in_reset)
@@ -128,7 +133,13 @@ class AxiBlockWriter(wiring.Component):
                     with m.If(n == 0):
                         m.next = "DONE"
                     with m.Else():
-                        m.next = "ADDRESS"
+                        m.next = "PAGE"
+            with m.State("PAGE"):
+                m.d.sync += limit.eq(Mux(page_beats < MAX_BURST, page_beats, MAX_BURST))
+                m.next = "SIZE"
+            with m.State("SIZE"):
+                m.d.sync += burst.eq(Mux(beats_left < limit, beats_left, limit))
+                m.next = "ADDRESS"
             with m.State("ADDRESS"):
                 m.d.comb += bus.awvalid.eq(1)
                 with m.If(bus.awready):
@@ -140,13 +151,12 @@ class AxiBlockWriter(wiring.Component):
                 m.d.comb += [bus.wvalid.eq(self.data.valid), self.data.ready.eq(bus.wready)]
                 with m.If(self.data.valid & bus.wready):
                     m.d.sync += [burst_left.eq(burst_left - 1),
-                                 self.bytes_written.eq(self.bytes_written +
-                                                       Mux(final_beat, last_bytes, B))]
+                                 beat_bytes.eq(Mux(final_beat, last_bytes, B))]
                     with m.If(burst_left == 1):
                         with m.If(beats_left == 0):
                             m.next = "RESPONSES"
                         with m.Else():
-                            m.next = "ADDRESS"
+                            m.next = "PAGE"
             with m.State("RESPONSES"):
                 with m.If((outstanding == 0) | ((outstanding == 1) & b_fire)):
                     m.next = "DONE"
@@ -157,6 +167,10 @@ class AxiBlockWriter(wiring.Component):
 
         aw_fire = bus.awvalid & bus.awready
         m.d.sync += outstanding.eq(outstanding + aw_fire - b_fire)
+        # bytes_written adds each beat's bytes the cycle after the beat (beat_bytes, zero
+        # when no beat went), so the final-beat test does not run on into the 32-bit adder;
+        # the job's count is complete before its done beat (RESPONSES comes first).
+        m.d.sync += self.bytes_written.eq(self.bytes_written + beat_bytes)
         with m.If(self.clear):
-            m.d.sync += [self.bytes_written.eq(0), self.bursts.eq(0)]
+            m.d.sync += [self.bytes_written.eq(0), self.bursts.eq(0), beat_bytes.eq(0)]
         return m
