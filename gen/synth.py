@@ -40,8 +40,9 @@ of the systolic array, in the units that hold it) and the blocks of the largest 
 (the MLP engines' and the embedding caches'); before yosys
 :func:`check_memories_fit` counts the DP16KD blocks of the generated unit's memories that
 yosys's own library costs send to block RAM (:func:`block_ram_memories`); before nextpnr
-the cells yosys mapped are compared with the device. A unit that passes them may still not
-fit, which nextpnr then says.
+the cells yosys mapped are compared with the device (DP16KD, MULT18X18D, flip-flops, and
+LUT4 and distributed-RAM sites as nextpnr counts them, :func:`lut_overuse`). A unit that
+passes them may still not fit, which nextpnr then says.
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ from .generate import generate, build_root
 __all__ = ["TARGETS", "TARGET_MULTIPLIER", "SYNTH_TOOLS", "ECP5_85K", "FLOW_VERSION",
            "SynthResult", "synthesize", "SynthFailed", "SynthDoesNotFit", "check_synth",
            "check_fit", "fit_estimate", "tool_path", "synthesis_tools", "cache_dir",
-           "cache_key", "critical_path", "memories_as_logic"]
+           "cache_key", "critical_path", "memories_as_logic", "lut_overuse"]
 
 TARGETS = ("ecp5-85k", "generic")
 #: How each target's PEs write their multipliers (``hw/pe.py``); portable where not named.
@@ -309,6 +310,31 @@ def block_ram_memories(verilog: str, top: str) -> list[tuple[str, int, int, int]
     return sorted(walk(top, ""), key=lambda mem: (-mem[3], mem[0]))
 
 
+#: nextpnr-ecp5's LUT accounting before packing (its "Logic utilisation"): a CCU2C carry
+#: cell is 2 LUT4s, a TRELLIS_DPR16X4 distributed RAM 2 RAM LUTs plus 2 LUTs of write logic
+#: (RAMW, counted as 1 LUT each in the total), and RAM LUTs live only in a quarter of the
+#: slices (an eighth of the LUT4 sites: 10,455 on the 85k). Checked against a real run:
+#: default with sub_batch = 128 (LUT4 50,584, CCU2C 9,457, DPR16X4 2,754) was reported as
+#: 86,022/83,640 LUT4s and 11,016/10,455 RAM LUTs and failed to place after 11 minutes.
+_LUTS_PER_CELL = {"LUT4": 1, "CCU2C": 2, "TRELLIS_DPR16X4": 6}
+_RAM_LUTS_PER_DPR = 4
+
+
+def lut_overuse(cells: dict) -> list[str]:
+    """What of yosys's mapped ``cells`` is over the ECP5-85k's LUT4 sites or its
+    distributed-RAM sites, counted as nextpnr counts them (each an 'X used/available'
+    string; empty when both fit)."""
+    total = sum(_count(cells, name) * n for name, n in _LUTS_PER_CELL.items())
+    ram = _count(cells, "TRELLIS_DPR16X4") * _RAM_LUTS_PER_DPR
+    over = []
+    if total > ECP5_85K["lut4"]:
+        over.append(f"LUT4 {total}/{ECP5_85K['lut4']} (carry chains and distributed RAM "
+                    f"included)")
+    if ram > ECP5_85K["lut4"] // 8:
+        over.append(f"distributed-RAM LUTs {ram}/{ECP5_85K['lut4'] // 8}")
+    return over
+
+
 def check_memories_fit(verilog: str, top: str, what: str, target: str) -> None:
     """Raise :class:`SynthDoesNotFit` (one line) when the memories of a generated unit need
     more DP16KD than ``target`` has (only ``ecp5-85k`` has a size), by
@@ -542,6 +568,7 @@ def synthesize(config: AccelConfig, unit: str, target: str, *, preset_name: str 
                   "TRELLIS_FF": ("ff", _count(cells, "TRELLIS_FF"))}
         over = [f"{n} {used}/{ECP5_85K[key]}" for n, (key, used) in mapped.items()
                 if used > ECP5_85K[key]]
+        over += lut_overuse(cells)
         if over:    # nextpnr would only fail to place it, after minutes
             raise does_not_fit(f"{unit} does not fit the ECP5-85k: yosys mapped it to "
                                f"{', '.join(over)} (mapped/available)")

@@ -344,6 +344,29 @@ def test_more_cells_than_the_device_has_end_before_nextpnr(build, monkeypatch):
     assert tools.calls and all("yosys" in c for c in tools.calls)     # nextpnr never ran
 
 
+def test_more_luts_or_distributed_ram_than_the_device_has_end_before_nextpnr(build,
+                                                                             monkeypatch):
+    """The cells of a real run that nextpnr failed to place after 11 minutes (`default`
+    with sub_batch = 128: it counted 86,022/83,640 LUT4s, 11,016/10,455 RAM LUTs) end the
+    run after yosys with both counts; one LUT fewer of each fits."""
+    real = {"LUT4": 50584, "CCU2C": 9457, "TRELLIS_DPR16X4": 2754, "DP16KD": 169,
+            "MULT18X18D": 133, "TRELLIS_FF": 37103, "PFUMX": 7930}
+    assert synth.lut_overuse(real) == [
+        "LUT4 86022/83640 (carry chains and distributed RAM included)",
+        "distributed-RAM LUTs 11016/10455"]
+    assert synth.lut_overuse({"LUT4": 83640 - 2 * 100 - 6 * 2613, "CCU2C": 100,
+                              "TRELLIS_DPR16X4": 2613}) == []
+    assert synth.lut_overuse({"LUT4": 1, "TRELLIS_DPR16X4": 2614}) == [
+        "distributed-RAM LUTs 10456/10455"]
+    tools = FakeTools(cells=real)
+    monkeypatch.setattr(synth, "_run", tools)
+    with pytest.raises(synth.SynthDoesNotFit) as err:
+        _synth()
+    assert "yosys mapped it to LUT4 86022/83640" in str(err.value)
+    assert "distributed-RAM LUTs 11016/10455" in str(err.value) and "\n" not in str(err.value)
+    assert tools.calls and all("yosys" in c for c in tools.calls)     # nextpnr never ran
+
+
 def test_nextpnr_verdict_is_cached_with_what_yosys_mapped(build, monkeypatch):
     tools = FakeTools(used_comb=90000, cells={"LUT4": 7, "DP16KD": 30, "MULT18X18D": 1})
     monkeypatch.setattr(synth, "_run", tools)
