@@ -134,11 +134,12 @@ class ProcessingElement(wiring.Component):
         return m
 
 
-def ecp5_multiplier(a, b, product) -> Module:
+def ecp5_multiplier(a, b, product, ce=None) -> Module:
     """An ECP5 MULT18X18D computing ``product`` = ``a * b`` of two cycles earlier: operands
     sign-extended to 18 bits into the block's input registers, the product from its output
     register (both clocked by the ``sync`` domain, synchronous reset to zero like the
-    portable registers, no pipeline register). ``tb/ecp5_mult18x18d.v`` is a simulation
+    portable registers, no pipeline register); ``ce``, if given, is the registers' clock
+    enable (reset does not wait for it). ``tb/ecp5_mult18x18d.v`` is a simulation
     model of exactly this mode (Yosys ships only a black box of the cell)."""
     assert len(a) <= 18 and len(b) <= 18 and len(product) <= 36
     a18, b18, p36 = Signal(signed(18)), Signal(signed(18)), Signal(36)
@@ -146,7 +147,8 @@ def ecp5_multiplier(a, b, product) -> Module:
     # one clock, enable and reset; the unused clocks, enables, resets and shift inputs stay
     # unconnected (nextpnr cannot route a constant to all of them: "Failed to find a route
     # for arc ... of net $PACKER_GND_NET").
-    ports = {"i_CLK0": ClockSignal(), "i_CE0": Const(1), "i_RST0": ResetSignal(),
+    ports = {"i_CLK0": ClockSignal(), "i_CE0": Const(1) if ce is None else ce,
+             "i_RST0": ResetSignal(),
              "i_SIGNEDA": Const(1), "i_SIGNEDB": Const(1),
              "i_SOURCEA": Const(0), "i_SOURCEB": Const(0)}
     for bit in range(18):

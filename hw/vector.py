@@ -10,6 +10,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from rpaccel.hw.config import AccelConfig
+from rpaccel.hw.pe import ecp5_multiplier
 
 __all__ = ["Requantizer", "VectorUnit", "SHIFT_WIDTH", "in_layout", "out_layout"]
 
@@ -77,12 +78,14 @@ class Requantizer(wiring.Component):
         Registered; holds the result of the operands sampled :attr:`LATENCY` enabled cycles
         earlier.
 
-    Pipeline (one register each): partial products on the DSPs, their sum, the barrel
-    shift, the comparisons deciding rounding/ReLU/saturation, the final select.
+    Pipeline (one register each): operands into the DSPs, partial products out of them,
+    their sum, the barrel
+    shift by whole bytes, the shift by the remaining bits, the comparisons deciding
+    rounding/ReLU/saturation, the final select.
     """
 
     #: Enabled cycles from sampling the operands to ``result``.
-    LATENCY = 5
+    LATENCY = 7
 
     def __init__(self, *, value_width: int, mult_width: int, operand_width: int,
                  result_width: int):
@@ -113,18 +116,32 @@ class Requantizer(wiring.Component):
         def reg(shape, name):
             return Signal(shape, name=name, reset_less=True)
 
-        # Stage 1: partial products. A wide value is split into an unsigned low slice and a
-        # signed high slice, each a DSP product, so no LUT adder sits behind the DSPs here.
-        mult, shift = self.mult, self.shift
+        # Stages 0 and 1: operand registers, then the partial products. A wide value is
+        # split into an unsigned low slice and a signed high slice, each a DSP product, so
+        # no LUT adder sits behind the DSPs here. The operand and product registers are the
+        # DSP block's own input and output registers on ECP5 (``ecp5_multiplier`` with the
+        # pipeline enable as its clock enable; the conversion's ``multiplier`` choice, as
+        # for the PEs): a product through the block between fabric registers held the
+        # vector unit to 130 MHz.
+        mult = self.mult
         split = vw > _DSP_SLICE + 1
         if split:
-            pp_lo = reg(unsigned(_DSP_SLICE + mw), "pp_lo")
-            pp_hi = reg(signed(vw - _DSP_SLICE + mw), "pp_hi")
-            products = [pp_lo.eq(self.value[:_DSP_SLICE] * mult),
-                        pp_hi.eq(self.value[_DSP_SLICE:].as_signed() * mult)]
+            pp_lo = Signal(unsigned(_DSP_SLICE + mw), name="pp_lo")
+            pp_hi = Signal(signed(vw - _DSP_SLICE + mw), name="pp_hi")
+            operands = [(self.value[:_DSP_SLICE], pp_lo),
+                        (self.value[_DSP_SLICE:].as_signed(), pp_hi)]
         else:
-            pp = reg(signed(pw), "pp")
-            products = [pp.eq(self.value * mult)]
+            pp = Signal(signed(pw), name="pp")
+            operands = [(self.value, pp)]
+        kind = getattr(platform, "multiplier", "portable")
+        products = []
+        for k, (a, product) in enumerate(operands):
+            if kind == "ecp5":
+                m.submodules[f"mult{k}"] = ecp5_multiplier(a, mult, product, ce=self.en)
+            else:
+                a_q, b_q = reg(a.shape(), f"op_a{k}"), reg(mult.shape(), f"op_b{k}")
+                products += [a_q.eq(a), b_q.eq(mult), product.eq(a_q * b_q)]
+        shift0, relu0, bypass0 = reg(SHIFT_WIDTH, "shift0"), reg(1, "relu0"), reg(1, "bypass0")
         shift1, relu1, bypass1 = reg(SHIFT_WIDTH, "shift1"), reg(1, "relu1"), reg(1, "bypass1")
 
         # Stage 2: the full product.
@@ -132,11 +149,17 @@ class Requantizer(wiring.Component):
         shift2, relu2, bypass2 = reg(SHIFT_WIDTH, "shift2"), reg(1, "relu2"), reg(1, "bypass2")
         full = ((pp_hi << _DSP_SLICE) + pp_lo) if split else pp
 
-        # Stage 3: u = (2 * prod) >> shift, arithmetic (sign fill for large shifts).
+        # Stages 3 and 4: u = (2 * prod) >> shift, arithmetic (sign fill for large shifts),
+        # as a shift by whole bytes (shift[3:]) and then by the rest (shift[:3]): one 64-way
+        # barrel shift in a cycle, fed by a shift register that fans out to every bit of
+        # every lane, limited the vector unit to 119 MHz on ECP5.
+        coarse = reg(signed(pw + 1), "coarse")
+        fine = reg(3, "fine_shift")
+        relu_c, bypass_c = reg(1, "relu_c"), reg(1, "bypass_c")
         u = reg(signed(pw + 1), "scaled")
         relu3, bypass3 = reg(1, "relu3"), reg(1, "bypass3")
 
-        # Stage 4: round, ReLU and saturation decided. y = (u + 1) >> 1 is monotonic in u, so
+        # Stage 5: round, ReLU and saturation decided. y = (u + 1) >> 1 is monotonic in u, so
         # every decision is a comparison of u with a constant (in parallel, no carry chain
         # behind another); only the in-range result needs the low bits of u + 1.
         rw = self._result_width
@@ -147,16 +170,19 @@ class Requantizer(wiring.Component):
         passed = reg(signed(rw), "passed")  # u / 2: value * mult when shift = 0
         bypass4 = reg(1, "bypass4")
 
-        # Stage 5: select.
+        # Stage 6: select.
         o_hi, o_lo = (1 << (ow - 1)) - 1, -(1 << (ow - 1))
         sat = Mux(zero, 0, Mux(above, o_hi, Mux(below, o_lo, rounded)))
 
         with m.If(self.en):
             m.d.sync += products
-            m.d.sync += [shift1.eq(shift), relu1.eq(self.relu), bypass1.eq(self.bypass)]
+            m.d.sync += [shift0.eq(self.shift), relu0.eq(self.relu), bypass0.eq(self.bypass)]
+            m.d.sync += [shift1.eq(shift0), relu1.eq(relu0), bypass1.eq(bypass0)]
             m.d.sync += [prod.eq(full), shift2.eq(shift1), relu2.eq(relu1), bypass2.eq(bypass1)]
-            m.d.sync += [u.eq((Cat(Const(0, 1), prod).as_signed()) >> shift2),
-                         relu3.eq(relu2), bypass3.eq(bypass2)]
+            m.d.sync += [coarse.eq((Cat(Const(0, 1), prod).as_signed())
+                                   >> Cat(Const(0, 3), shift2[3:])),
+                         fine.eq(shift2[:3]), relu_c.eq(relu2), bypass_c.eq(bypass2)]
+            m.d.sync += [u.eq(coarse >> fine), relu3.eq(relu_c), bypass3.eq(bypass_c)]
             m.d.sync += [above.eq(u >= (1 << ow) - 1), below.eq(u <= -(1 << ow) - 2),
                          zero.eq(relu3 & (u <= -2)),
                          rounded.eq((u[:ow + 1] + 1)[1:ow + 1]),
@@ -183,7 +209,7 @@ class VectorUnit(wiring.Component):
         ``last`` is passed through with its row.
 
     Timing: stateless and fully pipelined; one row per cycle; a row transferred on ``inp``
-    on cycle ``t`` is offered on ``out`` on cycle ``t +`` :attr:`LATENCY` (6) when ``out``
+    on cycle ``t`` is offered on ``out`` on cycle ``t +`` :attr:`LATENCY` (8) when ``out``
     does not stall. Flow control is one global advance, ``~out.valid | out.ready``: the
     whole pipeline holds while a result waits, nothing is lost, ``out.valid`` comes from a
     register and ``inp.ready`` is the advance (it follows ``out.ready`` combinationally,
