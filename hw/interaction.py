@@ -14,6 +14,7 @@ from amaranth.lib.wiring import In, Out
 from rpaccel.hw.config import AccelConfig
 
 from .shared import index_bits
+from .pe import ecp5_multiplier
 from .vector import SHIFT_WIDTH, Requantizer
 
 __all__ = ["InteractionUnit", "vector_layout", "param_layout", "out_layout", "pairs_max",
@@ -159,16 +160,17 @@ class InteractionUnit(wiring.Component):
     Timing, without stalls on ``out``:
 
     * loading a sample takes ``n`` cycles (one vector per cycle);
-    * its first pair is issued on the cycle after its last vector is transferred (when the
-      previous sample has finished issuing), and groups are issued back to back:
+    * its first pair is issued two cycles after its last vector is transferred (the vector
+      is written in the cycle after it; when the previous sample has finished issuing),
+      and groups are issued back to back:
       :func:`issue_cycles` (``n(n-1)/2 * ceil(D / lanes)`` unpacked,
       ``sum(ceil(i / P), i = 1 .. n-1)`` packed; 1 cycle for a bad sample), one ``out`` beat
       per group;
     * a group's results are offered :attr:`latency` cycles after its last issue cycle
-      (``9 + ceil(log2(lanes) / 2)``: vector read, chunk select, multiply, adder tree with a
+      (``11 + ceil(log2(lanes) / 2)``: vector read, chunk select, multiply, adder tree with a
       register every two levels, accumulate, requantize).
 
-    So one sample alone takes ``n + issue_cycles + latency`` cycles from its first vector to
+    So one sample alone takes ``n + 1 + issue_cycles + latency`` cycles from its first vector to
     its last result, and back-to-back samples take ``max(n, issue_cycles)`` cycles each.
     Flow control on ``out`` is one global advance (``~out.valid | out.ready``) over the
     compute pipeline; loading depends only on a free buffer, never on ``out``.
@@ -304,31 +306,54 @@ class InteractionUnit(wiring.Component):
             lp_expr = Mux(cur_dim <= (lanes >> lp), lp, lp_expr)
         m.d.comb += cur_lp.eq(lp_expr)
         take = Signal()
+        # A sample filled last cycle is counted in `loaded` this cycle (the write stage
+        # below): until then it holds its buffer too.
+        filled = Signal()
         m.d.comb += [
-            vin.ready.eq((loaded != 2) & ~in_reset),
+            vin.ready.eq((loaded != 2) & ~((loaded == 1) & filled) & ~in_reset),
             take.eq(vin.valid & vin.ready),
         ]
-        write_ok = take & (count < vmax)
+        # Write stage: a vector is written into the buffer the cycle after it is taken, from
+        # registers that hold its elements, the word address, a one-hot of the sample's
+        # pack factor, which elements are inside its dimension and which slots of the word
+        # it writes. Deciding all that from the sample's dimension in the cycle that writes
+        # the distributed RAM (its pack factor fanning out to every element's data and
+        # enable) limited the unit to 98 MHz on ECP5.
+        w_valid = Signal()
+        w_data = Signal(data.ArrayLayout(signed(ow), emb))
+        w_addr = Signal.like(vwrite.addr)
+        w_lp = Signal(lp_max + 1)                # one-hot pack factor
+        w_inside = Signal(emb)                   # element e < D
+        w_slot = Signal(emb)                     # element e of the word is this vector's
         addr = Cat(wb, count)
         for lp in range(1, lp_max + 1):
             addr = Mux(cur_lp == lp, Cat(wb, count >> (log_chunks + lp)), addr)
-        m.d.comb += vwrite.addr.eq(addr)
+        slot_bits = []
         for e in range(emb):
-            value, enable = Mux(cur_dim > e, vin.payload.data[e], 0), 1
+            enable = 1
             for lp in range(1, lp_max + 1):
                 slot_width = lanes >> lp
                 per_word = log_chunks + lp       # log2(vectors per word)
-                el = e % slot_width
                 slot = count[:per_word] if per_word else 0
-                here = cur_lp == lp
-                value = Mux(here, Mux(cur_dim > el, vin.payload.data[el], 0), value)
-                enable = Mux(here, slot == e // slot_width, enable)
-            m.d.comb += [vwrite.data[e].eq(value), vwrite.en[e].eq(write_ok & enable)]
+                enable = Mux(cur_lp == lp, slot == e // slot_width, enable)
+            slot_bits.append(enable)
+        m.d.sync += [w_valid.eq(take & (count < vmax)), w_data.eq(vin.payload.data),
+                     w_addr.eq(addr), w_lp.eq(Cat(*(cur_lp == lp for lp in range(lp_max + 1)))),
+                     w_inside.eq(Cat(*(cur_dim > e for e in range(emb)))),
+                     w_slot.eq(Cat(*slot_bits)), filled.eq(take & vin.payload.last)]
+        with m.If(in_reset):
+            m.d.sync += [w_valid.eq(0), filled.eq(0)]
+        m.d.comb += vwrite.addr.eq(w_addr)
+        for e in range(emb):
+            value = 0
+            for lp in range(lp_max + 1):
+                el = e % (lanes >> lp) if lp else e
+                value = value | Mux(w_lp[lp] & w_inside[el], w_data[el], 0)
+            m.d.comb += [vwrite.data[e].eq(value), vwrite.en[e].eq(w_valid & w_slot[e])]
 
         # Plain expressions (continuous assignments in Verilog) rather than assignments inside
         # If blocks: a 4-state simulator then never sees them undriven at time zero.
-        set_full = Signal()
-        m.d.comb += set_full.eq(take & vin.payload.last)
+        set_full = filled
         with m.If(take):
             with m.If(vin.payload.last):
                 for b in range(2):
@@ -356,31 +381,43 @@ class InteractionUnit(wiring.Component):
         c = Signal(range(chunks))
         p = Signal(range(self._pairs_max + 1))
         has_job = loaded != 0
-        last_i = Mux(rb, job_last[1], job_last[0])
-        beats = Mux(rb, job_beats[1], job_beats[0])
-        ok = Mux(rb, job_ok[1], job_ok[0])
-        lp_r = Mux(rb, job_lp[1], job_lp[0])
+        # The job of buffer rb, held in registers that follow rb's next value (its fields
+        # are written at least two cycles before the buffer counts as loaded): read straight
+        # through the buffer multiplexer, the pack factor fanned out from it to every lane's
+        # operand select (110 MHz on ECP5).
+        rb_next = Signal()
+        last_i, beats = Signal.like(job_last[0]), Signal.like(job_beats[0])
+        ok, lp_r = Signal(), Signal.like(job_lp[0])
+        m.d.sync += [reg.eq(Mux(rb_next, job[1], job[0])) for reg, job in
+                     ((last_i, job_last), (beats, job_beats), (ok, job_ok), (lp_r, job_lp))]
         step = Signal(range(pm + 1))             # the pack factor P
         m.d.comb += step.eq(1 << lp_r)
         chunk_end = c == beats - 1
-        row_end = (j + step) >= i
+        # left = i - j, the pairs of row i not yet issued, kept in a register: the row's end
+        # is then a compare of it with the pack factor's constants beside the pack factor's
+        # select, not an adder and a compare behind it (with `group` and the pair counter's
+        # adder after them: 99 MHz on ECP5).
+        left = Signal(range(vmax + 1), init=1)
+        row_end = 0
+        for lp in range(lp_max + 1):
+            row_end = Mux(lp_r == lp, left <= (1 << lp), row_end) if lp else (left <= 1)
         group = Signal(range(pm + 1))            # pairs in this cycle's group
-        m.d.comb += group.eq(Mux(row_end, i - j, step))
+        m.d.comb += group.eq(Mux(row_end, left, step))
         emit = ~ok | chunk_end
         sample_end = ~ok | (chunk_end & row_end & (i == last_i))
         issue = has_job & advance
 
         clear_full = Signal()
-        m.d.comb += clear_full.eq(issue & sample_end)
+        m.d.comb += [clear_full.eq(issue & sample_end), rb_next.eq(rb ^ clear_full)]
         with m.If(issue):
             with m.If(sample_end):
-                m.d.sync += [i.eq(1), j.eq(0), c.eq(0), p.eq(0), rb.eq(~rb)]
+                m.d.sync += [i.eq(1), j.eq(0), left.eq(1), c.eq(0), p.eq(0), rb.eq(~rb)]
             with m.Elif(chunk_end):
                 m.d.sync += [c.eq(0), p.eq(p + group)]
                 with m.If(row_end):
-                    m.d.sync += [j.eq(0), i.eq(i + 1)]
+                    m.d.sync += [j.eq(0), i.eq(i + 1), left.eq(i + 1)]
                 with m.Else():
-                    m.d.sync += j.eq(j + step)
+                    m.d.sync += [j.eq(j + step), left.eq(left - step)]
             with m.Else():
                 m.d.sync += c.eq(c + 1)
         m.d.sync += loaded.eq(loaded + set_full - clear_full)
@@ -425,6 +462,8 @@ class InteractionUnit(wiring.Component):
                            "b_sel": b_sel, "count": Mux(ok, group, 0), "pair": p}, "read")
 
             # Stage 2: the lanes' operands.
+            ecp5 = getattr(platform, "multiplier", "portable") == "ecp5"
+            operands = []
             a2 = [Signal(signed(ow), name=f"a{lane}", reset_less=True) for lane in range(lanes)]
             b2 = [Signal(signed(ow), name=f"b{lane}", reset_less=True) for lane in range(lanes)]
             # Plain Mux chains (see the loader): lane `lane` takes element `k * lanes + lane`
@@ -442,13 +481,24 @@ class InteractionUnit(wiring.Component):
                         packed = Mux(tags1["a_sel"] == k,
                                      read_i.data[k * slot_width + lane % slot_width], packed)
                     a_val = Mux(tags1["lp"] == lp, packed, a_val)
-                m.d.sync += [a2[lane].eq(a_val), b2[lane].eq(b_val)]
+                if ecp5:
+                    operands.append((a_val, b_val))
+                else:
+                    m.d.sync += [a2[lane].eq(a_val), b2[lane].eq(b_val)]
             tags2 = stage(tags1, "select")
 
-            # Stage 3: lanes products.
+            # Stage 3: lanes products. On ECP5 (the conversion's ``multiplier``, as for the
+            # PEs) the operand and product registers are the MULT18X18D's own, enabled by
+            # the advance: through the block between fabric registers the product held the
+            # unit to 109 MHz.
             prods = [Signal(signed(2 * ow), name=f"prod{lane}", reset_less=True)
                      for lane in range(lanes)]
-            m.d.sync += [prods[lane].eq(a2[lane] * b2[lane]) for lane in range(lanes)]
+            if ecp5:
+                for lane, (a_val, b_val) in enumerate(operands):
+                    m.submodules[f"mult{lane}"] = ecp5_multiplier(a_val, b_val, prods[lane],
+                                                                  ce=advance)
+            else:
+                m.d.sync += [prods[lane].eq(a2[lane] * b2[lane]) for lane in range(lanes)]
             tags, before = stage(tags2, "mul"), tags2
 
             # Adder tree, registered every two levels and at the root. Packed by P, group g's

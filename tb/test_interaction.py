@@ -86,7 +86,7 @@ async def random_samples_vs_numpy(dut, stalls):
 @cocotb.test()
 async def cycle_counts_in_rtl(dut):
     """n = 9 (the MovieLens models), D = 4 (packed where the lanes allow) and 16: one sample
-    alone takes n + issue_cycles(n, D) + latency cycles from its first vector to its last
+    alone takes n + 1 + issue_cycles(n, D) + latency cycles from its first vector to its last
     result; back-to-back samples leave one every max(n, issue_cycles(n, D)) cycles."""
     bench = await setup(dut)
     config, rng = bench.config, bench.rng
@@ -106,7 +106,7 @@ async def cycle_counts_in_rtl(dut):
             lasts = [t.cycle for t in results if t.payload["last"]]
             if count == 1:
                 cycles = lasts[0] - firsts[0] + 1
-                assert cycles == n + issue + pipeline_latency(config), (dim, cycles)
+                assert cycles == n + 1 + issue + pipeline_latency(config), (dim, cycles)
                 dut._log.info("one sample (n=%d, D=%d): %d cycles", n, dim, cycles)
             else:
                 assert list(np.diff(lasts)) == [max(n, issue)] * (count - 1), (dim, lasts)
