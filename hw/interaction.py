@@ -15,6 +15,7 @@ from rpaccel.hw.config import AccelConfig
 
 from .shared import index_bits
 from .pe import ecp5_multiplier
+from .stream import StreamFIFO
 from .vector import SHIFT_WIDTH, Requantizer
 
 __all__ = ["InteractionUnit", "vector_layout", "param_layout", "out_layout", "pairs_max",
@@ -70,8 +71,9 @@ def tree_stages(config: AccelConfig) -> int:
 
 def pipeline_latency(config: AccelConfig) -> int:
     """Cycles from a pair's last issue cycle to its result on ``out`` (no stalls): vector
-    read, chunk select, multiply, adder tree, accumulate, requantize."""
-    return 3 + tree_stages(config) + 1 + Requantizer.LATENCY
+    read, chunk select, operand register, multiply, adder tree, accumulate, requantize, the
+    output FIFO's two cycles."""
+    return 4 + tree_stages(config) + 1 + Requantizer.LATENCY + 2
 
 
 def beats_per_pair(config: AccelConfig, dim: int) -> int:
@@ -167,13 +169,17 @@ class InteractionUnit(wiring.Component):
       ``sum(ceil(i / P), i = 1 .. n-1)`` packed; 1 cycle for a bad sample), one ``out`` beat
       per group;
     * a group's results are offered :attr:`latency` cycles after its last issue cycle
-      (``11 + ceil(log2(lanes) / 2)``: vector read, chunk select, multiply, adder tree with a
-      register every two levels, accumulate, requantize).
+      (``14 + ceil(log2(lanes) / 2)``: vector read, chunk select, operand register,
+      multiply, adder tree with a register every two levels, accumulate, requantize, the
+      output FIFO's two cycles).
 
     So one sample alone takes ``n + 1 + issue_cycles + latency`` cycles from its first vector to
     its last result, and back-to-back samples take ``max(n, issue_cycles)`` cycles each.
-    Flow control on ``out`` is one global advance (``~out.valid | out.ready``) over the
-    compute pipeline; loading depends only on a free buffer, never on ``out``.
+    Flow control on ``out`` is by credits: the compute pipeline never stalls, its results
+    go into an output FIFO of :attr:`out_fifo_depth` beats, and a group that emits a beat
+    is issued only while fewer beats than that are in flight or waiting, so backpressure on
+    ``out`` pauses the issue (nothing is lost); loading depends only on a free buffer,
+    never on ``out``.
     """
 
     def __init__(self, config: AccelConfig):
@@ -209,6 +215,13 @@ class InteractionUnit(wiring.Component):
     @property
     def out_layout(self) -> data.StructLayout:
         return self._out_layout
+
+    @property
+    def out_fifo_depth(self) -> int:
+        """Beats of the output FIFO, and the most beats in flight: the pipeline's latency
+        plus the FIFO's own two cycles and two spare, so a free-flowing ``out`` takes a
+        beat every cycle."""
+        return pipeline_latency(self._config) + 4
 
     @property
     def tree_stages(self) -> int:
@@ -371,9 +384,18 @@ class InteractionUnit(wiring.Component):
 
         # -- issue: pairs (i, j), i > j, row-major; unpacked one pair in ceil(D/lanes) chunks,
         # packed P = 2**lp consecutive pairs (i, j .. j + P - 1) of a row per cycle -----------
+        # Flow control by credits: the compute pipeline never stalls (its registers have no
+        # enable: one advance over all of them, out.ready fanned out to every register's
+        # enable, held the unit near 100 MHz on ECP5). A group that emits a beat is issued
+        # only while fewer than `out_depth` beats are in the pipeline or in the output FIFO,
+        # so the FIFO never overflows and out's backpressure stops the issue instead.
         out = self.out
-        advance = Signal()
-        m.d.comb += advance.eq(~out.valid | out.ready)
+        out_depth = self.out_fifo_depth
+        m.submodules.out_fifo = out_fifo = StreamFIFO(self._out_layout, out_depth)
+        wiring.connect(m, out_fifo.r, wiring.flipped(out))
+        in_flight = Signal(range(out_depth + 1))   # beats issued and not yet taken on out
+        room = Signal()
+        m.d.comb += room.eq(in_flight < out_depth)
 
         rb = Signal()                            # buffer being computed on
         i = Signal(range(vmax), init=1)
@@ -405,7 +427,8 @@ class InteractionUnit(wiring.Component):
         m.d.comb += group.eq(Mux(row_end, left, step))
         emit = ~ok | chunk_end
         sample_end = ~ok | (chunk_end & row_end & (i == last_i))
-        issue = has_job & advance
+        issue = has_job & room
+        m.d.sync += in_flight.eq(in_flight + (issue & emit) - (out.valid & out.ready))
 
         clear_full = Signal()
         m.d.comb += [clear_full.eq(issue & sample_end), rb_next.eq(rb ^ clear_full)]
@@ -437,9 +460,9 @@ class InteractionUnit(wiring.Component):
             sel_b = Mux(here, j[:per_word] >> lp if per_word else 0, sel_b)
         m.d.comb += [read_i.addr.eq(addr_i), read_j.addr.eq(addr_j), a_sel.eq(sel_a),
                      b_sel.eq(sel_b)]
-        m.d.comb += [read_i.en.eq(advance), read_j.en.eq(advance)]
+        m.d.comb += [read_i.en.eq(1), read_j.en.eq(1)]
 
-        # -- datapath: every register advances together --------------------------------------
+        # -- datapath: every register advances every cycle --------------------------------------
         def stage(prev: dict, name: str) -> dict:
             """The token's tags, one register later."""
             regs = {}
@@ -456,123 +479,120 @@ class InteractionUnit(wiring.Component):
             m.d.sync += [r.eq(v) for r, v in zip(regs, values)]
             return regs
 
-        with m.If(advance):
-            tags1 = stage({"valid": has_job, "first": c == 0, "emit": emit,
-                           "last": sample_end, "error": ~ok, "lp": lp_r, "a_sel": a_sel,
-                           "b_sel": b_sel, "count": Mux(ok, group, 0), "pair": p}, "read")
+        tags1 = stage({"valid": issue, "first": c == 0, "emit": emit,
+                       "last": sample_end, "error": ~ok, "lp": lp_r, "a_sel": a_sel,
+                       "b_sel": b_sel, "count": Mux(ok, group, 0), "pair": p}, "read")
 
-            # Stage 2: the lanes' operands.
-            ecp5 = getattr(platform, "multiplier", "portable") == "ecp5"
-            operands = []
-            a2 = [Signal(signed(ow), name=f"a{lane}", reset_less=True) for lane in range(lanes)]
-            b2 = [Signal(signed(ow), name=f"b{lane}", reset_less=True) for lane in range(lanes)]
-            # Plain Mux chains (see the loader): lane `lane` takes element `k * lanes + lane`
-            # of chunk k unpacked, `k * S + lane mod S` of slot k packed by P = lanes / S.
-            for lane in range(lanes):
-                b_val = read_j.data[lane]
-                a_val = read_i.data[lane]
-                for k in range(1, chunks):
-                    b_val = Mux(tags1["b_sel"] == k, read_j.data[k * lanes + lane], b_val)
-                    a_val = Mux(tags1["a_sel"] == k, read_i.data[k * lanes + lane], a_val)
-                for lp in range(1, lp_max + 1):
-                    slot_width = lanes >> lp
-                    packed = read_i.data[lane % slot_width]
-                    for k in range(1, emb // slot_width):
-                        packed = Mux(tags1["a_sel"] == k,
-                                     read_i.data[k * slot_width + lane % slot_width], packed)
-                    a_val = Mux(tags1["lp"] == lp, packed, a_val)
-                if ecp5:
-                    operands.append((a_val, b_val))
-                else:
-                    m.d.sync += [a2[lane].eq(a_val), b2[lane].eq(b_val)]
-            tags2 = stage(tags1, "select")
+        # Stage 2: the lanes' operands.
+        ecp5 = getattr(platform, "multiplier", "portable") == "ecp5"
+        a2 = [Signal(signed(ow), name=f"a{lane}", reset_less=True) for lane in range(lanes)]
+        b2 = [Signal(signed(ow), name=f"b{lane}", reset_less=True) for lane in range(lanes)]
+        # Plain Mux chains (see the loader): lane `lane` takes element `k * lanes + lane`
+        # of chunk k unpacked, `k * S + lane mod S` of slot k packed by P = lanes / S.
+        for lane in range(lanes):
+            b_val = read_j.data[lane]
+            a_val = read_i.data[lane]
+            for k in range(1, chunks):
+                b_val = Mux(tags1["b_sel"] == k, read_j.data[k * lanes + lane], b_val)
+                a_val = Mux(tags1["a_sel"] == k, read_i.data[k * lanes + lane], a_val)
+            for lp in range(1, lp_max + 1):
+                slot_width = lanes >> lp
+                packed = read_i.data[lane % slot_width]
+                for k in range(1, emb // slot_width):
+                    packed = Mux(tags1["a_sel"] == k,
+                                 read_i.data[k * slot_width + lane % slot_width], packed)
+                a_val = Mux(tags1["lp"] == lp, packed, a_val)
+            m.d.sync += [a2[lane].eq(a_val), b2[lane].eq(b_val)]
+        tags2 = stage(stage(tags1, "select"), "operand")
 
-            # Stage 3: lanes products. On ECP5 (the conversion's ``multiplier``, as for the
-            # PEs) the operand and product registers are the MULT18X18D's own, enabled by
-            # the advance: through the block between fabric registers the product held the
-            # unit to 109 MHz.
-            prods = [Signal(signed(2 * ow), name=f"prod{lane}", reset_less=True)
-                     for lane in range(lanes)]
+        # Stages 3 and 4: the multipliers' operand registers, then the lanes' products. On
+        # ECP5 (the conversion's ``multiplier``, as for the PEs) those are the MULT18X18D's
+        # own input and output registers: through the block between fabric registers the
+        # product held the unit to 109 MHz, and the operand multiplexers routed straight
+        # into the blocks' inputs to 109-122 MHz.
+        prods = [Signal(signed(2 * ow), name=f"prod{lane}", reset_less=True)
+                 for lane in range(lanes)]
+        for lane in range(lanes):
             if ecp5:
-                for lane, (a_val, b_val) in enumerate(operands):
-                    m.submodules[f"mult{lane}"] = ecp5_multiplier(a_val, b_val, prods[lane],
-                                                                  ce=advance)
+                m.submodules[f"mult{lane}"] = ecp5_multiplier(a2[lane], b2[lane], prods[lane])
             else:
-                m.d.sync += [prods[lane].eq(a2[lane] * b2[lane]) for lane in range(lanes)]
-            tags, before = stage(tags2, "mul"), tags2
+                a3 = Signal(signed(ow), name=f"op_a{lane}", reset_less=True)
+                b3 = Signal(signed(ow), name=f"op_b{lane}", reset_less=True)
+                m.d.sync += [a3.eq(a2[lane]), b3.eq(b2[lane]), prods[lane].eq(a3 * b3)]
+        tags, before = stage(tags2, "mul"), tags2
 
-            # Adder tree, registered every two levels and at the root. Packed by P, group g's
-            # sum is node g of level log2(lanes / P): those nodes are tapped and carried along.
-            tap_level = {log_lanes - lp: lp for lp in range(1, lp_max + 1)}
-            taps = {}
-            values = list(prods)
-            level = 0
-            if 0 in tap_level:
-                taps[tap_level[0]] = list(values)
-            while len(values) > 1:
-                values = [values[k] + values[k + 1] for k in range(0, len(values), 2)]
-                level += 1
-                if level in tap_level:
-                    taps[tap_level[level]] = list(values)
-                if level % 2 == 0 or len(values) == 1:
-                    values = register(values, f"sum{level}")
-                    taps = {lp: register(v, f"tap{lp}_l{level}") for lp, v in taps.items()}
-                    tags, before = stage(tags, f"tree{level}"), tags
-            group_sum = []
-            for g in range(pm):
-                value = values[0] if g == 0 else 0
-                for lp in range(1, lp_max + 1):
-                    if g < 1 << lp:
-                        value = Mux(tags["lp"] == lp, taps[lp][g], value)
-                group_sum.append(value)
+        # Adder tree, registered every two levels and at the root. Packed by P, group g's
+        # sum is node g of level log2(lanes / P): those nodes are tapped and carried along.
+        tap_level = {log_lanes - lp: lp for lp in range(1, lp_max + 1)}
+        taps = {}
+        values = list(prods)
+        level = 0
+        if 0 in tap_level:
+            taps[tap_level[0]] = list(values)
+        while len(values) > 1:
+            values = [values[k] + values[k + 1] for k in range(0, len(values), 2)]
+            level += 1
+            if level in tap_level:
+                taps[tap_level[level]] = list(values)
+            if level % 2 == 0 or len(values) == 1:
+                values = register(values, f"sum{level}")
+                taps = {lp: register(v, f"tap{lp}_l{level}") for lp, v in taps.items()}
+                tags, before = stage(tags, f"tree{level}"), tags
+        group_sum = []
+        for g in range(pm):
+            value = values[0] if g == 0 else 0
+            for lp in range(1, lp_max + 1):
+                if g < 1 << lp:
+                    value = Mux(tags["lp"] == lp, taps[lp][g], value)
+            group_sum.append(value)
 
-            # Accumulate the chunks of one pair (unpacked: group 0 only). The pairs'
-            # parameters are read one stage ahead and registered beside the sums: an EBR's
-            # output is too slow to feed the requantizers' DSPs directly. Bank r holds pair
-            # p mod pm == r; group g is pair `pair + g`.
-            accs = [Signal(signed(self.dot_width), name=f"dot{g}", reset_less=True)
-                    for g in range(pm)]
-            mults = [Signal(cfg.requant_mult_width, name=f"pair_mult{g}", reset_less=True)
-                     for g in range(pm)]
-            shifts = [Signal(SHIFT_WIDTH, name=f"pair_shift{g}", reset_less=True)
-                      for g in range(pm)]
-            with m.If(tags["valid"]):
-                m.d.sync += accs[0].eq(Mux(tags["first"], group_sum[0], accs[0] + group_sum[0]))
-                m.d.sync += [accs[g].eq(group_sum[g]) for g in range(1, pm)]
-            rot = tags["pair"][:lp_max] if lp_max else None
-            for g in range(pm):
-                mult, shift = preads[0].data.mult, preads[0].data.shift
-                for r in range(1, pm):
-                    here = (rot + g)[:lp_max] == r
-                    mult = Mux(here, preads[r].data.mult, mult)
-                    shift = Mux(here, preads[r].data.shift, shift)
-                m.d.sync += [mults[g].eq(mult), shifts[g].eq(shift)]
-            param_pair = before["pair"]
-            tags = stage(tags, "acc")
+        # Accumulate the chunks of one pair (unpacked: group 0 only). The pairs'
+        # parameters are read one stage ahead and registered beside the sums: an EBR's
+        # output is too slow to feed the requantizers' DSPs directly. Bank r holds pair
+        # p mod pm == r; group g is pair `pair + g`.
+        accs = [Signal(signed(self.dot_width), name=f"dot{g}", reset_less=True)
+                for g in range(pm)]
+        mults = [Signal(cfg.requant_mult_width, name=f"pair_mult{g}", reset_less=True)
+                 for g in range(pm)]
+        shifts = [Signal(SHIFT_WIDTH, name=f"pair_shift{g}", reset_less=True)
+                  for g in range(pm)]
+        with m.If(tags["valid"]):
+            m.d.sync += accs[0].eq(Mux(tags["first"], group_sum[0], accs[0] + group_sum[0]))
+            m.d.sync += [accs[g].eq(group_sum[g]) for g in range(1, pm)]
+        rot = tags["pair"][:lp_max] if lp_max else None
+        for g in range(pm):
+            mult, shift = preads[0].data.mult, preads[0].data.shift
+            for r in range(1, pm):
+                here = (rot + g)[:lp_max] == r
+                mult = Mux(here, preads[r].data.mult, mult)
+                shift = Mux(here, preads[r].data.shift, shift)
+            m.d.sync += [mults[g].eq(mult), shifts[g].eq(shift)]
+        param_pair = before["pair"]
+        tags = stage(tags, "acc")
         for r, pread in enumerate(preads):
             # The pair of the group that lives in bank r: pair + ((r - pair) mod pm).
             offset = (r - param_pair[:lp_max])[:lp_max] if lp_max else 0
-            m.d.comb += [pread.addr.eq((param_pair + offset) >> lp_max), pread.en.eq(advance)]
+            m.d.comb += [pread.addr.eq((param_pair + offset) >> lp_max), pread.en.eq(1)]
 
         results = []
         for g in range(pm):
             rq = m.submodules[f"requant{g}" if pm > 1 else "requant"] = Requantizer(
                 value_width=self.dot_width, mult_width=cfg.requant_mult_width,
                 operand_width=ow, result_width=ow)
-            m.d.comb += [rq.en.eq(advance), rq.value.eq(accs[g]), rq.mult.eq(mults[g]),
+            m.d.comb += [rq.en.eq(1), rq.value.eq(accs[g]), rq.mult.eq(mults[g]),
                          rq.shift.eq(shifts[g]), rq.relu.eq(0), rq.bypass.eq(0)]
             results.append(rq.result)
         result = {"valid": tags["valid"] & tags["emit"], "last": tags["last"],
                   "error": tags["error"], "count": tags["count"]}
-        with m.If(advance):
-            for k in range(Requantizer.LATENCY):
-                result = stage(result, f"rq{k}")
+        for k in range(Requantizer.LATENCY):
+            result = stage(result, f"rq{k}")
+        beat = out_fifo.w
         m.d.comb += [
-            out.valid.eq(result["valid"] & ~in_reset),
-            out.payload.last.eq(result["last"]),
-            out.payload.error.eq(result["error"]),
-            out.payload.count.eq(result["count"]),
+            beat.valid.eq(result["valid"]),
+            beat.payload.last.eq(result["last"]),
+            beat.payload.error.eq(result["error"]),
+            beat.payload.count.eq(result["count"]),
         ]
         for g in range(pm):
-            m.d.comb += out.payload.data[g].eq(Mux(result["count"] > g, results[g], 0))
+            m.d.comb += beat.payload.data[g].eq(Mux(result["count"] > g, results[g], 0))
         return m

@@ -265,7 +265,7 @@ def test_interaction_cycle_counts(preset):
         {"tiny": {4: 20, 16: 72, 32: 144}, "default": {4: 12, 16: 36, 32: 72}}[preset]
     times = arrivals([random_sample(config, rng, 2, 1) for _ in range(5)])
     assert list(np.diff(times)) == [2] * 4, times
-    assert unit.latency == 11 + unit.tree_stages
+    assert unit.latency == 14 + unit.tree_stages
     print(preset, measured)
 
 
