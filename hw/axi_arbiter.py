@@ -29,9 +29,10 @@ class AxiReadArbiter(wiring.Component):
         One port per client (the client is the manager, with IDs of its own).
     bus : Out(axi4_read_signature(addr, data, id_width))
         ARID = ``{client index, client ARID}`` (the usual interconnect ID extension), RID
-        split back the same way. An address is taken from a client into a four-entry
-        queue in front of ``bus`` (so ``arvalid`` and the address are registers, stable
-        until ``arready``); one burst per cycle when the queue drains as fast. R beats go
+        split back the same way. An address is taken from a client into a holding
+        register and then a four-entry queue in front of ``bus`` (so ``arvalid`` and the
+        address are registers, stable until ``arready``); one burst per cycle when the queue
+        drains as fast, the first on ``bus`` two cycles after it is taken. R beats go
         to the client named by RID, with that client's ``rready``.
 
     Fair: the client after the last one served wins among those offering. While reset is
@@ -81,20 +82,27 @@ class AxiReadArbiter(wiring.Component):
                 client = (origin + step) % n
                 with m.If((last == origin) & offering[client]):
                     m.d.comb += [grant.eq(client), found.eq(1)]
-        take = found & queue.w.ready & ~in_reset
+        # The granted address goes into a holding register and from there into the queue:
+        # in the top level the clients sit across the chip, and their addresses routed
+        # through the grant multiplexer straight into the queue's distributed RAM were the
+        # command processor's critical path (71.9 MHz on tiny).
+        held = Signal(ar)
+        held_valid = Signal()
+        take = found & (~held_valid | queue.w.ready) & ~in_reset
+        with m.If(queue.w.ready):
+            m.d.sync += held_valid.eq(0)
         with m.If(take):
-            m.d.sync += last.eq(grant)
+            m.d.sync += [last.eq(grant), held_valid.eq(1)]
         for i, c in enumerate(self.clients):
             m.d.comb += c.arready.eq(take & (grant == i))
-            with m.If(grant == i):
-                m.d.comb += [queue.w.payload.addr.eq(c.araddr), queue.w.payload.len.eq(c.arlen),
-                             queue.w.payload.size.eq(c.arsize),
-                             queue.w.payload.burst.eq(c.arburst),
-                             queue.w.payload.lock.eq(c.arlock),
-                             queue.w.payload.cache.eq(c.arcache),
-                             queue.w.payload.prot.eq(c.arprot),
-                             queue.w.payload.id.eq(Cat(c.arid, grant))]
-        m.d.comb += queue.w.valid.eq(take)
+            with m.If(take & (grant == i)):
+                m.d.sync += [held.addr.eq(c.araddr), held.len.eq(c.arlen),
+                             held.size.eq(c.arsize), held.burst.eq(c.arburst),
+                             held.lock.eq(c.arlock), held.cache.eq(c.arcache),
+                             held.prot.eq(c.arprot), held.id.eq(Cat(c.arid, grant))]
+        with m.If(in_reset):
+            m.d.sync += held_valid.eq(0)
+        m.d.comb += [queue.w.valid.eq(held_valid), queue.w.payload.eq(held)]
         q = queue.r.payload
         m.d.comb += [bus.araddr.eq(q.addr), bus.arlen.eq(q.len), bus.arsize.eq(q.size),
                      bus.arburst.eq(q.burst), bus.arlock.eq(q.lock), bus.arcache.eq(q.cache),

@@ -328,8 +328,8 @@ class InteractionUnit(wiring.Component):
         ]
         # Write stage: a vector is written into the buffer the cycle after it is taken, from
         # registers that hold its elements, the word address, a one-hot of the sample's
-        # pack factor, which elements are inside its dimension and which slots of the word
-        # it writes. Deciding all that from the sample's dimension in the cycle that writes
+        # pack factor, which elements are inside its dimension and its index (which slot
+        # of the word it writes). Deciding all that from the sample's dimension in the cycle that writes
         # the distributed RAM (its pack factor fanning out to every element's data and
         # enable) limited the unit to 98 MHz on ECP5.
         w_valid = Signal()
@@ -337,32 +337,27 @@ class InteractionUnit(wiring.Component):
         w_addr = Signal.like(vwrite.addr)
         w_lp = Signal(lp_max + 1)                # one-hot pack factor
         w_inside = Signal(emb)                   # element e < D
-        w_slot = Signal(emb)                     # element e of the word is this vector's
+        w_count = Signal.like(count)             # the vector's index in its sample
         addr = Cat(wb, count)
         for lp in range(1, lp_max + 1):
             addr = Mux(cur_lp == lp, Cat(wb, count >> (log_chunks + lp)), addr)
-        slot_bits = []
-        for e in range(emb):
-            enable = 1
-            for lp in range(1, lp_max + 1):
-                slot_width = lanes >> lp
-                per_word = log_chunks + lp       # log2(vectors per word)
-                slot = count[:per_word] if per_word else 0
-                enable = Mux(cur_lp == lp, slot == e // slot_width, enable)
-            slot_bits.append(enable)
         m.d.sync += [w_valid.eq(take & (count < vmax)), w_data.eq(vin.payload.data),
                      w_addr.eq(addr), w_lp.eq(Cat(*(cur_lp == lp for lp in range(lp_max + 1)))),
                      w_inside.eq(Cat(*(cur_dim > e for e in range(emb)))),
-                     w_slot.eq(Cat(*slot_bits)), filled.eq(take & vin.payload.last)]
+                     w_count.eq(count), filled.eq(take & vin.payload.last)]
         with m.If(in_reset):
             m.d.sync += [w_valid.eq(0), filled.eq(0)]
         m.d.comb += vwrite.addr.eq(w_addr)
         for e in range(emb):
-            value = 0
+            value, enable = 0, w_lp[0]           # unpacked: the vector fills its word
             for lp in range(lp_max + 1):
                 el = e % (lanes >> lp) if lp else e
                 value = value | Mux(w_lp[lp] & w_inside[el], w_data[el], 0)
-            m.d.comb += [vwrite.data[e].eq(value), vwrite.en[e].eq(w_valid & w_slot[e])]
+                if lp:                           # packed: its slot of the word
+                    per_word = log_chunks + lp   # log2(vectors per word)
+                    slot = w_count[:per_word] if per_word else 0
+                    enable = enable | (w_lp[lp] & (slot == e // (lanes >> lp)))
+            m.d.comb += [vwrite.data[e].eq(value), vwrite.en[e].eq(w_valid & enable)]
 
         # Plain expressions (continuous assignments in Verilog) rather than assignments inside
         # If blocks: a 4-state simulator then never sees them undriven at time zero.

@@ -144,9 +144,9 @@ LAYER_CHECK_CYCLES = 3
 
 def layer_refused_pipelined(m: Module, config: AccelConfig, valid, in_dim, out_dim,
                             weight_tile, bias_word, score):
-    """:func:`layer_refused` in clocked stages, for a checker off the engine's own path (the
-    command processor's ``LOAD_MODEL``), where the one-cycle form was that unit's longest
-    path: the tile counts, then their product (a multiplier from registers to a register),
+    """:func:`layer_refused` in clocked stages, for the command processor's ``LOAD_MODEL``
+    and the engine's own command check, where the one-cycle form was the longest path of
+    each: the tile counts, then their product (a multiplier from registers to a register),
     then the sums and comparisons.
 
     Arguments are sampled on a cycle ``valid`` is high (one layer per cycle at most).
@@ -225,10 +225,11 @@ class MLPLayerEngine(wiring.Component):
     Bad commands (``rows`` 0 or above ``sub_batch``, a dimension 0 or above
     ``max_layer_dim``, weight tiles or bias words beyond the memories, ``src == dst``, a
     score layer with more than one output) are answered with ``error = 1`` and dropped;
-    the engine stays ready for the next command. A command is checked in the cycle after it
-    is taken, from its register (its buffers count as in use from then on), so the check is
-    not on the path of whatever drives ``cmd``; ``cycles`` in the response counts from the
-    cycle it is taken and includes that one.
+    the engine stays ready for the next command. A command is checked in the three cycles
+    after it is taken, from its register (its buffers count as in use from then on), and
+    its layer starts in the fourth, so the check is neither on the path of whatever drives
+    ``cmd`` nor on the feeders' starts; ``cycles`` in the response counts from the cycle it
+    is taken and includes those.
 
     Reset: while ``rst`` is asserted no input accepts anything (every ``ready`` is low, no
     host write reaches a memory) and no output offers anything (every ``valid`` is low); a
@@ -298,17 +299,24 @@ class MLPLayerEngine(wiring.Component):
         running = Signal()
         m.d.comb += self.busy.eq(running)
 
-        # A command is checked the cycle after it is taken, from the command register: the
-        # check (tile counts, sums, compares) on the port's payload ran on from whatever
-        # drove the port (the command processor's layer table, across units).
+        # A command is checked from the command register in the three cycles after it is
+        # taken (states CHECK, SIZE, VERDICT), and the layer starts from registers in GO:
+        # the check on the port's payload ran on from whatever drove the port (the command
+        # processor's layer table, across units), and a one-cycle check from the register
+        # drove every feeder's start (tile counts, their product, the memories' bounds:
+        # 61.6 MHz on tiny). The layer's check is layer_refused_pipelined, the command
+        # processor's.
         c = cmd
         c_it, c_ot = _tiles(c.in_dim, R), _tiles(c.out_dim, Cp)
-        bad = Signal()
-        m.d.comb += bad.eq(
+        check_now = Signal()
+        _, layer_bad = layer_refused_pipelined(m, cfg, check_now, c.in_dim, c.out_dim,
+                                               c.weight_tile, c.bias_word, c.score)
+        other_bad = Signal()
+        m.d.comb += other_bad.eq(
             (c.rows == 0) | _above(c.rows, SB) |
-            layer_refused(cfg, c.in_dim, c.out_dim, c.weight_tile, c.bias_word, c.score) |
             ((c.src == c.dst) & ~c.score) |
             _beyond(c.src, geo.act_buffers) | _beyond(c.dst, geo.act_buffers))
+        w_total = Signal(range(geo.weight_words + 1))   # weight words of the layer
 
         start = Signal()
         checking = Signal()        # the taken command's buffers are claimed from here on
@@ -320,10 +328,22 @@ class MLPLayerEngine(wiring.Component):
                     m.d.sync += [cmd.eq(self.cmd.payload), cycles.eq(1)]
                     m.next = "CHECK"
             with m.State("CHECK"):
-                m.d.comb += checking.eq(1)
+                m.d.comb += [checking.eq(1), check_now.eq(1)]
                 m.d.sync += [n_it.eq(c_it), n_ot.eq(c_ot), cycles.eq(cycles + 1),
-                             error.eq(bad)]
-                with m.If(bad):
+                             error.eq(other_bad)]
+                m.next = "SIZE"
+            with m.State("SIZE"):
+                m.d.comb += checking.eq(1)
+                m.d.sync += [w_total.eq(n_it * n_ot * R), cycles.eq(cycles + 1)]
+                m.next = "VERDICT"
+            with m.State("VERDICT"):
+                m.d.comb += checking.eq(1)
+                m.d.sync += [error.eq(error | layer_bad), cycles.eq(cycles + 1)]
+                m.next = "GO"
+            with m.State("GO"):
+                m.d.comb += checking.eq(1)
+                m.d.sync += cycles.eq(cycles + 1)
+                with m.If(error):
                     m.next = "RESPOND"
                 with m.Else():
                     m.d.comb += start.eq(1)
@@ -355,7 +375,7 @@ class MLPLayerEngine(wiring.Component):
         w_data = Signal.like(w_rd.data)
         w_issue = running & (w_left != 0) & (w_fifo.level < FEED_FIFO_DEPTH - FEED_IN_FLIGHT - 1)
         with m.If(start):
-            m.d.sync += [w_addr.eq(c.weight_tile * R), w_left.eq(c_it * c_ot * R)]
+            m.d.sync += [w_addr.eq(c.weight_tile * R), w_left.eq(w_total)]
         with m.Elif(w_issue):
             m.d.sync += [w_addr.eq(w_addr + 1), w_left.eq(w_left - 1)]
         m.d.sync += [w_pending.eq(w_issue), w_valid.eq(w_pending), w_data.eq(w_rd.data)]
