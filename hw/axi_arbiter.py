@@ -8,7 +8,7 @@ order (AXI orders responses per ID); different clients' beats may interleave.
 
 from __future__ import annotations
 
-from amaranth import Cat, Module, ResetSignal, Signal
+from amaranth import Array, Cat, Const, Module, ResetSignal, Signal
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -29,10 +29,12 @@ class AxiReadArbiter(wiring.Component):
         One port per client (the client is the manager, with IDs of its own).
     bus : Out(axi4_read_signature(addr, data, id_width))
         ARID = ``{client index, client ARID}`` (the usual interconnect ID extension), RID
-        split back the same way. An address is taken from a client into a holding
-        register and then a four-entry queue in front of ``bus`` (so ``arvalid`` and the
-        address are registers, stable until ``arready``); one burst per cycle when the queue
-        drains as fast, the first on ``bus`` two cycles after it is taken. R beats go
+        split back the same way. An address is taken from a client into a slot of its own
+        (one per client; ``arready`` is the slot's emptiness), then through a holding
+        register into a four-entry queue in front of ``bus`` (so ``arvalid`` and the address
+        are registers, stable until ``arready``); one burst per cycle when the queue drains
+        as fast, a burst on ``bus`` three cycles after its client's handshake at the
+        earliest, and a client's next address taken the cycle after its slot is picked. R beats go
         to the client named by RID, with that client's ``rready``.
 
     Fair: the client after the last one served wins among those offering. While reset is
@@ -72,36 +74,45 @@ class AxiReadArbiter(wiring.Component):
         # Depth 4: SyncFIFOBuffered of depth 2 would hold a zero-width inner memory.
         m.submodules.queue = queue = StreamFIFO(ar, 4)
 
-        # Round robin: the first offering client after the last one granted.
+        # Each client's address is first taken into a slot of its own (its arready is the
+        # slot's emptiness, a register), the round robin picks among full slots, and the
+        # picked address goes through a holding register into the queue. In the top level
+        # the clients sit across the chip: their addresses routed through the grant logic
+        # and multiplexer into the queue were the command processor's critical path
+        # (71.9 MHz on tiny); now a client's address only travels into its slot.
+        slots = [Signal(ar, name=f"slot{i}") for i in range(n)]
+        slot_full = Signal(n)
+        held = Signal(ar)
+        held_valid = Signal()
+        for i, c in enumerate(self.clients):
+            m.d.comb += c.arready.eq(~slot_full[i] & ~in_reset)
+            with m.If(c.arvalid & c.arready):
+                m.d.sync += [slots[i].addr.eq(c.araddr), slots[i].len.eq(c.arlen),
+                             slots[i].size.eq(c.arsize), slots[i].burst.eq(c.arburst),
+                             slots[i].lock.eq(c.arlock), slots[i].cache.eq(c.arcache),
+                             slots[i].prot.eq(c.arprot),
+                             slots[i].id.eq(Cat(c.arid, Const(i, self._index_width)))]
+        # Round robin: the first full slot after the last one granted.
         last = Signal(range(n))
-        offering = Cat(c.arvalid for c in self.clients)
         grant = Signal(range(n))
         found = Signal()
         for step in range(n, 0, -1):          # lowest step (closest after `last`) wins
             for origin in range(n):
                 client = (origin + step) % n
-                with m.If((last == origin) & offering[client]):
+                with m.If((last == origin) & slot_full[client]):
                     m.d.comb += [grant.eq(client), found.eq(1)]
-        # The granted address goes into a holding register and from there into the queue:
-        # in the top level the clients sit across the chip, and their addresses routed
-        # through the grant multiplexer straight into the queue's distributed RAM were the
-        # command processor's critical path (71.9 MHz on tiny).
-        held = Signal(ar)
-        held_valid = Signal()
         take = found & (~held_valid | queue.w.ready) & ~in_reset
         with m.If(queue.w.ready):
             m.d.sync += held_valid.eq(0)
         with m.If(take):
-            m.d.sync += [last.eq(grant), held_valid.eq(1)]
+            m.d.sync += [last.eq(grant), held_valid.eq(1), held.eq(Array(slots)[grant])]
         for i, c in enumerate(self.clients):
-            m.d.comb += c.arready.eq(take & (grant == i))
-            with m.If(take & (grant == i)):
-                m.d.sync += [held.addr.eq(c.araddr), held.len.eq(c.arlen),
-                             held.size.eq(c.arsize), held.burst.eq(c.arburst),
-                             held.lock.eq(c.arlock), held.cache.eq(c.arcache),
-                             held.prot.eq(c.arprot), held.id.eq(Cat(c.arid, grant))]
+            with m.If(c.arvalid & c.arready):
+                m.d.sync += slot_full[i].eq(1)
+            with m.Elif(take & (grant == i)):
+                m.d.sync += slot_full[i].eq(0)
         with m.If(in_reset):
-            m.d.sync += held_valid.eq(0)
+            m.d.sync += [held_valid.eq(0), slot_full.eq(0)]
         m.d.comb += [queue.w.valid.eq(held_valid), queue.w.payload.eq(held)]
         q = queue.r.payload
         m.d.comb += [bus.araddr.eq(q.addr), bus.arlen.eq(q.len), bus.arsize.eq(q.size),

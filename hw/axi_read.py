@@ -86,9 +86,12 @@ class AxiWordReader(wiring.Component):
         page_beats = Signal(range(PAGE_BYTES // B + 1))
         m.d.comb += page_beats.eq((PAGE_BYTES - addr[:12]) >> log_b)
         limit = Signal(range(MAX_BURST + 1))
+        # The burst's length is registered in state SIZE, the cycle before ADDRESS sends it:
+        # the page and length compares then end in a register instead of running on into
+        # ARLEN and the next burst's address adder (the command processor's path once the
+        # read arbiter's inputs were registered: 84.8 MHz on tiny).
         burst = Signal(range(MAX_BURST + 1))
-        m.d.comb += [limit.eq(Mux(page_beats < MAX_BURST, page_beats, MAX_BURST)),
-                     burst.eq(Mux(beats_left < limit, beats_left, limit))]
+        m.d.comb += limit.eq(Mux(page_beats < MAX_BURST, page_beats, MAX_BURST))
         m.d.comb += [bus.araddr.eq(addr), bus.arlen.eq(burst - 1), bus.arsize.eq(log_b),
                      bus.arburst.eq(BURST_INCR), bus.arid.eq(0), bus.arlock.eq(0),
                      bus.arcache.eq(0b0011), bus.arprot.eq(0)]
@@ -123,7 +126,10 @@ class AxiWordReader(wiring.Component):
                     else:
                         m.d.sync += beats_left.eq(count * per_word)
                     with m.If(count != 0):
-                        m.next = "ADDRESS"
+                        m.next = "SIZE"
+            with m.State("SIZE"):
+                m.d.sync += burst.eq(Mux(beats_left < limit, beats_left, limit))
+                m.next = "ADDRESS"
             with m.State("ADDRESS"):
                 m.d.comb += bus.arvalid.eq(1)
                 with m.If(bus.arready):
@@ -134,7 +140,7 @@ class AxiWordReader(wiring.Component):
                 # The burst's beats; the next burst is requested after its last beat.
                 with m.If(r_fire & bus.rlast):
                     with m.If(beats_left != 0):
-                        m.next = "ADDRESS"
+                        m.next = "SIZE"
                     with m.Else():
                         m.next = "DRAIN"
             with m.State("DRAIN"):
