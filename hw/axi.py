@@ -15,12 +15,25 @@ from .config import AccelConfig
 
 __all__ = ["axi4_read_signature", "read_request_layout", "read_row_layout", "AxiRowReader",
            "BURST_INCR", "RESP_OKAY", "RESP_SLVERR", "RESP_DECERR", "bus_bytes",
-           "row_bits", "PAGE_BYTES"]
+           "row_bits", "PAGE_BYTES", "MAX_BURST", "page_burst_limit"]
 
 BURST_INCR = 0b01
 RESP_OKAY, RESP_EXOKAY, RESP_SLVERR, RESP_DECERR = 0, 1, 2, 3
 #: An AXI4 burst never crosses a 4 KiB boundary.
 PAGE_BYTES = 4096
+#: Longest INCR burst, in beats (AXI4).
+MAX_BURST = 256
+
+
+def page_burst_limit(m: Module, addr, bus_bytes: int):
+    """The longest burst that may start at byte address ``addr`` (bus-word aligned) on a bus
+    of ``bus_bytes``: the beats left in its 4 KiB page (``page_beats``, driven in ``m``), at
+    most :data:`MAX_BURST`. The block writer and the word reader register it before a
+    burst's length is decided."""
+    log_b = bus_bytes.bit_length() - 1
+    page_beats = Signal(range(PAGE_BYTES // bus_bytes + 1), name="page_beats")
+    m.d.comb += page_beats.eq((PAGE_BYTES - addr[:12]) >> log_b)
+    return Mux(page_beats < MAX_BURST, page_beats, MAX_BURST)
 
 
 def bus_bytes(config: AccelConfig) -> int:

@@ -34,8 +34,8 @@ class AxiReadArbiter(wiring.Component):
         register into a four-entry queue in front of ``bus`` (so ``arvalid`` and the address
         are registers, stable until ``arready``); one burst per cycle when the queue drains
         as fast, a burst on ``bus`` three cycles after its client's handshake at the
-        earliest, and a client's next address taken the cycle after its slot is picked. R beats go
-        to the client named by RID, with that client's ``rready``.
+        earliest, and a client's next address taken the cycle after its slot is picked.
+        R beats go to the client named by RID, with that client's ``rready``.
 
     Fair: the client after the last one served wins among those offering. While reset is
     asserted no ``arready`` or ``rvalid`` is given to a client.

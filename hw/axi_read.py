@@ -16,12 +16,10 @@ from amaranth import Module, Mux, ResetSignal, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .axi import BURST_INCR, PAGE_BYTES, axi4_read_signature
+from .axi import BURST_INCR, MAX_BURST, axi4_read_signature, page_burst_limit
 from .config import AccelConfig
 
 __all__ = ["AxiWordReader", "read_job_layout", "word_layout"]
-
-MAX_BURST = 256
 
 
 def read_job_layout(config: AccelConfig) -> data.StructLayout:
@@ -83,15 +81,13 @@ class AxiWordReader(wiring.Component):
         addr = Signal(cfg.mem_addr_width)
         beats_left = Signal(range((1 << 16) * per_word + 1))    # beats not yet requested
         words_left = Signal(range((1 << 16) + 1))               # words not yet delivered
-        page_beats = Signal(range(PAGE_BYTES // B + 1))
-        m.d.comb += page_beats.eq((PAGE_BYTES - addr[:12]) >> log_b)
         limit = Signal(range(MAX_BURST + 1))
         # The burst's length is registered in state SIZE, the cycle before ADDRESS sends it:
         # the page and length compares then end in a register instead of running on into
         # ARLEN and the next burst's address adder (the command processor's path once the
         # read arbiter's inputs were registered: 84.8 MHz on tiny).
         burst = Signal(range(MAX_BURST + 1))
-        m.d.comb += limit.eq(Mux(page_beats < MAX_BURST, page_beats, MAX_BURST))
+        m.d.comb += limit.eq(page_burst_limit(m, addr, B))
         m.d.comb += [bus.araddr.eq(addr), bus.arlen.eq(burst - 1), bus.arsize.eq(log_b),
                      bus.arburst.eq(BURST_INCR), bus.arid.eq(0), bus.arlock.eq(0),
                      bus.arcache.eq(0b0011), bus.arprot.eq(0)]

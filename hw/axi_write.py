@@ -13,13 +13,10 @@ from amaranth.lib.wiring import In, Out
 
 from .config import AccelConfig
 
-from .axi import BURST_INCR, PAGE_BYTES as PAGE
+from .axi import BURST_INCR, MAX_BURST, page_burst_limit
 
 __all__ = ["axi4_write_signature", "write_job_layout", "write_beat_layout", "AxiBlockWriter",
            "MAX_BURST"]
-
-#: Longest INCR burst, in beats (AXI4).
-MAX_BURST = 256
 
 
 def axi4_write_signature(addr_width: int, data_width: int, id_width: int = 1) -> wiring.Signature:
@@ -94,13 +91,12 @@ class AxiBlockWriter(wiring.Component):
         error = Signal()
         beat_bytes = Signal(range(B + 1))      # bytes of the beat sent last cycle (or 0)
 
-        page_beats = Signal(range(PAGE // B + 1))
-        m.d.comb += page_beats.eq((PAGE - addr[:12]) >> log_b)
         # A burst's length is worked out over two cycles before ADDRESS sends it: state
         # PAGE registers the beats left in the address's 4 KiB page (capped at MAX_BURST),
         # state SIZE the smaller of that and the job's beats left. In one path with AWLEN
         # and the next burst's address adder the compares limited the writer to 102 MHz
         # on ECP5; two cycles per burst are nothing beside its beats and its response.
+        page_limit = page_burst_limit(m, addr, B)
         limit = Signal(range(MAX_BURST + 1))
         burst = Signal.like(limit)
 
@@ -135,7 +131,7 @@ class AxiBlockWriter(wiring.Component):
                     with m.Else():
                         m.next = "PAGE"
             with m.State("PAGE"):
-                m.d.sync += limit.eq(Mux(page_beats < MAX_BURST, page_beats, MAX_BURST))
+                m.d.sync += limit.eq(page_limit)
                 m.next = "SIZE"
             with m.State("SIZE"):
                 m.d.sync += burst.eq(Mux(beats_left < limit, beats_left, limit))

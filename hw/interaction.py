@@ -329,9 +329,9 @@ class InteractionUnit(wiring.Component):
         # Write stage: a vector is written into the buffer the cycle after it is taken, from
         # registers that hold its elements, the word address, a one-hot of the sample's
         # pack factor, which elements are inside its dimension and its index (which slot
-        # of the word it writes). Deciding all that from the sample's dimension in the cycle that writes
-        # the distributed RAM (its pack factor fanning out to every element's data and
-        # enable) limited the unit to 98 MHz on ECP5.
+        # of the word it writes). Deciding all that from the sample's dimension in the
+        # cycle that writes the distributed RAM (its pack factor fanning out to every
+        # element's data and enable) limited the unit to 98 MHz on ECP5.
         w_valid = Signal()
         w_data = Signal(data.ArrayLayout(signed(ow), emb))
         w_addr = Signal.like(vwrite.addr)
@@ -359,9 +359,6 @@ class InteractionUnit(wiring.Component):
                     enable = enable | (w_lp[lp] & (slot == e // (lanes >> lp)))
             m.d.comb += [vwrite.data[e].eq(value), vwrite.en[e].eq(w_valid & enable)]
 
-        # Plain expressions (continuous assignments in Verilog) rather than assignments inside
-        # If blocks: a 4-state simulator then never sees them undriven at time zero.
-        set_full = filled
         with m.If(take):
             with m.If(vin.payload.last):
                 for b in range(2):
@@ -438,7 +435,7 @@ class InteractionUnit(wiring.Component):
                     m.d.sync += [j.eq(j + step), left.eq(left - step)]
             with m.Else():
                 m.d.sync += c.eq(c + 1)
-        m.d.sync += loaded.eq(loaded + set_full - clear_full)
+        m.d.sync += loaded.eq(loaded + filled - clear_full)
 
         # Which words to read, and which part of them each lane takes: unpacked, chunk c of
         # both vectors; packed, slot i mod (emb / S) of vector i's word (repeated in every

@@ -79,9 +79,8 @@ class Requantizer(wiring.Component):
         earlier.
 
     Pipeline (one register each): operands into the DSPs, partial products out of them,
-    their sum, the barrel
-    shift by whole bytes, the shift by the remaining bits, the comparisons deciding
-    rounding/ReLU/saturation, the final select.
+    their sum, the barrel shift by whole bytes, the shift by the remaining bits, the
+    comparisons deciding rounding/ReLU/saturation, the final select.
     """
 
     #: Enabled cycles from sampling the operands to ``result``.
