@@ -327,7 +327,7 @@ class CommandProcessor(wiring.Component):
         # layer_error, waits until the last layer's verdict is in
         layer_in = Signal()
         layer_word = Signal(d.layer_layout(cfg))
-        layer_checking, layer_refused = mlp_engine.layer_refused_pipelined(
+        layer_checking, layer_refused, _ = mlp_engine.layer_refused_pipelined(
             m, cfg, layer_in, layer_word.in_dim, layer_word.out_dim, layer_word.weight_tile,
             layer_word.bias_word, layer_word.score)
         with m.If(layer_refused):

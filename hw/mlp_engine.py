@@ -150,10 +150,13 @@ def layer_refused_pipelined(m: Module, config: AccelConfig, valid, in_dim, out_d
     then the sums and comparisons.
 
     Arguments are sampled on a cycle ``valid`` is high (one layer per cycle at most).
-    Returns ``(busy, refused)``, both combinational: ``refused`` is high for one cycle, two
-    cycles after a ``valid`` whose layer :func:`layer_refused` refuses, for the caller to
-    register (so the verdict is in that register :data:`LAYER_CHECK_CYCLES` cycles after
-    ``valid``); ``busy`` is high while a layer is in the stages, its verdict not out yet."""
+    Returns ``(busy, refused, tiles)``: ``refused`` (combinational) is high for one cycle,
+    two cycles after a ``valid`` whose layer :func:`layer_refused` refuses, for the caller
+    to register (so the verdict is in that register :data:`LAYER_CHECK_CYCLES` cycles after
+    ``valid``); ``busy`` (combinational) is high while a layer is in the stages, its verdict
+    not out yet; ``tiles`` is the register holding the layer's weight tiles
+    (``n_it * n_ot``) of the arguments of two cycles earlier, for a caller that needs them
+    (the engine sizes its weight feed from it)."""
     geo = EngineGeometry.of(config)
     s1, s2 = Signal(name="lchk_s1"), Signal(name="lchk_s2")
     n_it = Signal(range(_tiles_of(geo.max_layer_dim, geo.rows) + 1), name="lchk_n_it")
@@ -178,7 +181,7 @@ def layer_refused_pipelined(m: Module, config: AccelConfig, valid, in_dim, out_d
     ]
     # then the memories' bounds
     refused = s2 & (shape_bad2 | _memories_refused(geo, wt2, bw2, tiles, n_ot2))
-    return s1 | s2, refused
+    return s1 | s2, refused, tiles
 
 
 def _tiles_of(dim: int, lanes: int) -> int:
@@ -300,7 +303,7 @@ class MLPLayerEngine(wiring.Component):
         m.d.comb += self.busy.eq(running)
 
         # A command is checked from the command register in the three cycles after it is
-        # taken (states CHECK, SIZE, VERDICT), and the layer starts from registers in GO:
+        # taken (states CHECK, PRODUCT, VERDICT), and the layer starts from registers in GO:
         # the check on the port's payload ran on from whatever drove the port (the command
         # processor's layer table, across units), and a one-cycle check from the register
         # drove every feeder's start (tile counts, their product, the memories' bounds:
@@ -309,14 +312,15 @@ class MLPLayerEngine(wiring.Component):
         c = cmd
         c_it, c_ot = _tiles(c.in_dim, R), _tiles(c.out_dim, Cp)
         check_now = Signal()
-        _, layer_bad = layer_refused_pipelined(m, cfg, check_now, c.in_dim, c.out_dim,
-                                               c.weight_tile, c.bias_word, c.score)
+        # (its `tiles` register follows the command register, which holds still until the
+        # next command is taken: the layer's weight tiles from PRODUCT's end on)
+        _, layer_bad, layer_tiles = layer_refused_pipelined(
+            m, cfg, check_now, c.in_dim, c.out_dim, c.weight_tile, c.bias_word, c.score)
         other_bad = Signal()
         m.d.comb += other_bad.eq(
             (c.rows == 0) | _above(c.rows, SB) |
             ((c.src == c.dst) & ~c.score) |
             _beyond(c.src, geo.act_buffers) | _beyond(c.dst, geo.act_buffers))
-        w_total = Signal(range(geo.weight_words + 1))   # weight words of the layer
 
         start = Signal()
         checking = Signal()        # the taken command's buffers are claimed from here on
@@ -331,10 +335,10 @@ class MLPLayerEngine(wiring.Component):
                 m.d.comb += [checking.eq(1), check_now.eq(1)]
                 m.d.sync += [n_it.eq(c_it), n_ot.eq(c_ot), cycles.eq(cycles + 1),
                              error.eq(other_bad)]
-                m.next = "SIZE"
-            with m.State("SIZE"):
+                m.next = "PRODUCT"
+            with m.State("PRODUCT"):
                 m.d.comb += checking.eq(1)
-                m.d.sync += [w_total.eq(n_it * n_ot * R), cycles.eq(cycles + 1)]
+                m.d.sync += cycles.eq(cycles + 1)
                 m.next = "VERDICT"
             with m.State("VERDICT"):
                 m.d.comb += checking.eq(1)
@@ -375,7 +379,7 @@ class MLPLayerEngine(wiring.Component):
         w_data = Signal.like(w_rd.data)
         w_issue = running & (w_left != 0) & (w_fifo.level < FEED_FIFO_DEPTH - FEED_IN_FLIGHT - 1)
         with m.If(start):
-            m.d.sync += [w_addr.eq(c.weight_tile * R), w_left.eq(w_total)]
+            m.d.sync += [w_addr.eq(c.weight_tile * R), w_left.eq(layer_tiles * R)]
         with m.Elif(w_issue):
             m.d.sync += [w_addr.eq(w_addr + 1), w_left.eq(w_left - 1)]
         m.d.sync += [w_pending.eq(w_issue), w_valid.eq(w_pending), w_data.eq(w_rd.data)]

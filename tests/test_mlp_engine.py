@@ -168,7 +168,8 @@ def test_pipelined_layer_check_equals_the_one_cycle_check(preset):
     ``layer_refused``'s verdict two cycles after each layer, on random layers around every
     bound (dimensions 0, max_layer_dim and above, weight tiles and bias words at the ends of
     their memories, score layers), one layer per cycle with random gaps; ``busy`` is high
-    exactly while a verdict is on its way."""
+    exactly while a verdict is on its way; ``tiles`` holds ``n_it * n_ot`` of the layer of
+    two cycles before (the engine's weight feed is sized from it)."""
     from amaranth import Elaboratable, Module, Signal
     from rpaccel.hw.descriptors import layer_layout
     from rpaccel.hw.mlp_engine import (LAYER_CHECK_CYCLES, layer_refused,
@@ -180,14 +181,15 @@ def test_pipelined_layer_check_equals_the_one_cycle_check(preset):
         def __init__(self):
             self.valid, self.layer = Signal(), Signal(layer_layout(config))
             self.one_cycle, self.busy, self.refused = Signal(), Signal(), Signal()
+            self.tiles = Signal(16)
 
         def elaborate(self, platform):
             m = Module()
             ly = self.layer
             fields = (ly.in_dim, ly.out_dim, ly.weight_tile, ly.bias_word, ly.score)
-            busy, refused = layer_refused_pipelined(m, config, self.valid, *fields)
+            busy, refused, tiles = layer_refused_pipelined(m, config, self.valid, *fields)
             m.d.comb += [self.one_cycle.eq(layer_refused(config, *fields)),
-                         self.busy.eq(busy), self.refused.eq(refused)]
+                         self.busy.eq(busy), self.refused.eq(refused), self.tiles.eq(tiles)]
             return m
 
     rng = np.random.default_rng(5)
@@ -201,6 +203,7 @@ def test_pipelined_layer_check_equals_the_one_cycle_check(preset):
 
     async def bench(ctx):
         expected = [None] * (LAYER_CHECK_CYCLES - 1)     # verdicts on their way
+        products = [None, None]       # n_it * n_ot of the last two layers (None: too wide)
         for cycle in range(n + LAYER_CHECK_CYCLES):
             valid = cycle < n and bool(rng.random() < 0.7)
             layer = {"in_dim": near(geo.max_layer_dim), "out_dim": near(geo.max_layer_dim),
@@ -212,6 +215,11 @@ def test_pipelined_layer_check_equals_the_one_cycle_check(preset):
             verdict = bool(ctx.get(dut.one_cycle)) if valid else None
             assert ctx.get(dut.refused) == (expected[0] is True)
             assert ctx.get(dut.busy) == any(v is not None for v in expected)
+            if products[0] is not None:
+                assert ctx.get(dut.tiles) == products[0]
+            dims_ok = max(layer["in_dim"], layer["out_dim"]) <= geo.max_layer_dim
+            products = products[1:] + [-(-layer["in_dim"] // geo.rows)
+                                       * -(-layer["out_dim"] // geo.cols) if dims_ok else None]
             if valid:
                 seen.append(verdict)
             expected = expected[1:] + [verdict]
