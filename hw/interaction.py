@@ -376,9 +376,9 @@ class InteractionUnit(wiring.Component):
 
         # -- issue: pairs (i, j), i > j, row-major; unpacked one pair in ceil(D/lanes) chunks,
         # packed P = 2**lp consecutive pairs (i, j .. j + P - 1) of a row per cycle -----------
-        # Flow control by credits: the compute pipeline never stalls (its registers have no
-        # enable: one advance over all of them, out.ready fanned out to every register's
-        # enable, held the unit near 100 MHz on ECP5). A group that emits a beat is issued
+        # Flow control by credits: the compute pipeline never stalls and its registers have
+        # no enable (one advance over all of them, out.ready fanned out to every register's
+        # enable, had held the unit near 100 MHz on ECP5). A group that emits a beat is issued
         # only while fewer than `out_depth` beats are in the pipeline or in the output FIFO,
         # so the FIFO never overflows and out's backpressure stops the issue instead.
         out = self.out
