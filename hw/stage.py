@@ -19,7 +19,11 @@ through four phases:
   candidate.
 
 Three workers run the phases (a loader for L, a front end for I, the engine sequencer for
-B and T, each one sub-batch at a time) and a controller starts them:
+B and T, each one sub-batch at a time) and a controller starts them. Within I the front
+end overlaps candidates: candidate ``r + 1``'s record read and lookups (up to
+:data:`FRONT_AHEAD` candidates ahead) go out while candidate ``r``'s vectors are pooled and
+go through the interaction unit, which loads one sample while it computes the previous,
+and while the results of the one before are written into ``Z``.
 
 * ``subbatch_overlap = False`` (the baseline): ``L(i) B(i) I(i) T(i)`` for each sub-batch in
   turn, buffers ``X``, ``H``, ``Z``.
@@ -74,6 +78,10 @@ __all__ = ["StageRunner", "stage_job_layout", "BUFFER_X", "BUFFER_H", "BUFFER_Z"
 #: Activation buffers of the stage runner: dense inputs, hidden layers, top-MLP input (and
 #: the second top-MLP input of the overlapped schedule).
 BUFFER_X, BUFFER_H, BUFFER_Z, BUFFER_Z1 = 0, 1, 2, 3
+
+#: Rows the front end's record fetch and lookups may run ahead of the rows whose vectors go
+#: to the interaction unit (bounds how long the loader waits for the shared record reader).
+FRONT_AHEAD = 2
 
 #: Position slots of the overlapped schedule: the sub-batches in their L, I and T phases.
 OVERLAP_SLOTS = 3
@@ -304,8 +312,19 @@ class StageRunner(wiring.Component):
                             m.next = "READ"
 
         # -- I: lookups, bottom output and pooled vectors through the interaction ------------
+        # Three processes, each a row at a time and in row order, so candidate r + 1's record
+        # fetch and lookups overlap candidate r's pooling, interaction and pair results (the
+        # interaction unit loads a sample while it computes the one before): the *issue*
+        # FSM reads a row's record and sends its lookups (at most FRONT_AHEAD rows ahead of
+        # the feed), the *feed* FSM sends the row's bottom output and its pooled vectors to
+        # the interaction unit once the row's lookups are out, and the *results* process
+        # writes each row's pair results into Z as they come. The sub-batch's I phase ends
+        # with its last row's results (``front_active`` low).
         ft = front.cur
-        fb = Signal(range(SB + 1))
+        fb = Signal(range(SB + 1))          # issue: the row whose record and lookups go out
+        fv = Signal(range(SB + 1))          # feed: the row whose vectors go out
+        fr = Signal(range(SB + 1))          # results: the row whose pair results come in
+        front_active = Signal()
         chunk = Signal(range(max(2, -(-cfg.emb_dim_max // W) + 1)))
         held = Signal(rec_layout)
         vec0 = Signal(data.ArrayLayout(unsigned(ow), cfg.emb_dim_max))
@@ -313,15 +332,20 @@ class StageRunner(wiring.Component):
         table = Signal(range(cfg.max_tables + 1))
         result_n = Signal(range(self._pairs_max + 1))     # pair results written of the row
         lane_of = Signal(range(max(interaction.pack_max(cfg), 2)))
-        front_error = Signal()
-        with m.FSM(name="front") as front_fsm:
+        pooled_error = Signal()     # a lookup out of range or unconfigured (feed)
+        result_error = Signal()     # the interaction's error beat for a sample (results)
+        front_error = pooled_error | result_error
+        with m.FSM(name="front"):
             with m.State("IDLE"):
                 with m.If(front.go):
-                    m.d.sync += [ft.eq(front.task), fb.eq(0)]
+                    m.d.sync += [ft.eq(front.task), fb.eq(0), fv.eq(0), fr.eq(0),
+                                 result_n.eq(0), lane_of.eq(0), front_active.eq(1)]
+                    m.next = "AHEAD"
+            with m.State("AHEAD"):
+                with m.If(fb < fv + FRONT_AHEAD):
                     m.next = "READ"
             fetch_record(pos_f, ft.slot, fb, f_rd, "LOOKUPS",
-                         [held.eq(record), lookup_n.eq(0), table.eq(0), chunk.eq(0),
-                          result_n.eq(0)])
+                         [held.eq(record), lookup_n.eq(0), table.eq(0)])
             with m.State("LOOKUPS"):
                 # A record without lookups sends one empty bag (pooled to zeros, flagged).
                 lk = held.lookups[lookup_n]
@@ -336,11 +360,21 @@ class StageRunner(wiring.Component):
                 with m.If(lo.ready):
                     m.d.sync += [lookup_n.eq(lookup_n + 1), table.eq(table + lk.bag_end)]
                     with m.If(final):
-                        m.next = "VEC0_READ"
+                        m.d.sync += fb.eq(fb + 1)
+                        with m.If(fb + 1 == ft.rows):
+                            m.next = "IDLE"
+                        with m.Else():
+                            m.next = "AHEAD"
+
+        with m.FSM(name="feed"):
+            with m.State("IDLE"):
+                with m.If(front_active & (fv < fb)):
+                    m.d.sync += chunk.eq(0)
+                    m.next = "VEC0_READ"
             with m.State("VEC0_READ"):
                 ar = self.act_read
                 m.d.comb += [ar.valid.eq(1), ar.payload.buffer.eq(ft.zbuf),
-                             ar.payload.addr.eq(chunk * SB + fb)]
+                             ar.payload.addr.eq(chunk * SB + fv)]
                 with m.If(ar.ready):
                     m.next = "VEC0_DATA"
             with m.State("VEC0_DATA"):
@@ -375,32 +409,31 @@ class StageRunner(wiring.Component):
                              inter.vectors.payload.last.eq(pv.payload.last),
                              pv.ready.eq(inter.vectors.ready)]
                 with m.If(pv.valid & inter.vectors.ready):
-                    m.d.sync += front_error.eq(front_error | pv.payload.error)
+                    m.d.sync += pooled_error.eq(pooled_error | pv.payload.error)
                     with m.If(pv.payload.last):
-                        m.next = "RESULTS"
-            with m.State("RESULTS"):
-                # one pair result per cycle into Z, element D + p of row fb
-                out = inter.out
-                element = job.emb_dim + result_n
-                m.d.comb += [f_aw.valid.eq(out.valid & ~out.payload.error),
-                             f_aw.payload.buffer.eq(ft.zbuf),
-                             f_aw.payload.addr.eq((element // W) * SB + fb),
-                             f_aw.payload.data.eq(out.payload.data[lane_of].replicate(W)),
-                             f_aw.payload.skip.eq(~(Const(1, W) << (element % W)))]
-                done_beat = lane_of == out.payload.count - 1
-                m.d.comb += out.ready.eq(out.payload.error | (f_aw.ready & done_beat))
-                with m.If(out.valid & out.payload.error):
-                    m.d.sync += front_error.eq(1)
-                with m.If(out.valid & ~out.payload.error & f_aw.ready):
-                    m.d.sync += [result_n.eq(result_n + 1), lane_of.eq(lane_of + 1)]
-                    with m.If(done_beat):
-                        m.d.sync += lane_of.eq(0)
-                with m.If(out.valid & out.ready & out.payload.last):
-                    m.d.sync += [fb.eq(fb + 1), lane_of.eq(0)]
-                    with m.If(fb + 1 == ft.rows):
+                        m.d.sync += fv.eq(fv + 1)
                         m.next = "IDLE"
-                    with m.Else():
-                        m.next = "READ"
+
+        # results: one pair result per cycle into Z, element D + p of row fr
+        out = inter.out
+        element = job.emb_dim + result_n
+        m.d.comb += [f_aw.valid.eq(front_active & out.valid & ~out.payload.error),
+                     f_aw.payload.buffer.eq(ft.zbuf),
+                     f_aw.payload.addr.eq((element // W) * SB + fr),
+                     f_aw.payload.data.eq(out.payload.data[lane_of].replicate(W)),
+                     f_aw.payload.skip.eq(~(Const(1, W) << (element % W)))]
+        done_beat = lane_of == out.payload.count - 1
+        m.d.comb += out.ready.eq(front_active & (out.payload.error | (f_aw.ready & done_beat)))
+        with m.If(front_active & out.valid & out.payload.error):
+            m.d.sync += result_error.eq(1)
+        with m.If(f_aw.valid & f_aw.ready):
+            m.d.sync += [result_n.eq(result_n + 1), lane_of.eq(lane_of + 1)]
+            with m.If(done_beat):
+                m.d.sync += lane_of.eq(0)
+        with m.If(out.valid & out.ready & out.payload.last):
+            m.d.sync += [fr.eq(fr + 1), lane_of.eq(0), result_n.eq(0)]
+            with m.If(fr + 1 == ft.rows):
+                m.d.sync += front_active.eq(0)
 
         # -- B and T: one MLP of a sub-batch on the engine, layer by layer -------------------
         et = engine.cur
@@ -454,7 +487,7 @@ class StageRunner(wiring.Component):
                         m.next = "DESC"
 
         load_busy = ~load_fsm.ongoing("IDLE")
-        front_busy = ~front_fsm.ongoing("IDLE")
+        front_busy = front_active
         engine_busy = ~engine_fsm.ongoing("IDLE")
 
         # -- the controller --------------------------------------------------------------------
@@ -473,7 +506,8 @@ class StageRunner(wiring.Component):
                 m.d.comb += self.job.ready.eq(~in_reset)
                 with m.If(self.job.valid & ~in_reset):
                     m.d.sync += [job.eq(self.job.payload), nxt.eq(0), slot_n.eq(0),
-                                 par_n.eq(0), front_error.eq(0), engine_error.eq(0),
+                                 par_n.eq(0), pooled_error.eq(0), result_error.eq(0),
+                                 engine_error.eq(0),
                                  n_pairs.eq(0)]
                     m.next = "PARAMS"
             # -- the model's interaction parameters into the interaction unit ------------------
