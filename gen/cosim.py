@@ -85,10 +85,12 @@ def plan_images(scheduler, queries, mem_bytes: int) -> list:
 def run_cosim(config: AccelConfig, preset_name: str, sim: str, pipeline: str,
               n_queries: int | None, *, work: Path, waves: bool = False, latency: int = 0,
               stall: int = 0, seed: int = 1, progress=print, setup=None,
-              candidates: int | None = None, users: list[int] | None = None) -> dict:
+              candidates: int | None = None, users: list[int] | None = None,
+              stage_partitions: list[int] | None = None) -> dict:
     """Cosimulate ``n_queries`` test users (``None``: all; or the given ``users``) through
     ``pipeline``, each with all its test candidates (or the first ``candidates`` of them);
-    returns the figures of the module docstring (and ``first_mismatches``, what differed)."""
+    returns the figures of the module docstring (and ``first_mismatches``, what differed).
+    ``stage_partitions`` (one partition mask per stage) overrides the scheduler's mapping."""
     from rpaccel.sim.golden import load_golden
     from rpaccel.sim.scheduler import Scheduler
     from rpaccel.tb.accel_harness import MEM_BYTES
@@ -97,7 +99,8 @@ def run_cosim(config: AccelConfig, preset_name: str, sim: str, pipeline: str,
 
     started = time.perf_counter()
     setup = setup or load_golden()
-    scheduler = Scheduler(config, setup, pipeline)      # rejects a bad pipeline first
+    # rejects a bad pipeline or mapping first
+    scheduler = Scheduler(config, setup, pipeline, stage_partitions=stage_partitions)
     stages = scheduler.pipeline.stages
     if users is None:
         users = [int(u) for u in np.flatnonzero(setup.split.test.any(axis=1))]
@@ -237,6 +240,21 @@ def queries_arg(text: str) -> int | None:
     return value
 
 
+def partitions_arg(text: str) -> list[int]:
+    """argparse type of ``--partitions``: one partition mask per stage, comma separated
+    (``1,2``, ``0x3,0x3``, ``0b11,3``)."""
+    import argparse
+    masks = []
+    for part in text.split(","):
+        try:
+            masks.append(int(part.strip(), 0))
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"must be partition masks, one per stage (for example 1,2 or 3,3), not "
+                f"{text!r}") from None
+    return masks
+
+
 def cmd_sim(args) -> int:
     from rpaccel.sim.files import build_root
     from rpaccel.sim.scheduler import Scheduler
@@ -262,11 +280,13 @@ def cmd_sim(args) -> int:
     from rpaccel.sim.golden import load_golden
     ensure_dataset(progress=say)
     setup = load_golden(progress=say)
-    Scheduler(config, setup, args.pipeline)     # a bad pipeline fails before any build
+    # a bad pipeline or mapping fails before any build
+    Scheduler(config, setup, args.pipeline, stage_partitions=args.partitions)
     work = build_root() / f"cosim-{config.hash}-{args.sim}"
     report = run_cosim(config, name, args.sim, args.pipeline, args.queries, work=work,
                        waves=args.waves, latency=args.latency, stall=args.stall,
-                       seed=args.seed, progress=say, setup=setup, candidates=args.candidates)
+                       seed=args.seed, progress=say, setup=setup, candidates=args.candidates,
+                       stage_partitions=args.partitions)
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
@@ -293,6 +313,10 @@ def register(sub) -> None:
     p.add_argument("--candidates", type=positive_int, default=None, metavar="N",
                    help="rank only each user's first N test candidates (default: all, "
                         "about 1,600)")
+    p.add_argument("--partitions", type=partitions_arg, default=None, metavar="MASKS",
+                   help="partition mask of each stage, comma separated: a mask of several "
+                        "partitions deals the stage's sub-batches over them (default: stage "
+                        "s on partition s mod partitions; 3,3 = every stage on both of two)")
     p.add_argument("--json", type=Path, help="write the figures as JSON here")
     p.add_argument("--waves", action="store_true", help="write an FST waveform")
     p.add_argument("--latency", type=cycles_int, default=0, metavar="CYCLES",

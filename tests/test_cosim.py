@@ -328,6 +328,11 @@ def _cli(*args, cwd):
     (["--pipeline", "small"], "pipeline stage 'small' is not MODEL:KEEP_K"),
     (["--preset", "tiny", "--pipeline", "small:17"], "17"),
     (["--preset", "tiny", "--pipeline", "huge:4"], "huge"),
+    (["--partitions", "1,two"], "--partitions: must be partition masks, one per stage"),
+    (["--preset", "tiny", "--pipeline", "small:8,medium:4", "--partitions", "1"],
+     "give one partition mask and one top-k unit per stage (2)"),
+    (["--preset", "tiny", "--pipeline", "small:8,medium:4", "--partitions", "1,4"],
+     "partition mask 0x4 names no partition or one beyond partitions=2"),
 ])
 def test_bad_command_lines_fail_before_any_build(args, message, tmp_path, setup):
     proc = _cli("sim", *args, cwd=tmp_path)

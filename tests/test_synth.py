@@ -266,7 +266,8 @@ def test_memories_larger_than_the_ebr_fail_in_one_line(build, monkeypatch, capsy
     monkeypatch.setattr(synth, "_run", _fail_if_run)
     config = tmp_path / "big.toml"
     # 8 activation buffers of 512 x 256 int8 lanes: 8 Mbit against 208 x 18 Kbit
-    config.write_text('preset = "default"\nact_buffers = 8\nmax_layer_dim = 512\n')
+    config.write_text('preset = "default"\nact_buffers = 8\nmax_layer_dim = 512\n'
+                      'sub_batch = 256\n')
     err = _one_line_error(capsys, ["synth", "--config", str(config), "--unit", "mlp_engine"],
                           "DP16KD", "208", "cannot fit")
     # before generation: 8 buffers of 16,384 x 64 bits (64 blocks each), weights 16, biases
@@ -303,12 +304,14 @@ def test_block_ram_memories_are_counted_per_instance_by_dp16kd_shape():
 
 
 @pytest.mark.slow
-def test_the_default_top_level_cannot_fit_and_says_so_before_yosys(build, monkeypatch):
-    """`default`'s memories need at least 218 DP16KD (yosys mapped 265): the ECP5-85k has
-    208, so synthesis ends in one line before yosys, naming the activation buffers."""
+def test_a_top_level_over_the_block_ram_says_so_before_yosys(build, monkeypatch):
+    """`default` with sub-batches of 256 (the preset's value until 2026-12-04): its memories
+    need at least 218 DP16KD (yosys mapped 265) and the ECP5-85k has 208, so synthesis ends
+    in one line before yosys, naming the activation buffers."""
     monkeypatch.setattr(synth, "_run", _fail_if_run)
     with pytest.raises(synth.SynthDoesNotFit) as err:
-        synth.synthesize(PRESETS["default"], "accel", "ecp5-85k", progress=lambda m: None)
+        synth.synthesize(PRESETS["default"].replace(sub_batch=256), "accel", "ecp5-85k",
+                         progress=lambda m: None)
     assert "at least 218 DP16KD" in str(err.value) and "core.engine*.act_mem* 128" in str(err.value)
     assert "\n" not in str(err.value)
 
