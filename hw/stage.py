@@ -238,15 +238,21 @@ class StageRunner(wiring.Component):
 
         def fetch_record(port, slot, row, client, then, on_word):
             """States reading ``row``'s record: its position from ``port`` (one cycle), the
-            record's address into a register (one cycle: the position leaves a block RAM,
-            and its product and sum would otherwise run on into the AXI request), the
-            reader job, the word (``on_word`` runs with ``record`` on it)."""
+            position into a register (one cycle: it leaves a block RAM, whose clock-to-out
+            followed by the address arithmetic was the unit's longest path), the record's
+            address into a register (one cycle: its product and sum would otherwise run on
+            into the AXI request), the reader job, the word (``on_word`` runs with
+            ``record`` on it)."""
             record_addr = Signal.like(client.addr, name=f"{client.name}_rec_addr")
+            position = Signal.like(port.data, name=f"{client.name}_rec_position")
             with m.State("READ"):
                 m.d.comb += port.addr.eq(pos_addr(slot, row))
+                m.next = "POSITION"
+            with m.State("POSITION"):
+                m.d.sync += position.eq(port.data)
                 m.next = "ADDR"
             with m.State("ADDR"):
-                m.d.sync += record_addr.eq(job.records_addr + port.data * self._record_bytes)
+                m.d.sync += record_addr.eq(job.records_addr + position * self._record_bytes)
                 m.next = "JOB"
             with m.State("JOB"):
                 m.d.comb += [client.valid.eq(1), client.addr.eq(record_addr)]
