@@ -16,8 +16,9 @@ The clock is generated inside the design (``tb/sim_clock.v``, period
 :data:`~rpaccel.tb.common.CLOCK_NS`), not driven by the bench: a clock from cocotb's GPI
 costs two simulator callbacks per cycle, about a seventh of a long run's time (147.9k
 against 171.4k cycles/s on ``default``). ``clk`` is then a signal of the top module (a
-bench awaits its edges as before), ``rst`` an input. Build with ``build_args=`` :data:`SOURCES` (the memory model and the clock
-generator) plus, on Verilator, :data:`VERILATOR_ARGS` (``--timing``, for the delay).
+bench awaits its edges as before), ``rst`` an input. Build with ``build_args=``
+:data:`SOURCES` (the memory model and the clock generator) plus, on Verilator,
+:data:`VERILATOR_ARGS` (``--timing``, for the delay).
 """
 
 from __future__ import annotations
