@@ -315,8 +315,9 @@ def register(sub) -> None:
                         "about 1,600)")
     p.add_argument("--partitions", type=partitions_arg, default=None, metavar="MASKS",
                    help="partition mask of each stage, comma separated: a mask of several "
-                        "partitions deals the stage's sub-batches over them (default: stage "
-                        "s on partition s mod partitions; 3,3 = every stage on both of two)")
+                        "partitions deals the stage's sub-batches over them (default: every "
+                        "stage on all partitions; 1,2 = stage 1 on partition 0, stage 2 on "
+                        "partition 1)")
     p.add_argument("--json", type=Path, help="write the figures as JSON here")
     p.add_argument("--waves", action="store_true", help="write an FST waveform")
     p.add_argument("--latency", type=cycles_int, default=0, metavar="CYCLES",

@@ -14,10 +14,15 @@ and command ring out, ranked lists and per-stage figures back.
   :func:`access_counts`), so the static cache holds each table's first rows
   (``docs/architecture.md``); it picks the static rows per model, weighting each model's
   rows by the candidates its stage scores;
-* **maps stages to partitions**: stage ``s`` runs on partition ``s % partitions`` and top-k
-  unit ``s % topk_units`` unless told otherwise (a mask of several partitions deals the
-  stage's sub-batches over them), so with two partitions query ``q``'s stage 2 runs beside
-  query ``q + 1``'s stage 1;
+* **maps stages to partitions**: every stage's sub-batches are dealt over all partitions
+  (mask ``2**partitions - 1``) and stage ``s`` uses top-k unit ``s % topk_units`` unless
+  told otherwise. Every model is placed in one engine's memories anyway
+  (:func:`~rpaccel.sim.host.allocate_models`), so loading each into every engine always
+  fits, and dealing balances the engines: on `default` the large model's stage 2 is 62 %
+  of a query's stage cycles, and with one partition per stage (masks ``1, 2``: query
+  ``q``'s stage 2 beside query ``q + 1``'s stage 1) its engine is the bottleneck (20 real
+  users: 338,374 cycles per query and 174,120 back to back against 291,966 and 149,039
+  dealt, docs/architecture.md "Mapping");
 * **builds** the memory image (:class:`MemoryImage`): tables, model images, static rows,
   the command ring (``LOAD_MODEL``, ``LOAD_STATIC``, one ``RUN_QUERY`` per query), the
   completion ring, each query's candidate records (ascending item id, so the top-k's
@@ -229,7 +234,8 @@ class Plan:
 
 class Scheduler:
     """See the module docstring. ``stage_partitions`` / ``stage_topk_units`` override the
-    default mapping (one partition mask and one unit per stage); ``static`` = False leaves
+    default mapping (one partition mask and one top-k unit per stage, e.g. ``[1, 2]`` for
+    stage ``s`` on partition ``s`` alone); ``static`` = False leaves
     the static cache empty; ``write_kept`` writes every stage's kept list for checking."""
 
     def __init__(self, config: AccelConfig, setup, pipeline: Pipeline | str, *,
@@ -246,7 +252,7 @@ class Scheduler:
         self.write_kept = write_kept
         stages = self.pipeline.stages
         P, U = config.partitions, config.topk_units
-        self.stage_masks = list(stage_partitions or [1 << (s % P) for s in range(len(stages))])
+        self.stage_masks = list(stage_partitions or [(1 << P) - 1] * len(stages))
         self.stage_units = list(stage_topk_units or [s % U for s in range(len(stages))])
         self._validate()
         self.models: dict[str, CompiledModel] = {}

@@ -112,7 +112,8 @@ def test_real_queries_through_a_two_stage_cascade(setup):
     random tiny variants with memory stalls) and in the tests below here."""
     users = [int(u) for u in np.flatnonzero(setup.split.test.any(axis=1))[:2]]
     queries = [(u, setup.split.test_candidates(u)[:37]) for u in users]
-    sch = Scheduler(CONFIG, setup, "small:8,medium:4")     # stage s on partition s
+    # stage s on partition s alone
+    sch = Scheduler(CONFIG, setup, "small:8,medium:4", stage_partitions=[1, 2])
     plan = sch.plan(queries)
     figures = run_rpaccel(CONFIG, sch, plan)
     assert figures["head"] == plan.ring.tail and figures["errors"] == 0
@@ -188,7 +189,7 @@ def test_queries_in_flight_overlap_on_two_partitions(setup):
     model's and the good ones the golden."""
     users = [int(u) for u in np.flatnonzero(setup.split.test.any(axis=1))[:4]]
     queries = [(u, setup.split.test_candidates(u)[:40]) for u in users]
-    sch = Scheduler(CONFIG, setup, "small:8,medium:4")
+    sch = Scheduler(CONFIG, setup, "small:8,medium:4", stage_partitions=[1, 2])
     plan = sch.plan(queries)
     bad = plan.queries[2]
     before = plan.image.read(bad["result"], 4 * d.RESULT_BYTES) + \

@@ -244,7 +244,7 @@ def test_queries_in_flight_overlap_on_two_partitions_on_the_rtl(setup, tmp_path)
     (The Amaranth-simulator form, tests/test_accel.py, also checks that counter against
     the busy signals themselves; it is in `make test-all`.)"""
     config = PRESETS["tiny"]
-    sch = Scheduler(config, setup, "small:8,medium:4")
+    sch = Scheduler(config, setup, "small:8,medium:4", stage_partitions=[1, 2])
     users = users_with_tests(setup, 4)
     queries = [(u, setup.split.test_candidates(u)[:40]) for u in users]
     plan = sch.plan(queries)

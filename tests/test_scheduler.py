@@ -249,6 +249,19 @@ def test_without_onchip_topk_a_multi_stage_query_is_rejected(setup):
     check_against_golden(setup, sch, [queries[0], queries[2]], [results[0], results[2]])
 
 
+def test_the_default_mapping_deals_every_stage_over_every_partition(setup):
+    """Without a mapping every stage's mask names all partitions (so every model is loaded
+    into every engine) and stage s uses top-k unit s mod topk_units; with one partition
+    the mask is 1."""
+    for cfg in (CONFIG, CONFIG.replace(partitions=4, topk_units=4),
+                CONFIG.replace(partitions=1, topk_units=1)):
+        sch = Scheduler(cfg, setup, "small:64,medium:16,large:8")
+        every = (1 << cfg.partitions) - 1
+        assert sch.stage_masks == [every] * 3
+        assert sch.stage_units == [s % cfg.topk_units for s in range(3)]
+        assert [m.partition_mask for m in sch.models.values()] == [every] * 3
+
+
 def test_stages_dealt_over_partitions_and_routed_to_more_topk_units(setup):
     """The mapping is free: a stage dealt over both partitions, another on one, top-k units
     beyond the partitions; the values are those of the default mapping."""
