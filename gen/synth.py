@@ -320,6 +320,17 @@ _LUTS_PER_CELL = {"LUT4": 1, "CCU2C": 2, "TRELLIS_DPR16X4": 6}
 _RAM_LUTS_PER_DPR = 4
 
 
+def _over_capacity(nextpnr_log: str) -> str:
+    """The resources nextpnr's packed "Device utilisation" puts over the device, as
+    ``" (packed: TRELLIS_COMB 84220/83640)"``, or "" when none is (or there is no table).
+    yosys's counts are before packing, which can add LUTs: a design that passes
+    :func:`lut_overuse` may still be over here."""
+    over = [f"{name} {used}/{avail}" for name, used, avail in
+            re.findall(r"^Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+\d+%", nextpnr_log, re.M)
+            if int(used) > int(avail)]
+    return f" (packed: {', '.join(over)})" if over else ""
+
+
 def lut_overuse(cells: dict) -> list[str]:
     """What of yosys's mapped ``cells`` is over the ECP5-85k's LUT4 sites or its
     distributed-RAM sites, counted as nextpnr counts them (each an 'X used/available'
@@ -585,10 +596,12 @@ def synthesize(config: AccelConfig, unit: str, target: str, *, preset_name: str 
                          work, nlog, "nextpnr-ecp5")
                 except SynthFailed:
                     error = _first_error(nlog.read_text()) if nlog.exists() else None
-                    if error and re.search(r"unable to place|not enough|too many|exceed|"
-                                           r"more .* than", error, re.I):
+                    if error and re.search(r"unable to place|legal placement|"
+                                           r"utili[sz]ation limit|not enough|too many|"
+                                           r"exceed|more .* than", error, re.I):
+                        full = _over_capacity(nlog.read_text())
                         raise does_not_fit(f"{unit} does not fit the ECP5-85k: nextpnr "
-                                           f"says: {error} (log {nlog})") from None
+                                           f"says: {error}{full} (log {nlog})") from None
                     if error:
                         raise SynthFailed(f"nextpnr-ecp5 failed on {unit}: {error} "
                                           f"(log {nlog})") from None

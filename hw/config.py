@@ -98,10 +98,14 @@ class AccelConfig:
 
     # -- Top-k filtering -----------------------------------------------------------------------
     #: Largest k a top-k unit keeps (the quality report's cascades keep 256 after the small
-    #: model; above 32 the unit is a pipelined heap in block RAM, see hw/topk.py).
+    #: model; above 32 the unit is a pipelined heap in memories, see hw/topk.py).
     topk_max: int = 256
     #: Number of top-k filter units (at least one per partition).
     topk_units: int = 2
+    #: Deepest heap-level memory (words, one side of a level) the heap top-k keeps in
+    #: distributed RAM; deeper levels are block RAM (fewer LUTs, lower Fmax: see
+    #: docs/architecture.md, "Top-k filter"). Same cycles either way.
+    topk_lutram_words: int = 32
     #: Width of a candidate id.
     id_width: int = 16
 
@@ -206,6 +210,8 @@ class AccelConfig:
             fail("emb_inflight", "between 2 and 256")
         if not 1 <= self.topk_max <= 4096:
             fail("topk_max", "between 1 and 4096")
+        if not 2 <= self.topk_lutram_words <= 4096:
+            fail("topk_lutram_words", "between 2 and 4096")
         if not self.partitions <= self.topk_units <= 16:
             fail("topk_units", f"between partitions={self.partitions} and 16")
         if not 4 <= self.id_width <= 32:

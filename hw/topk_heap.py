@@ -36,14 +36,19 @@ class _LevelStore:
     """One side (left or right children) of one heap level of one bank: a memory with a
     synchronous read that is transparent for its own write (the read issued on the cycle of a
     write to the same word returns the new value; the pipeline relies on it, see
-    :class:`HeapTopK`). Up to two words are flip-flops, deeper ones a ``Memory`` read
-    asynchronously at a registered address: distributed RAM, transparent by construction
-    (the word at the registered address already holds the last cycle's write), with neither
-    a block RAM's clock-to-output (5.8 ns on ECP5) nor the bypass multiplexer a transparent
-    block-RAM port needs in front of the heap's comparisons. That was the unit's critical
-    path (50.3 MHz on `default`); the cost is LUT RAM instead of 20 DP16KD."""
+    :class:`HeapTopK`). Up to two words are flip-flops. Deeper ones, up to
+    ``lutram_words`` (:attr:`~rpaccel.hw.config.AccelConfig.topk_lutram_words`), are a
+    ``Memory`` read asynchronously at a registered address: distributed RAM, transparent by
+    construction (the word at the registered address already holds the last cycle's write),
+    with neither a block RAM's clock-to-output (5.8 ns on ECP5) nor the bypass multiplexer
+    a transparent block-RAM port needs in front of the heap's comparisons (the unit's
+    critical path at 50.3 MHz on `default` when every deep level was block RAM). Deeper
+    still, a block RAM with a synchronous read port transparent for the write: the same
+    behaviour cycle for cycle, slower, but a LUT RAM word of the deepest level costs about
+    as much as the rest of the level's logic and the top level of `default` does not fit
+    the ECP5-85k's LUTs with every level in them."""
 
-    def __init__(self, m: Module, name: str, width: int, depth: int):
+    def __init__(self, m: Module, name: str, width: int, depth: int, lutram_words: int):
         self.depth = depth
         self.r_addr = Signal(range(max(depth, 2)), name=f"{name}_raddr")
         self.w_en = Signal(name=f"{name}_wen")
@@ -61,14 +66,21 @@ class _LevelStore:
                     m.d.sync += word.eq(self.w_data)
             m.d.comb += self.r_data.eq(Array(words)[r_addr_q] if depth == 2 else words[0])
             return
-        mem = Memory(shape=width, depth=depth, init=[])
+        block = depth > lutram_words
+        # the attribute pins yosys's choice, which would otherwise follow its cost estimate
+        mem = Memory(shape=width, depth=depth, init=[],
+                     attrs={"ram_style": "block" if block else "distributed"})
         m.submodules[name] = mem
         wp = mem.write_port()
+        m.d.comb += [wp.en.eq(self.w_en), wp.addr.eq(self.w_addr), wp.data.eq(self.w_data)]
+        if block:
+            rp = mem.read_port(transparent_for=(wp,))
+            m.d.comb += [rp.addr.eq(self.r_addr), self.r_data.eq(rp.data)]
+            return
         rp = mem.read_port(domain="comb")
         r_addr_q = Signal.like(self.r_addr, name=f"{name}_raddr_q", reset_less=True)
         m.d.sync += r_addr_q.eq(self.r_addr)
-        m.d.comb += [wp.en.eq(self.w_en), wp.addr.eq(self.w_addr), wp.data.eq(self.w_data),
-                     rp.addr.eq(r_addr_q), self.r_data.eq(rp.data)]
+        m.d.comb += [rp.addr.eq(r_addr_q), self.r_data.eq(rp.data)]
 
 
 class HeapTopK(TopKPorts):
@@ -308,7 +320,8 @@ class HeapTopK(TopKPorts):
             for b in range(2):
                 for side in range(2):
                     store[level, b, side] = _LevelStore(
-                        m, f"heap{h}_l{level}_b{b}_{'lr'[side]}", V, (n + 1 - side) // 2)
+                        m, f"heap{h}_l{level}_b{b}_{'lr'[side]}", V, (n + 1 - side) // 2,
+                        self._config.topk_lutram_words)
         root = [Signal(V, name=f"heap{h}_root{b}", reset_less=True) for b in range(2)]
 
         # Stage registers: the operation at level j (j >= 1). Stage 0 is the issue itself.

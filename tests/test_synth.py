@@ -72,9 +72,11 @@ def _fake_report(seed, used_comb=500):
 class FakeTools:
     """Stands in for `synth._run`: records each call and writes the tools' outputs."""
 
-    def __init__(self, yosys_log="", cells=None, used_comb=500, nextpnr_error=None):
+    def __init__(self, yosys_log="", cells=None, used_comb=500, nextpnr_error=None,
+                 nextpnr_log=""):
         self.calls = []
         self.yosys_log, self.used_comb, self.nextpnr_error = yosys_log, used_comb, nextpnr_error
+        self.nextpnr_log = nextpnr_log
         self.cells = cells or {"LUT4": 400, "TRELLIS_FF": 60, "MULT18X18D": 1}
 
     def __call__(self, cmd, cwd, log, what, tool_log=None):
@@ -86,7 +88,7 @@ class FakeTools:
             log.write_text("")
             return
         if self.nextpnr_error:
-            log.write_text(f"Info: packing\nERROR: {self.nextpnr_error}\n")
+            log.write_text(f"Info: packing\n{self.nextpnr_log}ERROR: {self.nextpnr_error}\n")
             raise synth.SynthFailed(f"{what} failed (exit 1); log {log}:\nERROR: ...")
         seed = int(cmd[cmd.index("--seed") + 1])
         report = cmd[cmd.index("--report") + 1]
@@ -328,6 +330,18 @@ def test_overfull_placement_is_one_line(build, monkeypatch):
         _synth(use_cache=False)
     assert "does not fit" in str(err.value) and "MULT18X18D" in str(err.value)
     assert "\n" not in str(err.value)
+    # yosys's counts are before packing: a design within them can still be over after it
+    # (default's top level: 80,726 LUT4s before, 84,220 TRELLIS_COMB after, 2026-12-05)
+    monkeypatch.setattr(synth, "_run", FakeTools(
+        nextpnr_error="Unable to find legal placement for all cells, design is probably at "
+                      "utilisation limit.",
+        nextpnr_log="Info: Device utilisation:\nInfo: \t      DP16KD:     201/    208    96%\n"
+                    "Info: \tTRELLIS_COMB:   84220/  83640   100%\n"))
+    with pytest.raises(synth.SynthDoesNotFit) as err:
+        _synth(use_cache=False)
+    assert "does not fit" in str(err.value) and "legal placement" in str(err.value)
+    assert "(packed: TRELLIS_COMB 84220/83640)" in str(err.value)
+    assert "DP16KD" not in str(err.value) and "\n" not in str(err.value)
 
 
 def test_bad_seeds_and_clock_are_usage_errors(build, monkeypatch, capsys):

@@ -19,10 +19,13 @@ from rpaccel.tb.unit_models.topk import (bad_k_values, check_results, edge_queri
 
 from conftest import simulator_preset_cases
 
-#: The configurations simulated: the insertion array, a small heap, the default heap.
+#: The configurations simulated: the insertion array, a small heap with its level memories
+#: in distributed RAM and the same in block RAM (``topk_lutram_words = 2``: every level of
+#: more than two words), the default heap (its deepest level in block RAM, the rest not).
 CONFIGS = {"tiny": PRESETS["tiny"], "heap40": PRESETS["tiny"].replace(topk_max=40),
+           "heap40-block": PRESETS["tiny"].replace(topk_max=40, topk_lutram_words=2),
            "default": PRESETS["default"]}
-HEAPS = ["heap40", "default"]
+HEAPS = ["heap40", "heap40-block", "default"]
 #: The configurations as test parameters: ``default`` (topk_max = 256, queries of up to 768
 #: candidates) takes minutes in Amaranth's simulator, so it runs in ``make test-all`` only;
 #: ``heap40`` covers the same structure in the fast suite, and the cocotb bench runs
