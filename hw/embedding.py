@@ -602,9 +602,14 @@ class EmbeddingSubsystem(wiring.Component):
         r3 = Signal(entry)
         r3_row = Signal(rbits)
         r3_row_error = Signal()
+        # which lanes of the row the table has (e < dim), decided here from R2's register:
+        # in R3 the comparison and its fan-out to every lane's multiplexer were the start of
+        # the `tiny` top level's critical path into the accumulators (51.1 MHz)
+        r3_lanes = Signal(dmax)
         with m.If(adv):
             m.d.sync += [r3_valid.eq(r2_valid), r3.eq(r2), r3_row.eq(row),
-                         r3_row_error.eq(row_error)]
+                         r3_row_error.eq(row_error),
+                         r3_lanes.eq(Cat(e < r2.dim for e in range(dmax)))]
 
         aw = acc_width(cfg)
         acc = Signal(data.ArrayLayout(signed(aw), dmax))
@@ -614,7 +619,7 @@ class EmbeddingSubsystem(wiring.Component):
         error_now = Signal()
         qmax, qmin = (1 << (ow - 1)) - 1, -(1 << (ow - 1))
         for e in range(dmax):
-            element = Mux(e < r3.dim, r3_row[e * ow:(e + 1) * ow].as_signed(), 0)
+            element = Mux(r3_lanes[e], r3_row[e * ow:(e + 1) * ow].as_signed(), 0)
             m.d.comb += total[e].eq(Mux(first, 0, acc[e]) + element)
         m.d.comb += error_now.eq((~first & bag_error) | r3_row_error)
         # R4 holds a finished bag's sums; its saturation goes into the output register in
