@@ -400,8 +400,10 @@ class HeapTopK(TopKPorts):
                 c1 = Mux(op["bank"], store[j + 1, 1, 1].r_data, store[j + 1, 0, 1].r_data)
                 first_child = Signal(range(1 << (j + 2)), name=f"h{h}_s{j}_child")
                 m.d.comb += first_child.eq((1 << (j + 1)) - 1 + Cat(0, op["idx"][:j]))
-                p0 = first_child < op["limit"]
-                p1 = (first_child + 1) < op["limit"]
+                # a side of level j + 1 without words (positions beyond K) has no children
+                # in it: constant 0, so its comparisons are not built
+                p0 = (first_child < op["limit"]) if store[j + 1, 0, 0].depth else 0
+                p1 = ((first_child + 1) < op["limit"]) if store[j + 1, 0, 1].depth else 0
             else:
                 c0 = c1 = own
                 p0 = p1 = 0
@@ -418,8 +420,14 @@ class HeapTopK(TopKPorts):
             at_target = op["tlevel"] == j
             v_below = Signal(name=f"h{h}_s{j}_vbelow")      # v < own node
             m.d.comb += v_below.eq(beats(m, own, op["v"], f"h{h}_s{j}_t"))
-            w_data = Mux(op["topdown"], Mux(at_target | v_below, op["v"], own),
-                         Mux(move, low_child, op["v"]))
+            if j + 1 < D:
+                w_data = Mux(op["topdown"], Mux(at_target | v_below, op["v"], own),
+                             Mux(move, low_child, op["v"]))
+            else:
+                # the last level: an insert that gets here is at its target (the deepest
+                # position is on it) and a sift-down has no children, so the node always
+                # takes the carried key; yosys cannot prove either, so it is said here
+                w_data = op["v"]
             carry = Mux(op["topdown"] & v_below, own, op["v"])
             cont = Mux(op["topdown"], ~at_target, move)
             td_next = op["norm"][D - 2 - j:D - 1] if j + 1 < D else 0
