@@ -89,7 +89,7 @@ def cmd_synth(args) -> int:
     check_output_file(args.json, "--json")
     result = synthesize(config, args.unit, args.target, preset_name=name, progress=say,
                         seeds=args.seeds, clock_mhz=args.clock, use_cache=not args.no_cache,
-                        multiplier=args.multiplier)
+                        multiplier=args.multiplier, wide_luts=args.wide_luts)
     _write_json(args.json, result.to_json())
     print(result.summary())
     return 0
@@ -170,6 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how the PEs' multipliers are written: ecp5 (the MULT18X18D with its "
                         "own registers) or portable RTL (default: ecp5 on ecp5-85k, "
                         "portable on generic)")
+    p.add_argument("--wide-luts", action="store_true",
+                   help="let yosys map onto LUT5..LUT7 (synth_ecp5 without -nowidelut): "
+                        "often a little faster, always larger; default off")
     add_synth_options(p)
     p.set_defaults(func=cmd_synth)
 

