@@ -404,7 +404,9 @@ def cache_key(verilog: bytes, unit: str, target: str, seeds: int, clock_mhz: flo
     blob = json.dumps({"verilog": hashlib.sha256(verilog).hexdigest(), "unit": unit,
                        "target": target, "seeds": list(range(1, seeds + 1)),
                        "clock_mhz": float(clock_mhz), "tools": tools,
-                       "flow": FLOW_VERSION, "wide_luts": bool(wide_luts)}, sort_keys=True)
+                       "flow": FLOW_VERSION,
+                       # only when on, so the default flow's keys stay those of FLOW_VERSION 5
+                       **({"wide_luts": True} if wide_luts else {})}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
