@@ -660,7 +660,7 @@ def synthesize(config: AccelConfig, unit: str, target: str, *, preset_name: str 
         fmax_mhz_median=median, fmax_mhz_seeds=fmaxes, seeds=seeds, lutram=int(lutram),
         memories_as_logic=as_logic, critical_path=path, utilization=utilization,
         cache_key=key, measured=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        multiplier=kind, wide_luts=bool(wide_luts) and target == "ecp5-85k")
+        multiplier=kind, wide_luts=bool(wide_luts))
     _cache_store(result)
     return result
 

@@ -214,8 +214,8 @@ def format_markdown(report: dict) -> str:
         f"says when its tools ran (`measured` in the JSON), a cached one keeps that date.",
         "",
         f"- Target: ECP5-85k (LFE5U-85F, CABGA381), yosys `synth_ecp5 -nowidelut` then "
-        f"nextpnr-ecp5 out of context, one thread, nextpnr seeds 1..{seeds} (Fmax: the worst seed and the "
-        f"median), clock target {clock}.",
+        f"nextpnr-ecp5 out of context, one thread, nextpnr seeds 1..{seeds} (Fmax: the worst "
+        f"seed and the median), clock target {clock}.",
         f"- Device: {dev['lut4']:,} LUT4, {dev['ff']:,} FF, {dev['dsp']} MULT18X18D, "
         f"{dev['ebr']} DP16KD (EBR, 18 Kbit each).",
         f"- Tools: {tools}.",
