@@ -17,8 +17,7 @@ from rpaccel.tb.cocotb_streams import CycleCounter
 from rpaccel.tb.common import setup
 from rpaccel.tb.core_host import core_hosts
 from rpaccel.tb.unit_models.mlp_engine import (Job, bad_commands, check_outputs, good_command,
-                                               random_activations, random_config_layer,
-                                               random_mlp)
+                                               good_job, random_activations, random_mlp)
 
 
 async def run_mlp(host, job: Job, *, bad_first: LayerCommand | None = None):
@@ -55,7 +54,5 @@ async def bad_commands_then_good(dut):
     config, rng = bench.config, bench.rng
     host = core_hosts(dut, config, CycleCounter(dut.clk), rng)[0]
     for bad in bad_commands(config):
-        job = Job(config, [random_config_layer(config, rng, 5, 3)],
-                  random_activations(config, rng, 2, 5))
-        await run_mlp(host, job, bad_first=good_command(tag=77, **bad))
+        await run_mlp(host, good_job(config, rng), bad_first=good_command(tag=77, **bad))
 

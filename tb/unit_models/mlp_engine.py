@@ -19,15 +19,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from amaranth import Shape
 
 from rpaccel.hw.config import AccelConfig
 from rpaccel.hw.geometry import EngineGeometry
+from rpaccel.hw.mlp_engine import command_layout
 from rpaccel.sim.mlp_program import (IntLayer, LayerCommand, config_widths, random_layer,
                                      reference_mlp)
 from rpaccel.sim.numerics import qmax, qmin
 
 __all__ = ["Job", "random_activations", "random_mlp", "random_config_layer", "good_command",
-           "bad_commands", "check_outputs", "check_job"]
+           "good_job", "bad_commands", "check_outputs", "check_job", "fits"]
 
 
 @dataclass
@@ -64,14 +66,7 @@ def random_mlp(config: AccelConfig, rng: np.random.Generator, *, score: bool) ->
     dims = [int(rng.integers(1, config.max_layer_dim // 2 + 1)) for _ in range(depth + 1)]
     if score:
         dims[-1] = 1
-    geo = EngineGeometry.of(config)
-
-    def fits(dims):
-        pairs = list(zip(dims, dims[1:]))
-        return (sum(geo.weight_tiles(a, b) for a, b in pairs) * geo.rows <= geo.weight_words
-                and sum(geo.out_tiles(b) for _, b in pairs) <= geo.bias_words)
-
-    while not fits(dims):       # small weight or bias memories: fewer, then narrower layers
+    while not fits(config, dims):   # small weight or bias memories: fewer, then narrower layers
         if len(dims) > 2:
             dims.pop(-2)
         else:
@@ -82,6 +77,24 @@ def random_mlp(config: AccelConfig, rng: np.random.Generator, *, score: bool) ->
     depth = len(dims) - 1
     return [random_config_layer(config, rng, dims[n], dims[n + 1], relu=bool(rng.integers(2)),
                                 score=score and n == depth - 1) for n in range(depth)]
+
+
+def fits(config: AccelConfig, dims: list[int]) -> bool:
+    """Whether an MLP of layer widths ``dims`` (inputs first) fits one engine's weight and
+    bias memories."""
+    geo = EngineGeometry.of(config)
+    pairs = list(zip(dims, dims[1:]))
+    return (sum(geo.weight_tiles(a, b) for a, b in pairs) * geo.rows <= geo.weight_words
+            and sum(geo.out_tiles(b) for _, b in pairs) <= geo.bias_words)
+
+
+def good_job(config: AccelConfig, rng: np.random.Generator) -> Job:
+    """A one-layer job of 2 rows, 5 inputs and up to 3 outputs (fewer where the engine's
+    bias memory holds fewer words): the good command after a bad one."""
+    n_in = min(5, config.max_layer_dim)
+    n_out = next(d for d in (3, 2, 1) if d <= config.max_layer_dim and fits(config, [n_in, d]))
+    return Job(config, [random_config_layer(config, rng, n_in, n_out)],
+               random_activations(config, rng, min(2, config.sub_batch), n_in))
 
 
 def random_config_layer(config: AccelConfig, rng: np.random.Generator, n_in: int, n_out: int,
@@ -102,11 +115,30 @@ def bad_commands(config: AccelConfig) -> list[dict]:
     """Changes that make :func:`good_command` invalid, one rule each: no rows, no inputs, no
     outputs, more rows than the sub-batch, inputs beyond ``max_layer_dim``, source and
     destination the same buffer (both), a score layer with more than one output, and
-    weight tiles beyond the weight memory."""
-    return [dict(rows=0), dict(in_dim=0), dict(out_dim=0), dict(rows=config.sub_batch + 1),
-            dict(in_dim=config.max_layer_dim + 1), dict(src=0, dst=0), dict(src=1, dst=1),
-            dict(score=True, out_dim=2),
-            dict(weight_tile=config.weight_tiles - 1, in_dim=8, out_dim=8)]
+    weight tiles beyond the weight memory. A rule the command's fields cannot express is
+    left out: ``rows = sub_batch + 1`` when it does not fit the ``rows`` field (``sub_batch``
+    one below a power of two), and the weight rule when every layer is one tile (``R`` and
+    ``Cp`` at least ``max_layer_dim``) and the ``weight_tile`` field cannot name the first
+    tile beyond the memory."""
+    layout = command_layout(config)
+    geo = EngineGeometry.of(config)
+
+    def width(field):
+        return Shape.cast(layout[field].shape).width
+
+    bad = [dict(rows=0), dict(in_dim=0), dict(out_dim=0)]
+    if config.sub_batch + 1 < 1 << width("rows"):
+        bad.append(dict(rows=config.sub_batch + 1))
+    bad += [dict(in_dim=config.max_layer_dim + 1), dict(src=0, dst=0), dict(src=1, dst=1),
+            dict(score=True, out_dim=2)]
+    # a layer of at least two tiles starting at the last tile runs beyond the memory
+    n_in, n_out = min(config.max_layer_dim, geo.rows + 1), min(config.max_layer_dim, geo.cols + 1)
+    tiles = geo.weight_words // geo.rows
+    if geo.weight_tiles(n_in, n_out) >= 2:
+        bad.append(dict(weight_tile=tiles - 1, in_dim=n_in, out_dim=n_out))
+    elif tiles < 1 << width("weight_tile"):
+        bad.append(dict(weight_tile=tiles, in_dim=n_in, out_dim=n_out))
+    return bad
 
 
 def check_outputs(partition: int, got: np.ndarray, expected: np.ndarray) -> None:
