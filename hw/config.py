@@ -106,6 +106,13 @@ class AccelConfig:
     #: distributed RAM; deeper levels are block RAM (fewer LUTs, lower Fmax: see
     #: docs/architecture.md, "Top-k filter"). Same cycles either way.
     topk_lutram_words: int = 32
+    #: Heaps in each heap top-k unit (1 or 2). Two take one candidate per cycle (they
+    #: alternate); one takes a candidate every two cycles and pops ``min(k, N)`` entries
+    #: instead of ``min(k, ceil(N / 2))``, for half the unit's logic and block RAM. A score
+    #: layer delivers a sub-batch's scores in a burst of one per row, thousands of cycles
+    #: apart, so one heap costs a stage a few hundred cycles (docs/architecture.md, "Top-k
+    #: filter", has the measured cost).
+    topk_heaps: int = 1
     #: Width of a candidate id.
     id_width: int = 16
 
@@ -212,6 +219,8 @@ class AccelConfig:
             fail("topk_max", "between 1 and 4096")
         if not 2 <= self.topk_lutram_words <= 4096:
             fail("topk_lutram_words", "between 2 and 4096")
+        if self.topk_heaps not in (1, 2):
+            fail("topk_heaps", "1 or 2")
         if not self.partitions <= self.topk_units <= 16:
             fail("topk_units", f"between partitions={self.partitions} and 16")
         if not 4 <= self.id_width <= 32:

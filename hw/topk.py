@@ -15,7 +15,7 @@ from .topk_common import (ERROR_COUNTER_WIDTH, TopKPorts, _k_out_of_range, _rank
 from .topk_heap import HeapTopK
 
 __all__ = ["TopKFilter", "TopKPorts", "InsertionTopK", "score_layout", "result_layout", "k_shape",
-           "topk_structure", "first_result_delays", "INSERTION_MAX", "ERROR_COUNTER_WIDTH"]
+           "topk_structure", "first_result_delays", "input_interval", "INSERTION_MAX", "ERROR_COUNTER_WIDTH"]
 
 #: Largest ``topk_max`` built as the parallel insertion array; above it the pipelined heap
 #: (:mod:`rpaccel.hw.topk_heap`). docs/architecture.md ("Top-k filter") gives the figures.
@@ -36,8 +36,15 @@ def _beats(m: Module, key_a, key_b):
 
 def topk_structure(config: AccelConfig) -> str:
     """``"insertion"`` (parallel insertion array) for ``topk_max <= INSERTION_MAX``, else
-    ``"heap"`` (two pipelined heaps in memories)."""
+    ``"heap"`` (``topk_heaps`` pipelined heaps in memories)."""
     return "insertion" if config.topk_max <= INSERTION_MAX else "heap"
+
+
+def input_interval(config: AccelConfig) -> int:
+    """The most cycles between two candidates the unit accepts when they are offered on every
+    cycle: 1 (the insertion array, two heaps), 2 (one heap, whose bank has an issue slot every
+    second cycle; a query's first two candidates may still come back to back)."""
+    return 2 if topk_structure(config) == "heap" and config.topk_heaps == 1 else 1
 
 
 def first_result_delays(config: AccelConfig, n: int, k: int) -> tuple[int, ...]:
@@ -46,15 +53,16 @@ def first_result_delays(config: AccelConfig, n: int, k: int) -> tuple[int, ...]:
     queries' results gone); the results then follow one per cycle.
 
     Insertion array: always :attr:`InsertionTopK.LATENCY` (4). Heap: ``2 * L + 7`` or
-    ``2 * L + 8`` with ``L = min(k, ceil(n / 2))``, the larger heap's size (each heap pops one
-    entry per two cycles; which of the two depends on the phase of the heaps' two-cycle issue
-    slot when the last candidate arrives; two of the cycles are the merge's lookahead, which
-    reads each sorted array ahead of the comparison). An error beat comes ``first_result_delays(config,
+    ``2 * L + 8`` with ``L = min(k, ceil(n / H))``, the larger heap's size, ``H`` =
+    :attr:`~rpaccel.hw.config.AccelConfig.topk_heaps` (each heap pops one entry per two
+    cycles; which of the two depends on the phase of the heaps' two-cycle issue slot when the
+    last candidate arrives; two of the cycles are the merge's lookahead, which reads each
+    sorted array ahead of the comparison). An error beat comes ``first_result_delays(config,
     n, 0)`` after the bad query's last beat (``L = 0``).
     """
     if topk_structure(config) == "insertion":
         return (InsertionTopK.LATENCY,)
-    heap = min(k, -(-n // 2))
+    heap = min(k, -(-n // config.topk_heaps))
     return (2 * heap + 7, 2 * heap + 8)
 
 
@@ -331,10 +339,12 @@ class TopKFilter(TopKPorts):
     :func:`topk_structure` picks the implementation from ``topk_max``:
     :class:`InsertionTopK` (a parallel insertion array, ``O(topk_max)`` logic, results
     :attr:`InsertionTopK.LATENCY` = 4 cycles after the last candidate) up to
-    :data:`INSERTION_MAX`, :class:`~rpaccel.hw.topk_heap.HeapTopK` (two pipelined heaps in
-    memories, ``O(log topk_max)`` logic, first result about ``2 * min(k, ceil(N / 2))``
-    cycles after the last candidate) above. Both take one candidate per cycle within a query
-    at any ``k`` and overlap consecutive queries; their docstrings give the exact timing.
+    :data:`INSERTION_MAX`, :class:`~rpaccel.hw.topk_heap.HeapTopK` (``H = topk_heaps``
+    pipelined heaps in memories, ``O(H log topk_max)`` logic, first result about
+    ``2 * min(k, ceil(N / H))`` cycles after the last candidate) above. The insertion array
+    and two heaps take one candidate per cycle within a query at any ``k``, one heap a
+    candidate every two cycles; all overlap consecutive queries; their docstrings give the
+    exact timing.
     """
 
 

@@ -91,9 +91,12 @@ class HeapTopK(TopKPorts):
 
     Structure
     ---------
-    Candidates of a query alternate between two heaps (even beats to heap 0, odd to heap
-    1); each heap keeps the best ``min(k, n_h)`` of its half as a min-heap of rank keys (the
-    root is the worst kept), so together they hold the query's top ``k``. A heap has
+    With two heaps (``topk_heaps = 2``) candidates of a query alternate between them (even
+    beats to heap 0, odd to heap 1); each heap keeps the best ``min(k, n_h)`` of its half as
+    a min-heap of rank keys (the root is the worst kept), so together they hold the query's
+    top ``k``. With one heap (``topk_heaps = 1``) every candidate goes to it, the input takes
+    one candidate per issue slot of its bank (every second cycle), and the output reads its
+    sorted array without a merge: half the logic for half the input rate. A heap has
     ``L = bit_length(topk_max)`` levels, level ``l`` in its own memories (left and right
     children separately), and one pipeline stage per level: an operation enters at the root
     and moves down one level per cycle, reading the next level's two children (or its own
@@ -110,7 +113,7 @@ class HeapTopK(TopKPorts):
     * When the query's last candidate is in, the heap is emptied worst first: each *pop*
       writes the root into a sorted array (at its rank, counted from the end, so the array
       is best first) and sifts a "removed" key (above every real key) down from the root.
-    * The two sorted arrays are merged into ``topk``, best first, ``min(k, N)`` beats. Each
+    * The sorted arrays are merged into ``topk``, best first, ``min(k, N)`` beats. Each
       array is read ahead into a three-entry lookahead, so the merge compares registers and
       the arrays' read addresses are counters (two cycles before the first result).
 
@@ -118,9 +121,11 @@ class HeapTopK(TopKPorts):
     banks of a heap take turns on the pipeline's issue slot (even and odd cycles), so one
     query's candidates go in while the previous query pops and the one before drains out.
 
-    Timing (output always ready): one candidate per cycle within a query at any ``k``; the
-    first result comes ``2 * L + 7`` or ``2 * L + 8`` cycles after the last candidate, with
-    ``L = min(k, ceil(N / 2))`` the larger heap's size
+    Timing (output always ready): one candidate per cycle within a query at any ``k`` with
+    two heaps, one per two cycles with one (a query's first candidate and the one after it
+    may come on consecutive cycles: the buffer issues as it fills); the first result comes
+    ``2 * L + 7`` or ``2 * L + 8`` cycles after the last candidate, with
+    ``L = min(k, ceil(N / H))`` the larger heap's size
     (:func:`~rpaccel.hw.topk.first_result_delays`); results then come one per cycle. A query
     holds its bank from its first candidate until its last result is in the output
     register, so the next-but-one query waits for that.
@@ -134,6 +139,7 @@ class HeapTopK(TopKPorts):
         V = W + 1                      # heap entry: {key, removed}
         REMOVED = 1 << W
         D = heap_levels(cfg)
+        H = cfg.topk_heaps
 
         # The bank whose operations issue this cycle. Every copy toggles together; the input
         # side and each heap have their own (kept apart in synthesis), because one register
@@ -150,37 +156,38 @@ class HeapTopK(TopKPorts):
         q_k = [Signal(k_shape(cfg), name=f"k{b}") for b in range(2)]
         q_bad = [Signal(name=f"bad{b}") for b in range(2)]
         rx_done = [Signal(name=f"rx_done{b}") for b in range(2)]
-        size = [[Signal(range(K + 1), name=f"size{b}_{h}") for h in range(2)] for b in range(2)]
-        popped = [[Signal(range(K + 1), name=f"popped{b}_{h}") for h in range(2)]
+        size = [[Signal(range(K + 1), name=f"size{b}_{h}") for h in range(H)] for b in range(2)]
+        popped = [[Signal(range(K + 1), name=f"popped{b}_{h}") for h in range(H)]
                   for b in range(2)]
         cur_state = Mux(phase, state[1], state[0])
 
         # -- input: one-entry buffer per heap ---------------------------------------------
-        buf_valid = [Signal(name=f"buf_valid{h}") for h in range(2)]
-        buf_key = [Signal(W, name=f"buf_key{h}", reset_less=True) for h in range(2)]
-        buf_bank = [Signal(name=f"buf_bank{h}") for h in range(2)]
-        issuing = [Signal(name=f"issuing{h}") for h in range(2)]
-        for h in range(2):
+        buf_valid = [Signal(name=f"buf_valid{h}") for h in range(H)]
+        buf_key = [Signal(W, name=f"buf_key{h}", reset_less=True) for h in range(H)]
+        buf_bank = [Signal(name=f"buf_bank{h}") for h in range(H)]
+        issuing = [Signal(name=f"issuing{h}") for h in range(H)]
+        for h in range(H):
             m.d.comb += issuing[h].eq(buf_valid[h] & (buf_bank[h] == phase)
                                       & (cur_state == _INSERT))
         in_first = Signal(init=1)
         in_bank = Signal()
-        in_par = Signal()              # heap of the next beat
+        in_par = Signal()              # heap of the next beat (two heaps)
         target = Signal()
         accept = Signal()
         bad_now = Signal()
         payload = self.scores.payload
         in_state = Mux(in_bank, state[1], state[0])
+        room = [~buf_valid[h] | issuing[h] for h in range(H)]
         m.d.comb += [
-            target.eq(~in_first & in_par),
+            target.eq(~in_first & in_par if H == 2 else 0),
             self.scores.ready.eq(
-                Mux(target, ~buf_valid[1] | issuing[1], ~buf_valid[0] | issuing[0])
+                (Mux(target, room[1], room[0]) if H == 2 else room[0])
                 & (~in_first | (in_state == _FREE))),
             accept.eq(self.scores.valid & self.scores.ready),
             bad_now.eq(Mux(in_first, _k_out_of_range(payload.k, K),
                            Mux(in_bank, q_bad[1], q_bad[0]))),
         ]
-        for h in range(2):
+        for h in range(H):
             with m.If(accept & ~bad_now & (target == h)):
                 m.d.sync += [buf_valid[h].eq(1), buf_key[h].eq(rank_key(payload.score, payload.id)),
                              buf_bank[h].eq(in_bank)]
@@ -193,7 +200,7 @@ class HeapTopK(TopKPorts):
 
         # -- the two heaps ------------------------------------------------------------------
         sorted_mems = []
-        for h in range(2):
+        for h in range(H):
             sorted_mems.append(self._heap(m, h, phase_copy(f"phase_heap{h}"), state, q_k, size, popped, buf_key[h],
                                           issuing[h], W, V, REMOVED, D, K))
 
@@ -204,14 +211,14 @@ class HeapTopK(TopKPorts):
                     with m.If(accept & in_first & (in_bank == b)):
                         m.d.sync += [state[b].eq(_INSERT), q_k[b].eq(payload.k),
                                      q_bad[b].eq(bad_now), rx_done[b].eq(0),
-                                     size[b][0].eq(0), size[b][1].eq(0),
-                                     popped[b][0].eq(0), popped[b][1].eq(0)]
+                                     *(size[b][h].eq(0) for h in range(H)),
+                                     *(popped[b][h].eq(0) for h in range(H))]
                 with m.Case(_INSERT):
-                    holds = [buf_valid[h] & (buf_bank[h] == b) for h in range(2)]
-                    with m.If(rx_done[b] & ~holds[0] & ~holds[1]):
+                    holds = [buf_valid[h] & (buf_bank[h] == b) for h in range(H)]
+                    with m.If(rx_done[b] & ~Cat(*holds).any()):
                         m.d.sync += state[b].eq(_POP)
                 with m.Case(_POP):
-                    with m.If((popped[b][0] == size[b][0]) & (popped[b][1] == size[b][1])):
+                    with m.If(Cat(*(popped[b][h] == size[b][h] for h in range(H))).all()):
                         m.d.sync += state[b].eq(_OUT)
             with m.If(accept & payload.last & (in_bank == b)):
                 m.d.sync += rx_done[b].eq(1)
@@ -233,11 +240,11 @@ class HeapTopK(TopKPorts):
             m.d.sync += o_valid.eq(0)
 
         ob_state = Mux(out_ptr, state[1], state[0])
-        ob_size = [Mux(out_ptr, size[1][h], size[0][h]) for h in range(2)]
+        ob_size = [Mux(out_ptr, size[1][h], size[0][h]) for h in range(H)]
         ob_k = Mux(out_ptr, q_k[1], q_k[0])
         ob_bad = Mux(out_ptr, q_bad[1], q_bad[0])
-        total = Signal(range(2 * K + 1))
-        m.d.comb += total.eq(ob_size[0] + ob_size[1])
+        total = Signal(range(H * K + 1))
+        m.d.comb += total.eq(sum(ob_size))
 
         # Each sorted array streams into a three-entry lookahead (`look[h]`, entry 0 its
         # head) read ahead of the merge: the merge compares two registers, and the memory's
@@ -245,19 +252,21 @@ class HeapTopK(TopKPorts):
         # entries held plus the read in flight; a read is issued while it is below 3, so one
         # result per cycle never waits for the memory.
         look = [[Signal(W, name=f"look{h}_{e}", reset_less=True) for e in range(3)]
-                for h in range(2)]
-        held = [Signal(range(4), name=f"held{h}") for h in range(2)]
-        occ = [Signal(range(4), name=f"occ{h}") for h in range(2)]
-        pend = [Signal(name=f"pend{h}") for h in range(2)]
-        rd_addr = [Signal(range(2 * K), name=f"rd_addr{h}") for h in range(2)]
-        rd_left = [Signal(range(K + 1), name=f"rd_left{h}") for h in range(2)]
-        have = [held[h] != 0 for h in range(2)]
-        done = [(occ[h] == 0) & (rd_left[h] == 0) for h in range(2)]
+                for h in range(H)]
+        held = [Signal(range(4), name=f"held{h}") for h in range(H)]
+        occ = [Signal(range(4), name=f"occ{h}") for h in range(H)]
+        pend = [Signal(name=f"pend{h}") for h in range(H)]
+        rd_addr = [Signal(range(2 * K), name=f"rd_addr{h}") for h in range(H)]
+        rd_left = [Signal(range(K + 1), name=f"rd_left{h}") for h in range(H)]
+        have = [held[h] != 0 for h in range(H)]
+        done = [(occ[h] == 0) & (rd_left[h] == 0) for h in range(H)]
+        # the head that goes out next: array 1's when it is better (two heaps), else array 0's
         take1 = Signal()
-        m.d.comb += take1.eq(have[1] & (done[0] | beats(m, look[1][0], look[0][0], "merge")))
+        if H == 2:
+            m.d.comb += take1.eq(have[1] & (done[0] | beats(m, look[1][0], look[0][0], "merge")))
         fire = Signal()
-        m.d.comb += fire.eq(out_busy & advance & (out_err | ((have[0] | done[0]) &
-                                                            (have[1] | done[1]))))
+        m.d.comb += fire.eq(out_busy & advance &
+                            (out_err | Cat(*(have[h] | done[h] for h in range(H))).all()))
         for h, (_, rp) in enumerate(sorted_mems):
             pop = Signal(name=f"pop{h}")
             issue = Signal(name=f"issue{h}")
@@ -278,12 +287,13 @@ class HeapTopK(TopKPorts):
             with m.If(ob_state == _OUT):
                 m.d.sync += [out_busy.eq(1), emitted.eq(0), out_err.eq(ob_bad),
                              count.eq(Mux(ob_bad, 1, Mux(total > ob_k, ob_k, total)))]
-                for h in range(2):
+                for h in range(H):
                     m.d.sync += [rd_addr[h].eq(Mux(out_ptr, K, 0)), rd_left[h].eq(ob_size[h]),
                                  occ[h].eq(0), held[h].eq(0), pend[h].eq(0)]
         with m.Elif(fire):
             last = emitted == count - 1
-            m.d.sync += [o_valid.eq(1), o_key.eq(Mux(take1, look[1][0], look[0][0])),
+            head = Mux(take1, look[1][0], look[0][0]) if H == 2 else look[0][0]
+            m.d.sync += [o_valid.eq(1), o_key.eq(head),
                          o_last.eq(last), o_err.eq(out_err), emitted.eq(emitted + 1)]
             with m.If(last):
                 m.d.sync += [out_busy.eq(0), out_ptr.eq(~out_ptr), errors.eq(errors + out_err)]

@@ -72,6 +72,7 @@ def _draw(rng: np.random.Generator) -> dict:
     overlap = bool(rng.integers(0, 2))
     values.update(subbatch_overlap=overlap, onchip_topk=bool(rng.integers(0, 2)),
                   act_buffers=3 + overlap + int(rng.integers(-1, 2)))
+    values["topk_heaps"] = int(rng.integers(1, 3))     # drawn last: earlier draws unchanged
     return values
 
 

@@ -104,9 +104,12 @@ class TopKHarness(wiring.Component):
                     m.next = "FEED"
             with m.State("FEED"):
                 # One memory read per accepted beat: the read for beat i+1 is issued in the
-                # cycle beat i is accepted, so beats flow back to back.
+                # cycle beat i is accepted, so beats flow back to back. While the filter
+                # stalls the read port is disabled, so the offered score holds (a read
+                # port's enable is 1 unless driven: left undriven on a stall it read address 0,
+                # which two heaps at full rate never showed and one heap did).
+                m.d.comb += [s_rd.addr.eq(next_idx), s_rd.en.eq(advance & (next_idx < n))]
                 with m.If(advance):
-                    m.d.comb += [s_rd.addr.eq(next_idx), s_rd.en.eq(next_idx < n)]
                     m.d.sync += [offering.eq(next_idx < n), beat_idx.eq(next_idx)]
                     with m.If(next_idx < n):
                         m.d.sync += next_idx.eq(next_idx + 1)

@@ -43,6 +43,7 @@ def test_config_is_frozen_and_keyword_only():
     ({"dynamic_cache_ways": 0}, "dynamic_cache_ways must be between 1 and 16, not 0"),
     ({"topk_max": 0}, "topk_max must be between 1 and 4096, not 0"),
     ({"topk_lutram_words": 1}, "topk_lutram_words must be between 2 and 4096, not 1"),
+    ({"topk_heaps": 3}, "topk_heaps must be 1 or 2, not 3"),
     ({"topk_units": 1}, "topk_units must be between partitions=2 and 16, not 1"),
     ({"mem_bus_width": 100}, "mem_bus_width must be a power of two between 32 and 1024, not 100"),
     ({"interaction_lanes": 64},

@@ -11,7 +11,8 @@ from rpaccel.hw.config import PRESETS
 from rpaccel.gen.generate import generate
 from rpaccel.gen.simulators import lint, run_cocotb
 from rpaccel.hw.topk import (INSERTION_MAX, InsertionTopK, TopKFilter, first_result_delays,
-                             k_shape, result_layout, score_layout, topk_structure)
+                             input_interval, k_shape, result_layout, score_layout,
+                             topk_structure)
 from rpaccel.tb.amaranth_sim import Stalls, WithReset, receive, send, simulate
 from rpaccel.tb.unit_models.topk import (bad_k_values, check_results, edge_queries,
                                          query_beats, random_query,
@@ -21,11 +22,14 @@ from conftest import simulator_preset_cases
 
 #: The configurations simulated: the insertion array, a small heap with its level memories
 #: in distributed RAM and the same in block RAM (``topk_lutram_words = 2``: every level of
-#: more than two words), the default heap (its deepest level in block RAM, the rest not).
-CONFIGS = {"tiny": PRESETS["tiny"], "heap40": PRESETS["tiny"].replace(topk_max=40),
-           "heap40-block": PRESETS["tiny"].replace(topk_max=40, topk_lutram_words=2),
+#: more than two words), both with two heaps, a small heap with one (``topk_heaps = 1``),
+#: the default heap (one heap, its deepest levels in block RAM, the rest not).
+CONFIGS = {"tiny": PRESETS["tiny"], "heap40": PRESETS["tiny"].replace(topk_max=40, topk_heaps=2),
+           "heap40-block": PRESETS["tiny"].replace(topk_max=40, topk_heaps=2,
+                                                   topk_lutram_words=2),
+           "heap40-one": PRESETS["tiny"].replace(topk_max=40, topk_heaps=1),
            "default": PRESETS["default"]}
-HEAPS = ["heap40", "heap40-block", "default"]
+HEAPS = ["heap40", "heap40-block", "heap40-one", "default"]
 #: The configurations as test parameters: ``default`` (topk_max = 256, queries of up to 768
 #: candidates) takes minutes in Amaranth's simulator, so it runs in ``make test-all`` only;
 #: ``heap40`` covers the same structure in the fast suite, and the cocotb bench runs
@@ -193,9 +197,10 @@ def test_insertion_latency_constant_and_full_rate():
 def test_heap_latency_and_full_rate(name):
     """Heap, full-rate input, output always ready, each query long enough for the two banks
     to keep up (N at least the previous query's first-result delay + min(k, N) results):
-    every candidate of every query is accepted on
-    consecutive cycles, a query's first result comes one of first_result_delays() after its
-    last candidate, and its results follow on consecutive cycles."""
+    every candidate of every query is accepted at most input_interval() cycles after the one
+    before (consecutive cycles with two heaps, every second cycle with one), a query's first
+    result comes one of first_result_delays() after its last candidate, and its results
+    follow on consecutive cycles."""
     config = CONFIGS[name]
     kmax = config.topk_max
     rng = np.random.default_rng(51)
@@ -205,8 +210,8 @@ def test_heap_latency_and_full_rate(name):
                for i, (n, k) in enumerate(shapes)]
     out = run(config, queries)
     check_results(config, queries, out["payloads"])
-    first_in = out["in"][0]
-    assert out["in"] == list(range(first_in, first_in + len(out["in"]))), "input stalled"
+    steps = set(np.diff(out["in"]).tolist())
+    assert steps == set(range(1, input_interval(config) + 1)), f"input steps {steps}"
     ends = np.cumsum([len(q["scores"]) for q in queries]) - 1
     counts = [min(q["k"], len(q["scores"])) for q in queries]
     starts = np.cumsum([0] + counts)
@@ -217,19 +222,23 @@ def test_heap_latency_and_full_rate(name):
         assert got[0] in delays, f"query {q}: first result after {got[0]}, not {delays}"
         assert got == list(range(got[0], got[0] + count)), f"query {q}: results not back to back"
     assert first_result_delays(config, 2 * kmax, kmax) == (2 * kmax + 7, 2 * kmax + 8)
+    assert input_interval(config) == 3 - config.topk_heaps
 
 
-def test_heap_latency_with_k_at_least_n():
-    """k >= N: the heaps hold ceil(N / 2) and floor(N / 2) candidates, so the first result
-    comes 2 * ceil(N / 2) + 7 or + 8 cycles after the last candidate, whatever k is."""
-    config = CONFIGS["heap40"]
+@pytest.mark.parametrize("name", ["heap40", "heap40-one"])
+def test_heap_latency_with_k_at_least_n(name):
+    """k >= N: two heaps hold ceil(N / 2) and floor(N / 2) candidates, one heap all N, so
+    the first result comes 2 * ceil(N / H) + 7 or + 8 cycles after the last candidate,
+    whatever k is."""
+    config = CONFIGS[name]
+    heaps = config.topk_heaps
     rng = np.random.default_rng(52)
     for n in (1, 2, 3, 17, 40):
         queries = [random_query(rng, config, n=n, k=40)]
         out = run(config, queries)
         check_results(config, queries, out["payloads"])
         assert out["out"][0] - out["in"][-1] in first_result_delays(config, n, 40), n
-        assert first_result_delays(config, n, 40)[0] == 2 * (-(-n // 2)) + 7
+        assert first_result_delays(config, n, 40)[0] == 2 * (-(-n // heaps)) + 7
 
 
 def test_insertion_short_query_waits_for_the_previous_results():
@@ -361,3 +370,35 @@ def test_topk_cocotb(simulator, name):
     """The top-k bench; `default` (the heap) on Icarus is a slow test (90 s), the fast suite
     runs it on Verilator and `tiny` on Icarus."""
     run_cocotb(generate(CONFIGS[name], "topk"), simulator, "rpaccel.tb.test_topk")
+
+
+def test_benchmark_harness_holds_each_score_while_the_filter_stalls():
+    """The top-k harness (tb/topk_harness.py, `rpaccel core-bench`) into one heap, which
+    takes a candidate every two cycles: the harness offers each stimulus score until it is
+    taken (it once re-read address 0 on every stall), so the results equal the golden's."""
+    from rpaccel.sim import numerics
+    from rpaccel.tb.topk_harness import TopKHarness
+    config = CONFIGS["heap40-one"]
+    dut = TopKHarness(config)
+    rng = np.random.default_rng(95)
+    n = 60
+    scores = rng.integers(-2**20, 2**20, size=n)
+    log = {}
+
+    async def bench(ctx):
+        await send(ctx, dut.load, [{"addr": i, "score": int(s)} for i, s in enumerate(scores)])
+        for k in (1, 5, 40):
+            await send(ctx, dut.start, [{"n": n, "k": k}])
+            done = (await receive(ctx, dut.done, 1))[0]
+            got = []
+            for i in range(done["count"]):
+                await send(ctx, dut.read, [{"addr": i}])
+                got += await receive(ctx, dut.result, 1)
+            log[k] = (done, got)
+
+    simulate(dut, [bench], max_cycles=5000, name="topk_harness_one_heap")
+    for k in (1, 5, 40):
+        done, got = log[k]
+        order = numerics.topk(scores, np.arange(n), k)
+        assert [(r["score"], r["id"]) for r in got] == [(int(scores[i]), int(i)) for i in order]
+        assert done["in_cycles"] <= input_interval(config) * n, done
