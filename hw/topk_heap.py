@@ -198,7 +198,7 @@ class HeapTopK(TopKPorts):
             with m.If(payload.last):
                 m.d.sync += in_bank.eq(~in_bank)
 
-        # -- the two heaps ------------------------------------------------------------------
+        # -- the heaps ----------------------------------------------------------------------
         sorted_mems = []
         for h in range(H):
             sorted_mems.append(self._heap(m, h, phase_copy(f"phase_heap{h}"), state, q_k, size, popped, buf_key[h],
