@@ -15,7 +15,8 @@ from .topk_common import (ERROR_COUNTER_WIDTH, TopKPorts, _k_out_of_range, _rank
 from .topk_heap import HeapTopK
 
 __all__ = ["TopKFilter", "TopKPorts", "InsertionTopK", "score_layout", "result_layout", "k_shape",
-           "topk_structure", "first_result_delays", "input_interval", "INSERTION_MAX", "ERROR_COUNTER_WIDTH"]
+           "topk_structure", "first_result_delays", "input_interval", "INSERTION_MAX",
+           "ERROR_COUNTER_WIDTH"]
 
 #: Largest ``topk_max`` built as the parallel insertion array; above it the pipelined heap
 #: (:mod:`rpaccel.hw.topk_heap`). docs/architecture.md ("Top-k filter") gives the figures.

@@ -89,8 +89,9 @@ def fits(config: AccelConfig, dims: list[int]) -> bool:
 
 
 def good_job(config: AccelConfig, rng: np.random.Generator) -> Job:
-    """A one-layer job of 2 rows, 5 inputs and up to 3 outputs (fewer where the engine's
-    bias memory holds fewer words): the good command after a bad one."""
+    """A one-layer job of 2 rows, 5 inputs and 3 outputs (fewer of each where
+    ``sub_batch``, ``max_layer_dim`` or the engine's weight and bias memories are smaller):
+    the good command after a bad one."""
     n_in = min(5, config.max_layer_dim)
     n_out = next(d for d in (3, 2, 1) if d <= config.max_layer_dim and fits(config, [n_in, d]))
     return Job(config, [random_config_layer(config, rng, n_in, n_out)],
