@@ -12,11 +12,11 @@ from rpaccel.hw.config import AccelConfig
 
 from .topk_common import (ERROR_COUNTER_WIDTH, TopKPorts, _k_out_of_range, _rank_key, _unkey,
                           k_shape, result_layout, score_layout)
-from .topk_heap import HeapTopK
+from .topk_heap import BANK_SLOT_CYCLES, HeapTopK
 
 __all__ = ["TopKFilter", "TopKPorts", "InsertionTopK", "score_layout", "result_layout", "k_shape",
-           "topk_structure", "first_result_delays", "input_interval", "INSERTION_MAX",
-           "ERROR_COUNTER_WIDTH"]
+           "topk_structure", "first_result_delays", "error_result_delay", "input_interval",
+           "INSERTION_MAX", "ERROR_COUNTER_WIDTH"]
 
 #: Largest ``topk_max`` built as the parallel insertion array; above it the pipelined heap
 #: (:mod:`rpaccel.hw.topk_heap`). docs/architecture.md ("Top-k filter") gives the figures.
@@ -42,10 +42,17 @@ def topk_structure(config: AccelConfig) -> str:
 
 
 def input_interval(config: AccelConfig) -> int:
-    """The most cycles between two candidates the unit accepts when they are offered on every
-    cycle: 1 (the insertion array, two heaps), 2 (one heap, whose bank has an issue slot every
-    second cycle; a query's first two candidates may still come back to back)."""
-    return 2 if topk_structure(config) == "heap" and config.topk_heaps == 1 else 1
+    """Cycles per candidate within a query when candidates are offered on every cycle: 1 for
+    the insertion array; for the heaps :data:`~rpaccel.hw.topk_heap.BANK_SLOT_CYCLES` (4)
+    divided by ``topk_heaps``, since each bank of a heap issues an operation every fourth
+    cycle. Exactly: each heap takes one candidate per four cycles, so the candidate
+    ``topk_heaps`` places after one is accepted at most ``topk_heaps * input_interval``
+    cycles after it, for the insertion array one cycle (two heaps may alternate steps of one
+    and three cycles; a query's first two candidates may come closer, as the buffer issues
+    as it fills)."""
+    if topk_structure(config) == "insertion":
+        return 1
+    return BANK_SLOT_CYCLES // config.topk_heaps
 
 
 def first_result_delays(config: AccelConfig, n: int, k: int) -> tuple[int, ...]:
@@ -53,18 +60,29 @@ def first_result_delays(config: AccelConfig, n: int, k: int) -> tuple[int, ...]:
     first result's, with ``topk.ready`` high and the unit otherwise idle (the previous
     queries' results gone); the results then follow one per cycle.
 
-    Insertion array: always :attr:`InsertionTopK.LATENCY` (4). Heap: ``2 * L + 7`` or
-    ``2 * L + 8`` with ``L = min(k, ceil(n / H))``, the larger heap's size, ``H`` =
-    :attr:`~rpaccel.hw.config.AccelConfig.topk_heaps` (each heap pops one entry per two
-    cycles; which of the two depends on the phase of the heaps' two-cycle issue slot when the
-    last candidate arrives; two of the cycles are the merge's lookahead, which reads each
-    sorted array ahead of the comparison). An error beat comes ``first_result_delays(config,
-    n, 0)`` after the bad query's last beat (``L = 0``).
+    Insertion array: always :attr:`InsertionTopK.LATENCY` (4). Heap: ``4 * L + 7`` to
+    ``4 * L + 10`` with ``L = min(k, ceil(n / H))``, the larger heap's size, ``H`` =
+    :attr:`~rpaccel.hw.config.AccelConfig.topk_heaps`: each heap pops one entry per bank
+    slot (four cycles); which of the four depends on where in its slot the last candidate
+    arrives (always ``4 * L + 10`` with one heap at the full input rate, where every
+    candidate is taken on its bank's issue cycle); two of the cycles are the merge's
+    lookahead, which reads each sorted array ahead of the comparison. A query with a bad
+    ``k`` is answered :func:`error_result_delay` cycles after its last beat instead.
     """
     if topk_structure(config) == "insertion":
         return (InsertionTopK.LATENCY,)
     heap = min(k, -(-n // config.topk_heaps))
-    return (2 * heap + 7, 2 * heap + 8)
+    return tuple(BANK_SLOT_CYCLES * heap + 7 + i for i in range(BANK_SLOT_CYCLES))
+
+
+def error_result_delay(config: AccelConfig) -> int:
+    """Cycles from the last beat of a query with ``k = 0`` or ``k > topk_max`` to its error
+    beat, with ``topk.ready`` high and the unit otherwise idle: 4 for the insertion array,
+    :attr:`~rpaccel.hw.topk_heap.HeapTopK.ERROR_LATENCY` (5) for the heaps, whose bank goes
+    through its pop phase without popping."""
+    if topk_structure(config) == "insertion":
+        return InsertionTopK.LATENCY
+    return HeapTopK.ERROR_LATENCY
 
 
 class InsertionTopK(TopKPorts):
@@ -302,8 +320,8 @@ class InsertionTopK(TopKPorts):
 
 
 class TopKFilter(TopKPorts):
-    """Exact top-k of a stream of (score, id) candidates, one candidate per cycle, for any
-    ``k`` up to ``topk_max`` chosen per query.
+    """Exact top-k of a stream of (score, id) candidates, one candidate every
+    :func:`input_interval` cycles, for any ``k`` up to ``topk_max`` chosen per query.
 
     A query is a packet of ``N >= 1`` beats on ``scores``, the last one marked ``last``. The
     unit emits its ``min(k, N)`` best candidates on ``topk``, best first, ``last`` on the
@@ -342,10 +360,10 @@ class TopKFilter(TopKPorts):
     :attr:`InsertionTopK.LATENCY` = 4 cycles after the last candidate) up to
     :data:`INSERTION_MAX`, :class:`~rpaccel.hw.topk_heap.HeapTopK` (``H = topk_heaps``
     pipelined heaps in memories, ``O(H log topk_max)`` logic, first result about
-    ``2 * min(k, ceil(N / H))`` cycles after the last candidate) above. The insertion array
-    and two heaps take one candidate per cycle within a query at any ``k``, one heap a
-    candidate every two cycles; all overlap consecutive queries; their docstrings give the
-    exact timing.
+    ``4 * min(k, ceil(N / H))`` cycles after the last candidate) above. The insertion array
+    takes one candidate per cycle within a query at any ``k``, two heaps one per two cycles,
+    one heap one per four (:func:`input_interval`); all overlap consecutive queries; their
+    docstrings give the exact timing.
     """
 
 

@@ -13,7 +13,12 @@ from .config import AccelConfig
 from .topk_common import ERROR_COUNTER_WIDTH, TopKPorts, k_shape
 from .topk_common import _k_out_of_range, _rank_key as rank_key, _unkey as unkey
 
-__all__ = ["HeapTopK", "heap_levels"]
+__all__ = ["HeapTopK", "heap_levels", "BANK_SLOT_CYCLES"]
+
+#: Cycles between two operations of one bank of a heap: an operation spends two cycles on
+#: each level (a read cycle, then a compute cycle), and the next operation of its bank may
+#: read a level only once the previous one has written it.
+BANK_SLOT_CYCLES = 4
 
 # Phases of a query in one of the two banks.
 _FREE, _INSERT, _POP, _OUT = range(4)
@@ -33,20 +38,19 @@ def heap_levels(config: AccelConfig) -> int:
 
 
 class _LevelStore:
-    """One side (left or right children) of one heap level of one bank: a memory with a
-    synchronous read that is transparent for its own write (the read issued on the cycle of a
-    write to the same word returns the new value; the pipeline relies on it, see
-    :class:`HeapTopK`). Up to two words are flip-flops. Deeper ones, up to
-    ``lutram_words`` (:attr:`~rpaccel.hw.config.AccelConfig.topk_lutram_words`), are a
-    ``Memory`` read asynchronously at a registered address: distributed RAM, transparent by
-    construction (the word at the registered address already holds the last cycle's write),
-    with neither a block RAM's clock-to-output (5.8 ns on ECP5) nor the bypass multiplexer
-    a transparent block-RAM port needs in front of the heap's comparisons (the unit's
-    critical path at 50.3 MHz on `default` when every deep level was block RAM). Deeper
+    """One side (left or right children) of one heap level of one bank: a memory whose read
+    address is set on a compute cycle and whose word is registered at the end of the read
+    cycle after it. A write on that compute cycle to the same word must be seen, so the
+    read is transparent for its own write (see :class:`HeapTopK`). Up to two words are
+    flip-flops. Deeper ones, up to ``lutram_words``
+    (:attr:`~rpaccel.hw.config.AccelConfig.topk_lutram_words`), are a ``Memory`` read
+    asynchronously at a registered address: distributed RAM, transparent by construction
+    (the word at the registered address already holds the last cycle's write). Deeper
     still, a block RAM with a synchronous read port transparent for the write: the same
-    behaviour cycle for cycle, slower, but a LUT RAM word of the deepest level costs about
-    as much as the rest of the level's logic and the top level of `default` does not fit
-    the ECP5-85k's LUTs with every level in them."""
+    behaviour cycle for cycle, with the block RAM's clock-to-output (5.6 ns on ECP5) and the
+    bypass multiplexer in the read cycle; a LUT RAM word of the deepest level costs about as
+    much as the rest of the level's logic, and the top level of `default` does not fit the
+    ECP5-85k's LUTs with every level in them."""
 
     def __init__(self, m: Module, name: str, width: int, depth: int, lutram_words: int):
         self.depth = depth
@@ -84,7 +88,7 @@ class _LevelStore:
 
 
 class HeapTopK(TopKPorts):
-    """Exact streaming top-k on two pipelined binary min-heaps in memories.
+    """Exact streaming top-k on one or two pipelined binary min-heaps in memories.
 
     Same ports, payloads and error behaviour as :class:`~rpaccel.hw.topk.TopKFilter`
     (whose docstring is the contract); this docstring describes the structure and timing.
@@ -94,16 +98,23 @@ class HeapTopK(TopKPorts):
     With two heaps (``topk_heaps = 2``) candidates of a query alternate between them (even
     beats to heap 0, odd to heap 1); each heap keeps the best ``min(k, n_h)`` of its half as
     a min-heap of rank keys (the root is the worst kept), so together they hold the query's
-    top ``k``. With one heap (``topk_heaps = 1``) every candidate goes to it, the input takes
-    one candidate per issue slot of its bank (every second cycle), and the output reads its
-    sorted array without a merge: half the logic for half the input rate. A heap has
-    ``L = bit_length(topk_max)`` levels, level ``l`` in its own memories (left and right
-    children separately), and one pipeline stage per level: an operation enters at the root
-    and moves down one level per cycle, reading the next level's two children (or its own
-    path node) one cycle ahead and writing its own node. Operations of one heap are issued
-    two cycles apart at most, so the next operation reads a level on the cycle the previous
-    one writes it and a read transparent for that write gives it the new value: each
-    operation sees the heap exactly as if the previous ones had finished.
+    top ``k``. With one heap (``topk_heaps = 1``) every candidate goes to it and the output
+    reads its sorted array without a merge: half the logic for half the input rate. A heap
+    has ``L = bit_length(topk_max)`` levels, level ``l`` in its own memories (left and right
+    children separately), and an operation enters at the root and moves down one level
+    every two cycles, through a *read cycle* and a *compute cycle*:
+
+    * read cycle: its node (top-down step) and the node's two children (sift-down step) come
+      out of the memories into registers, with whether each child is inside the heap;
+    * compute cycle: the comparisons on those registers, the write of its node, and the read
+      addresses of the next level (its next node and that node's children).
+
+    So a cycle holds one memory read or one comparison-and-write, never both: a block RAM's
+    clock-to-output and its bypass end at registers, and the carry chains start at them.
+    The next operation of the same bank comes four cycles later
+    (:data:`BANK_SLOT_CYCLES`): it reads a level on the edge the previous one writes it, and
+    a read transparent for that write gives it the new value, so each operation sees the
+    heap exactly as if the previous ones had finished.
 
     * While a heap holds fewer than ``k`` entries a candidate is inserted top-down along the
       path to the next free position (each node keeps the smaller of itself and the carried
@@ -117,19 +128,26 @@ class HeapTopK(TopKPorts):
       array is read ahead into a three-entry lookahead, so the merge compares registers and
       the arrays' read addresses are counters (two cycles before the first result).
 
-    Every resource is doubled into two *banks* that queries use alternately, and the two
-    banks of a heap take turns on the pipeline's issue slot (even and odd cycles), so one
-    query's candidates go in while the previous query pops and the one before drains out.
+    Every resource is doubled into two *banks* that queries use alternately. A heap's
+    two-bit slot counter gives each bank one issue cycle in four, the two banks two cycles
+    apart, so every level's logic is busy on every cycle: one bank's operation is in its
+    read cycle while the other bank's is in its compute cycle at the level above or below.
+    So one query's candidates go in while the previous query pops and the one before drains
+    out. Two heaps issue on alternate read cycles.
 
-    Timing (output always ready): one candidate per cycle within a query at any ``k`` with
-    two heaps, one per two cycles with one (a query's first candidate and the one after it
-    may come on consecutive cycles: the buffer issues as it fills); the first result comes
-    ``2 * L + 7`` or ``2 * L + 8`` cycles after the last candidate, with
-    ``L = min(k, ceil(N / H))`` the larger heap's size
+    Timing (output always ready): one candidate per :func:`~rpaccel.hw.topk.input_interval`
+    cycles within a query at any ``k`` (two with two heaps, four with one; a query's first
+    candidate and the one after it may come closer: the buffer issues as it fills); the
+    first result comes ``4 * L + 7`` to ``4 * L + 10`` cycles after the last candidate,
+    with ``L = min(k, ceil(N / H))`` the larger heap's size
     (:func:`~rpaccel.hw.topk.first_result_delays`); results then come one per cycle. A query
+    with a bad ``k`` is answered :attr:`ERROR_LATENCY` cycles after its last beat. A query
     holds its bank from its first candidate until its last result is in the output
     register, so the next-but-one query waits for that.
     """
+
+    #: Cycles from a bad query's last beat to its error beat (output ready, unit idle).
+    ERROR_LATENCY = 5
 
     def elaborate(self, platform):
         m = Module()
@@ -141,15 +159,19 @@ class HeapTopK(TopKPorts):
         D = heap_levels(cfg)
         H = cfg.topk_heaps
 
-        # The bank whose operations issue this cycle. Every copy toggles together; the input
-        # side and each heap have their own (kept apart in synthesis), because one register
-        # selecting every bank multiplexer of both heaps was the unit's critical path, its
-        # fan-out routed across the device.
-        def phase_copy(name):
-            copy = Signal(name=name, attrs={"keep": 1})
-            m.d.sync += copy.eq(~copy)
+        # Each heap has a free-running two-bit issue-slot counter: even counts are read cycles
+        # (an operation issues at the root, every level's memories are read), odd counts
+        # compute cycles (every level compares and writes). Bank b of heap h issues when the
+        # counter's top bit is b ^ h, so one bank's operations are four cycles apart and two
+        # heaps issue on alternate read cycles. Every copy counts together; the input side and
+        # each heap have their own (kept apart in synthesis), because one register selecting
+        # every bank multiplexer of both heaps was the unit's critical path, its fan-out routed
+        # across the device.
+        def slot_copy(name):
+            copy = Signal(2, name=name, attrs={"keep": 1})
+            m.d.sync += copy.eq(copy + 1)
             return copy
-        phase = phase_copy("phase")
+        slot = slot_copy("slot")
 
         # -- per-bank query state ---------------------------------------------------------
         state = [Signal(2, name=f"state{b}") for b in range(2)]
@@ -159,7 +181,6 @@ class HeapTopK(TopKPorts):
         size = [[Signal(range(K + 1), name=f"size{b}_{h}") for h in range(H)] for b in range(2)]
         popped = [[Signal(range(K + 1), name=f"popped{b}_{h}") for h in range(H)]
                   for b in range(2)]
-        cur_state = Mux(phase, state[1], state[0])
 
         # -- input: one-entry buffer per heap ---------------------------------------------
         buf_valid = [Signal(name=f"buf_valid{h}") for h in range(H)]
@@ -167,8 +188,9 @@ class HeapTopK(TopKPorts):
         buf_bank = [Signal(name=f"buf_bank{h}") for h in range(H)]
         issuing = [Signal(name=f"issuing{h}") for h in range(H)]
         for h in range(H):
-            m.d.comb += issuing[h].eq(buf_valid[h] & (buf_bank[h] == phase)
-                                      & (cur_state == _INSERT))
+            bank_now = slot[1] ^ h
+            m.d.comb += issuing[h].eq(buf_valid[h] & ~slot[0] & (buf_bank[h] == bank_now)
+                                      & (Mux(bank_now, state[1], state[0]) == _INSERT))
         in_first = Signal(init=1)
         in_bank = Signal()
         in_par = Signal()              # heap of the next beat (two heaps)
@@ -201,8 +223,8 @@ class HeapTopK(TopKPorts):
         # -- the heaps ----------------------------------------------------------------------
         sorted_mems = []
         for h in range(H):
-            sorted_mems.append(self._heap(m, h, phase_copy(f"phase_heap{h}"), state, q_k, size, popped, buf_key[h],
-                                          issuing[h], W, V, REMOVED, D, K))
+            sorted_mems.append(self._heap(m, h, slot_copy(f"slot_heap{h}"), state, q_k, size,
+                                          popped, buf_key[h], issuing[h], W, V, REMOVED, D, K))
 
         # -- bank state machine ---------------------------------------------------------------
         for b in range(2):
@@ -312,14 +334,17 @@ class HeapTopK(TopKPorts):
         ]
         return m
 
-    def _heap(self, m, h, phase, state, q_k, size, popped, buf_key, issuing, W, V, REMOVED,
+    def _heap(self, m, h, slot, state, q_k, size, popped, buf_key, issuing, W, V, REMOVED,
               D, K):
         """One heap (both banks): its level memories, its pipeline, its issue logic and its
         sorted-array memory. Returns (sorted memory write port, read port)."""
-        cur_state = Mux(phase, state[1], state[0])
-        cur_size = Mux(phase, size[1][h], size[0][h])
-        cur_popped = Mux(phase, popped[1][h], popped[0][h])
-        cur_k = Mux(phase, q_k[1], q_k[0])
+        read = ~slot[0]                # read cycle: issue, memory outputs into registers
+        compute = slot[0]              # compute cycle: compare, write, next addresses
+        bank_now = slot[1] ^ h         # the bank that issues (on a read cycle)
+        cur_state = Mux(bank_now, state[1], state[0])
+        cur_size = Mux(bank_now, size[1][h], size[0][h])
+        cur_popped = Mux(bank_now, popped[1][h], popped[0][h])
+        cur_k = Mux(bank_now, q_k[1], q_k[0])
 
         # Level l >= 1 holds nodes 0 .. n_l - 1 (global positions 2**l - 1 + i).
         def nodes(level):
@@ -333,10 +358,14 @@ class HeapTopK(TopKPorts):
                         m, f"heap{h}_l{level}_b{b}_{'lr'[side]}", V, (n + 1 - side) // 2,
                         self._config.topk_lutram_words)
         root = [Signal(V, name=f"heap{h}_root{b}", reset_less=True) for b in range(2)]
+        root_now = Mux(bank_now, root[1], root[0])
 
-        # Stage registers: the operation at level j (j >= 1). Stage 0 is the issue itself.
-        def op_signals(j, comb):
-            kw = {} if comb else {"reset_less": True}
+        # Stage registers: the operation at level j, loaded at the end of the compute cycle
+        # of level j - 1 (level 0: of its issue) and held through level j's read and compute
+        # cycles. `bank` is loaded whether or not the operation is valid, so the stage
+        # registers' banks always alternate (the read addresses below rely on it).
+        def op_signals(j):
+            kw = {"reset_less": True}
             return {
                 "valid": Signal(name=f"h{h}_s{j}_valid"),
                 "bank": Signal(name=f"h{h}_s{j}_bank", **kw),
@@ -347,35 +376,41 @@ class HeapTopK(TopKPorts):
                 "norm": Signal(D, name=f"h{h}_s{j}_norm", **kw),
                 "tlevel": Signal(range(max(D, 2)), name=f"h{h}_s{j}_tlevel", **kw),
             }
-        ops = [op_signals(j, j == 0) for j in range(D)]
+        ops = [op_signals(j) for j in range(D)]
 
-        # -- issue ----------------------------------------------------------------------------
-        op0 = ops[0]
-        root_now = Mux(phase, root[1], root[0])
+        # -- issue (read cycle) ------------------------------------------------------------
         pop = Signal(name=f"h{h}_pop")
         topdown = Signal(name=f"h{h}_topdown")
         replace = Signal(name=f"h{h}_replace")
         new_v = Cat(buf_key, 0)
         m.d.comb += [
-            pop.eq((cur_state == _POP) & (cur_popped != cur_size)),
+            pop.eq(read & (cur_state == _POP) & (cur_popped != cur_size)),
             topdown.eq(issuing & (cur_size != cur_k)),
             replace.eq(issuing & (cur_size == cur_k) & beats(m, new_v, root_now, f"h{h}_rep")),
-            op0["valid"].eq(pop | topdown | replace),
-            op0["bank"].eq(phase),
-            op0["topdown"].eq(topdown),
-            op0["v"].eq(Mux(pop, REMOVED, new_v)),
-            op0["idx"].eq(0),
-            op0["limit"].eq(cur_size),
         ]
         # Top-down path to position `cur_size`: (pos + 1) << (D - 1 - level(pos)) puts its
         # leading one at bit D - 1; the bits below it are the left/right turns.
         pos1 = Signal(range(K + 2), name=f"h{h}_pos1")
+        norm = Signal(D, name=f"h{h}_norm")
+        tlevel = Signal(range(max(D, 2)), name=f"h{h}_tlevel")
         m.d.comb += pos1.eq(cur_size + 1)
         for level in range(D):
             with m.If(pos1[level]):
-                m.d.comb += [op0["tlevel"].eq(level), op0["norm"].eq(pos1 << (D - 1 - level))]
+                m.d.comb += [tlevel.eq(level), norm.eq(pos1 << (D - 1 - level))]
+        op0 = ops[0]
+        with m.If(read):
+            m.d.sync += [
+                op0["valid"].eq(pop | topdown | replace),
+                op0["bank"].eq(bank_now),
+                op0["topdown"].eq(topdown),
+                op0["v"].eq(Mux(pop, REMOVED, new_v)),
+                op0["idx"].eq(0),
+                op0["limit"].eq(cur_size),
+                op0["norm"].eq(norm),
+                op0["tlevel"].eq(tlevel),
+            ]
         for b in range(2):
-            with m.If(phase == b):
+            with m.If(bank_now == b):
                 with m.If(topdown):
                     m.d.sync += size[b][h].eq(size[b][h] + 1)
                 with m.If(pop):
@@ -390,7 +425,7 @@ class HeapTopK(TopKPorts):
         m.d.comb += [
             rank.eq(cur_size - 1 - cur_popped),
             s_wr.en.eq(pop),
-            s_wr.addr.eq(Mux(phase, K + rank, rank)),
+            s_wr.addr.eq(Mux(bank_now, K + rank, rank)),
             s_wr.data.eq(root_now[:W]),
         ]
 
@@ -398,25 +433,36 @@ class HeapTopK(TopKPorts):
         next_word = {}       # (level, "td"/"sd") -> word address issued for that level
         for j in range(D):
             op = ops[j]
-            # The node itself (top-down) and its children (sift-down), read a cycle ago.
+            has_children = j + 1 < D
+            # Read cycle: into `c_q[0]` the node itself for a top-down step, else its first
+            # child, into `c_q[1]` its second child, and whether each child is inside the
+            # heap. Level 0's operation issues on this cycle, so its stage registers are not
+            # loaded yet: it reads the issuing bank's root and level 1 with the issue's values.
+            c_q = [Signal(V, name=f"h{h}_s{j}_c{i}", reset_less=True) for i in range(2)]
+            p_q = [Signal(name=f"h{h}_s{j}_p{i}", reset_less=True) for i in range(2)]
             if j == 0:
+                bank, limit, first_child, is_topdown = bank_now, cur_size, 1, topdown
                 own = root_now
             else:
-                own = Mux(op["bank"],
-                          Mux(op["idx"][0], store[j, 1, 1].r_data, store[j, 1, 0].r_data),
-                          Mux(op["idx"][0], store[j, 0, 1].r_data, store[j, 0, 0].r_data))
-            if j + 1 < D:
-                c0 = Mux(op["bank"], store[j + 1, 1, 0].r_data, store[j + 1, 0, 0].r_data)
-                c1 = Mux(op["bank"], store[j + 1, 1, 1].r_data, store[j + 1, 0, 1].r_data)
+                bank, limit, is_topdown = op["bank"], op["limit"], op["topdown"]
                 first_child = Signal(range(1 << (j + 2)), name=f"h{h}_s{j}_child")
                 m.d.comb += first_child.eq((1 << (j + 1)) - 1 + Cat(0, op["idx"][:j]))
-                # a side of level j + 1 without words (positions beyond K) has no children
-                # in it: constant 0, so its comparisons are not built
-                p0 = (first_child < op["limit"]) if store[j + 1, 0, 0].depth else 0
-                p1 = ((first_child + 1) < op["limit"]) if store[j + 1, 0, 1].depth else 0
-            else:
-                c0 = c1 = own
-                p0 = p1 = 0
+                own = Mux(bank,
+                          Mux(op["idx"][0], store[j, 1, 1].r_data, store[j, 1, 0].r_data),
+                          Mux(op["idx"][0], store[j, 0, 1].r_data, store[j, 0, 0].r_data))
+            child = [Mux(bank, store[j + 1, 1, i].r_data, store[j + 1, 0, i].r_data)
+                     if has_children else own for i in range(2)]
+            with m.If(read):
+                m.d.sync += [c_q[0].eq(Mux(is_topdown, own, child[0])), c_q[1].eq(child[1])]
+                if has_children:
+                    for i in range(2):
+                        # a side of level j + 1 without words (positions beyond K) has no
+                        # children in it: constant 0, so its comparisons are not built
+                        present = (first_child + i < limit) if store[j + 1, 0, i].depth else 0
+                        m.d.sync += p_q[i].eq(present)
+            # Compute cycle, on registers only (pick1 and move mean nothing on a top-down step).
+            c0, c1 = c_q
+            p0, p1 = (p_q[0], p_q[1]) if has_children else (0, 0)
             pick1 = Signal(name=f"h{h}_s{j}_pick1")
             move = Signal(name=f"h{h}_s{j}_move")
             # Three comparisons side by side rather than "pick the smaller child, then compare
@@ -426,56 +472,60 @@ class HeapTopK(TopKPorts):
                 move.eq(Mux(pick1, beats(m, op["v"], c1, f"h{h}_s{j}_m1"),
                             p0 & beats(m, op["v"], c0, f"h{h}_s{j}_m0"))),
             ]
-            low_child = Mux(pick1, c1, c0)
             at_target = op["tlevel"] == j
-            v_below = Signal(name=f"h{h}_s{j}_vbelow")      # v < own node
-            m.d.comb += v_below.eq(beats(m, own, op["v"], f"h{h}_s{j}_t"))
-            if j + 1 < D:
-                w_data = Mux(op["topdown"], Mux(at_target | v_below, op["v"], own),
-                             Mux(move, low_child, op["v"]))
+            v_below = Signal(name=f"h{h}_s{j}_vbelow")      # v < own node (top-down)
+            m.d.comb += v_below.eq(beats(m, c0, op["v"], f"h{h}_s{j}_t"))
+            if has_children:
+                # the node takes its second child, its first child or its own node (both in
+                # c0), or the carried key
+                take_c1 = ~op["topdown"] & move & pick1
+                take_c0 = Mux(op["topdown"], ~(at_target | v_below), move & ~pick1)
+                w_data = Mux(take_c1, c1, Mux(take_c0, c0, op["v"]))
             else:
                 # the last level: an insert that gets here is at its target (the deepest
                 # position is on it) and a sift-down has no children, so the node always
                 # takes the carried key; yosys cannot prove either, so it is said here
                 w_data = op["v"]
-            carry = Mux(op["topdown"] & v_below, own, op["v"])
+            carry = Mux(op["topdown"] & v_below, c0, op["v"])
             cont = Mux(op["topdown"], ~at_target, move)
-            td_next = op["norm"][D - 2 - j:D - 1] if j + 1 < D else 0
+            td_next = op["norm"][D - 2 - j:D - 1] if has_children else 0
             sd_next = Cat(pick1, op["idx"][:j])
             nxt = Mux(op["topdown"], td_next, sd_next)
             # Write the node.
+            writes = compute & op["valid"]
             if j == 0:
-                with m.If(op["valid"]):
-                    for b in range(2):
-                        with m.If(op["bank"] == b):
-                            m.d.sync += root[b].eq(w_data)
+                for b in range(2):
+                    with m.If(writes & (op["bank"] == b)):
+                        m.d.sync += root[b].eq(w_data)
             else:
                 for b in range(2):
                     for side in range(2):
                         st = store[j, b, side]
                         m.d.comb += [
-                            st.w_en.eq(op["valid"] & (op["bank"] == b) & (op["idx"][0] == side)),
+                            st.w_en.eq(writes & (op["bank"] == b) & (op["idx"][0] == side)),
                             st.w_addr.eq(op["idx"][1:j]),
                             st.w_data.eq(w_data),
                         ]
             # Hand over to the next level.
-            if j + 1 < D:
+            if has_children:
                 nop = ops[j + 1]
-                m.d.sync += [
-                    nop["valid"].eq(op["valid"] & cont),
-                    nop["bank"].eq(op["bank"]),
-                    nop["topdown"].eq(op["topdown"]),
-                    nop["v"].eq(carry),
-                    nop["idx"].eq(nxt),
-                    nop["limit"].eq(op["limit"]),
-                    nop["norm"].eq(op["norm"]),
-                    nop["tlevel"].eq(op["tlevel"]),
-                ]
+                with m.If(compute):
+                    m.d.sync += [
+                        nop["valid"].eq(op["valid"] & cont),
+                        nop["bank"].eq(op["bank"]),
+                        nop["topdown"].eq(op["topdown"]),
+                        nop["v"].eq(carry),
+                        nop["idx"].eq(nxt),
+                        nop["limit"].eq(op["limit"]),
+                        nop["norm"].eq(op["norm"]),
+                        nop["tlevel"].eq(op["tlevel"]),
+                    ]
                 next_word[j + 1, "td"] = nxt[1:j + 1]     # its own node at level j + 1
                 next_word[j + 2, "sd"] = nxt              # its children at level j + 2
-        # Read addresses: level `lv` of bank b is read by the operation at stage lv - 1 if it
-        # belongs to bank b (its node, for a top-down step), else by the one at stage lv - 2
-        # (its children, for a sift-down step); the two are always of different banks.
+        # Read addresses, set on a compute cycle for the read cycle after it: level `lv` of
+        # bank b is read for the operation going to stage lv if it belongs to bank b (its
+        # node, for a top-down step), else for the one going to stage lv - 1 (its children,
+        # for a sift-down step); the two are always of different banks.
         for level in range(1, D):
             for b in range(2):
                 for side in range(2):

@@ -10,9 +10,9 @@ from amaranth.hdl import Fragment
 from rpaccel.hw.config import PRESETS
 from rpaccel.gen.generate import generate
 from rpaccel.gen.simulators import lint, run_cocotb
-from rpaccel.hw.topk import (INSERTION_MAX, InsertionTopK, TopKFilter, first_result_delays,
-                             input_interval, k_shape, result_layout, score_layout,
-                             topk_structure)
+from rpaccel.hw.topk import (INSERTION_MAX, InsertionTopK, TopKFilter, error_result_delay,
+                             first_result_delays, input_interval, k_shape, result_layout,
+                             score_layout, topk_structure)
 from rpaccel.tb.amaranth_sim import Stalls, WithReset, receive, send, simulate
 from rpaccel.tb.unit_models.topk import (bad_k_values, check_results, edge_queries,
                                          query_beats, random_query,
@@ -42,8 +42,9 @@ SIM_HEAPS = [pytest.param(name, marks=pytest.mark.slow) if name == "default" els
 STALL_PATTERNS = {"full-rate": (0.0, 0.0), "stalls": (0.4, 0.4)}
 
 
-def run(config, queries, *, idle=0.0, backpressure=0.0, seed=0, k_rng=None):
-    """Stream ``queries`` through a TopKFilter in Amaranth's simulator.
+def run(config, queries, *, idle=0.0, backpressure=0.0, seed=0, k_rng=None, lead=0):
+    """Stream ``queries`` through a TopKFilter in Amaranth's simulator, the first beat
+    offered ``lead`` cycles after reset.
 
     Returns the received payloads, the cycles of every input and output transfer, and the
     error counter at the end (after checking the unit goes quiet)."""
@@ -53,6 +54,8 @@ def run(config, queries, *, idle=0.0, backpressure=0.0, seed=0, k_rng=None):
     out = {"in": [], "out": []}
 
     async def producer(ctx):
+        if lead:
+            await ctx.tick().repeat(lead)
         await send(ctx, dut.scores, beats, Stalls(idle, seed))
 
     async def consumer(ctx):
@@ -74,8 +77,12 @@ def run(config, queries, *, idle=0.0, backpressure=0.0, seed=0, k_rng=None):
                 out["out"].append(cycle)
             cycle += 1
 
-    budget = 200 + int((len(beats) + sum(3 * min(q["k"], len(q["scores"])) + 12
-                                         for q in queries)) / (1 - max(idle, backpressure)) * 3)
+    # the documented times (input rate, first-result delay, one result per cycle), serialised
+    # and doubled, over the stalls' duty cycle
+    documented = input_interval(config) * len(beats) + sum(
+        max(first_result_delays(config, len(q["scores"]), q["k"])) + len(q["scores"])
+        for q in queries)
+    budget = 200 + lead + int(2 * documented / (1 - max(idle, backpressure)))
     simulate(dut, [producer, consumer], background=[monitor], max_cycles=budget,
              name=f"topk_{config.topk_max}")
     assert len(out["in"]) == len(beats)
@@ -161,6 +168,21 @@ def test_bad_k_consumes_the_packet_and_answers_one_error_beat(name, stalls):
 
 
 @pytest.mark.parametrize("name", SIM_CONFIGS)
+def test_bad_query_is_answered_error_result_delay_after_its_last_beat(name):
+    """A bad query (k = 0 or k > topk_max) on an idle unit with the output ready: its error
+    beat comes exactly error_result_delay() cycles after its last beat (4 for the insertion
+    array, 5 for the heaps), at any length and any place of the heaps' issue slot."""
+    config = CONFIGS[name]
+    rng = np.random.default_rng(31)
+    for n, k, seed in [(1, 0, 0), (2, config.topk_max + 1, 1), (7, 0, 2), (9, 0, 3)]:
+        queries = [random_query(rng, config, n=n, k=k)]
+        out = run(config, queries, idle=0.5, seed=seed)
+        check_results(config, queries, out["payloads"])
+        assert out["out"][0] - out["in"][-1] == error_result_delay(config), (n, k)
+    assert error_result_delay(config) == (4 if topk_structure(config) == "insertion" else 5)
+
+
+@pytest.mark.parametrize("name", SIM_CONFIGS)
 def test_k_is_read_on_the_first_beat_only(name):
     config = CONFIGS[name]
     rng = np.random.default_rng(40)
@@ -197,10 +219,10 @@ def test_insertion_latency_constant_and_full_rate():
 def test_heap_latency_and_full_rate(name):
     """Heap, full-rate input, output always ready, each query long enough for the two banks
     to keep up (N at least the previous query's first-result delay + min(k, N) results):
-    every candidate of every query is accepted at most input_interval() cycles after the one
-    before (consecutive cycles with two heaps, every second cycle with one), a query's first
-    result comes one of first_result_delays() after its last candidate, and its results
-    follow on consecutive cycles."""
+    each heap takes a candidate every four cycles (the candidate topk_heaps places after one
+    is accepted at most topk_heaps * input_interval() cycles after it, and that bound is
+    reached), a query's first result comes one of first_result_delays() after its last
+    candidate, and its results follow on consecutive cycles."""
     config = CONFIGS[name]
     kmax = config.topk_max
     rng = np.random.default_rng(51)
@@ -210,8 +232,9 @@ def test_heap_latency_and_full_rate(name):
                for i, (n, k) in enumerate(shapes)]
     out = run(config, queries)
     check_results(config, queries, out["payloads"])
-    steps = set(np.diff(out["in"]).tolist())
-    assert steps == set(range(1, input_interval(config) + 1)), f"input steps {steps}"
+    heaps, accepted = config.topk_heaps, np.array(out["in"])
+    window = accepted[heaps:] - accepted[:-heaps]
+    assert window.max() == heaps * input_interval(config) == 4, f"input windows {set(window)}"
     ends = np.cumsum([len(q["scores"]) for q in queries]) - 1
     counts = [min(q["k"], len(q["scores"])) for q in queries]
     starts = np.cumsum([0] + counts)
@@ -221,24 +244,31 @@ def test_heap_latency_and_full_rate(name):
         delays = first_result_delays(config, len(query["scores"]), query["k"])
         assert got[0] in delays, f"query {q}: first result after {got[0]}, not {delays}"
         assert got == list(range(got[0], got[0] + count)), f"query {q}: results not back to back"
-    assert first_result_delays(config, 2 * kmax, kmax) == (2 * kmax + 7, 2 * kmax + 8)
-    assert input_interval(config) == 3 - config.topk_heaps
+    assert first_result_delays(config, 2 * kmax, kmax) == tuple(4 * kmax + d for d in (7, 8, 9, 10))
+    assert input_interval(config) == 4 // config.topk_heaps
 
 
 @pytest.mark.parametrize("name", ["heap40", "heap40-one"])
 def test_heap_latency_with_k_at_least_n(name):
     """k >= N: two heaps hold ceil(N / 2) and floor(N / 2) candidates, one heap all N, so
-    the first result comes 2 * ceil(N / H) + 7 or + 8 cycles after the last candidate,
-    whatever k is."""
+    the first result comes 4 * ceil(N / H) + 7 to + 10 cycles after the last candidate,
+    whatever k is; idle input cycles put the last candidate at every place of its bank's
+    four-cycle slot (offered 0 to 3 cycles after reset, at full rate or with idle cycles),
+    and every documented delay is seen."""
     config = CONFIGS[name]
     heaps = config.topk_heaps
     rng = np.random.default_rng(52)
+    seen = set()
     for n in (1, 2, 3, 17, 40):
-        queries = [random_query(rng, config, n=n, k=40)]
-        out = run(config, queries)
-        check_results(config, queries, out["payloads"])
-        assert out["out"][0] - out["in"][-1] in first_result_delays(config, n, 40), n
-        assert first_result_delays(config, n, 40)[0] == 2 * (-(-n // heaps)) + 7
+        assert first_result_delays(config, n, 40)[0] == 4 * (-(-n // heaps)) + 7
+        for lead in range(4):
+            queries = [random_query(rng, config, n=n, k=40)]
+            out = run(config, queries, idle=0.5 if n % 2 else 0.0, seed=n, lead=lead)
+            check_results(config, queries, out["payloads"])
+            delay = out["out"][0] - out["in"][-1]
+            assert delay in first_result_delays(config, n, 40), (n, lead, delay)
+            seen.add(delay - 4 * (-(-n // heaps)))
+    assert seen == {7, 8, 9, 10}, seen
 
 
 def test_insertion_short_query_waits_for_the_previous_results():
