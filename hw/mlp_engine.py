@@ -21,9 +21,9 @@ __all__ = ["MLPLayerEngine", "layer_refused", "layer_refused_pipelined", "LAYER_
 
 #: Depth of the FIFOs between the engine's memories and the array. A read is issued only
 #: while the FIFO level leaves room for the reads already in flight (``FEED_IN_FLIGHT``: the
-#: block RAM's read cycle and the registers after it; the activation feeder has two, the
-#: weight feeder one, and shares the larger bound), so the decision is a comparison of the
-#: level with a constant (no adder on the path) and rows keep flowing one per cycle.
+#: block RAM's read cycle and the registers after it; each feeder has two), so the decision
+#: is a comparison of the level with a constant (no adder on the path) and rows keep
+#: flowing one per cycle.
 FEED_FIFO_DEPTH = 16
 FEED_IN_FLIGHT = 3
 
@@ -372,18 +372,29 @@ class MLPLayerEngine(wiring.Component):
         wiring.connect(m, w_fifo.r, wiring.flipped(self.array_weights))
         w_addr = Signal.like(w_rd.addr)
         w_left = Signal(range(geo.weight_words + 1))
-        # A read issued in cycle t shows its data in t+1 and is registered in t+2 (the block
-        # RAM's clock-to-out is too slow to feed the FIFO directly): two reads in flight.
+        # A read issued in cycle t shows its data in t+1, is registered in t+2 and again in
+        # t+3: the block RAM's clock-to-out is most of a cycle, and the weight memory's blocks
+        # are spread over the device's block-RAM rows while the FIFO sits in one place, so a
+        # register near the blocks and one near the FIFO split the distance (one register
+        # was the compute core's critical path, 6.2 ns of routing after the block RAM's
+        # 5.6 ns). Three reads in flight.
         w_pending = Signal()
+        w_held_valid = Signal()
         w_valid = Signal()
+        w_held = Signal.like(w_rd.data)
         w_data = Signal.like(w_rd.data)
         w_issue = running & (w_left != 0) & (w_fifo.level < FEED_FIFO_DEPTH - FEED_IN_FLIGHT - 1)
         with m.If(start):
             m.d.sync += [w_addr.eq(c.weight_tile * R), w_left.eq(layer_tiles * R)]
         with m.Elif(w_issue):
             m.d.sync += [w_addr.eq(w_addr + 1), w_left.eq(w_left - 1)]
-        m.d.sync += [w_pending.eq(w_issue), w_valid.eq(w_pending), w_data.eq(w_rd.data)]
-        m.d.comb += [w_rd.addr.eq(Mux(running, w_addr, 0)), w_rd.en.eq(1),
+        m.d.sync += [w_pending.eq(w_issue), w_held_valid.eq(w_pending), w_held.eq(w_rd.data),
+                     w_valid.eq(w_held_valid), w_data.eq(w_held)]
+        # The read port is enabled only while a layer runs and the host writes weights only
+        # while none does: yosys sees that the two never collide and builds no collision
+        # logic (an address comparison with the write port, registered per block, whose
+        # fan-out across the blocks was the compute core's critical path at 80.5 MHz).
+        m.d.comb += [w_rd.addr.eq(w_addr), w_rd.en.eq(running),
                      w_fifo.w.valid.eq(w_valid), w_fifo.w.payload.eq(w_data)]
 
         # -- activation feeder: for each (j, i), rows 0..B-1 of input lanes i*R .. i*R+R-1 ------
@@ -474,7 +485,8 @@ class MLPLayerEngine(wiring.Component):
         m.d.comb += [
             res.ready.eq(go1 & ~hazard & ~in_reset),
             acc_rd.addr.eq(r_b), acc_rd.en.eq(take),
-            b_rd.addr.eq(Mux(running, cmd.bias_word + r_j, 0)), b_rd.en.eq(take),
+            # (enabled only while running, as the weight port: no collision logic)
+            b_rd.addr.eq(cmd.bias_word + r_j), b_rd.en.eq(take & running),
         ]
         with m.If(start):
             m.d.sync += [r_j.eq(0), r_i.eq(0), r_b.eq(0)]
