@@ -27,6 +27,15 @@ __all__ = ["MLPLayerEngine", "layer_refused", "layer_refused_pipelined", "LAYER_
 FEED_FIFO_DEPTH = 16
 FEED_IN_FLIGHT = 3
 
+#: Depth of the FIFO in front of ``scores``. The vector unit's output never waits: in a
+#: score layer a row is taken from the array only while the FIFO has room for every row
+#: already past that point (``SCORES_IN_FLIGHT``: the three accumulate stages, the vector
+#: unit's pipeline, the registered room flag), so no backpressure reaches the accumulator
+#: and bias memories' read enables (the compute core's critical path at 79.8 MHz went from
+#: the vector unit's output valid through the accumulate stages' stalls to those enables).
+SCORE_FIFO_DEPTH = 16
+SCORES_IN_FLIGHT = 3 + VectorUnit.LATENCY + 1
+
 
 def command_layout(config: AccelConfig) -> data.StructLayout:
     """One layer command (see :class:`rpaccel.sim.mlp_program.LayerCommand`)."""
@@ -218,7 +227,10 @@ class MLPLayerEngine(wiring.Component):
         last write landed), so the next sub-batch loads while a layer runs.
     act_read / act_data : host reads of an activation-buffer word, one each, under the same
         rule; ``act_data`` holds the word until it is taken.
-    scores : ``{score, row, last}`` of a score-mode layer, row order, ``last`` on row B-1.
+    scores : ``{score, row, last}`` of a score-mode layer, row order, ``last`` on row B-1,
+        from a ``SCORE_FIFO_DEPTH``-entry FIFO: a consumer that stalls pauses the layer
+        (rows stop leaving the array once the FIFO's room is down to the scores in flight)
+        and loses nothing; the layer's response comes after its last score left the FIFO.
     array_weights, array_acts / array_results : to and from one systolic-array partition.
 
     Throughput: one activation row per cycle into the array for the whole layer (tiles
@@ -273,10 +285,22 @@ class MLPLayerEngine(wiring.Component):
         ow, aw = cfg.operand_width, cfg.acc_width
 
         # -- memories ------------------------------------------------------------------------
-        weight_mem = Memory(shape=unsigned(ow * Cp), depth=geo.weight_words, init=[])
+        # These three memories are read on every cycle (no read enable: an enable would be one
+        # signal fanned out to every block RAM of the memory, across the device, and it was
+        # the compute core's critical path), and a read whose data is used never meets a
+        # write of the same word: weights and biases are written only while no layer runs and
+        # read only while one does; an accumulator row is read while an earlier write of it
+        # is pending only on the first input tile, whose sums ignore what was read (the
+        # read-after-write interlock below holds the others). So `no_rw_check` tells yosys
+        # not to build logic for read/write collisions.
+        no_collision = {"no_rw_check": 1}
+        weight_mem = Memory(shape=unsigned(ow * Cp), depth=geo.weight_words, init=[],
+                            attrs=no_collision)
         # (a one-word bias memory keeps a second word: no zero-width address)
-        bias_mem = Memory(shape=unsigned(aw * Cp), depth=max(geo.bias_words, 2), init=[])
-        acc_mem = Memory(shape=unsigned(aw * Cp), depth=len(_row_range(SB)), init=[])
+        bias_mem = Memory(shape=unsigned(aw * Cp), depth=max(geo.bias_words, 2), init=[],
+                          attrs=no_collision)
+        acc_mem = Memory(shape=unsigned(aw * Cp), depth=len(_row_range(SB)), init=[],
+                         attrs=no_collision)
         act_mems = [Memory(shape=unsigned(ow * W), depth=geo.act_words, init=[])
                     for _ in range(geo.act_buffers)]
         m.submodules.weight_mem = weight_mem
@@ -390,11 +414,7 @@ class MLPLayerEngine(wiring.Component):
             m.d.sync += [w_addr.eq(w_addr + 1), w_left.eq(w_left - 1)]
         m.d.sync += [w_pending.eq(w_issue), w_held_valid.eq(w_pending), w_held.eq(w_rd.data),
                      w_valid.eq(w_held_valid), w_data.eq(w_held)]
-        # The read port is enabled only while a layer runs and the host writes weights only
-        # while none does: yosys sees that the two never collide and builds no collision
-        # logic (an address comparison with the write port, registered per block, whose
-        # fan-out across the blocks was the compute core's critical path at 80.5 MHz).
-        m.d.comb += [w_rd.addr.eq(w_addr), w_rd.en.eq(running),
+        m.d.comb += [w_rd.addr.eq(w_addr), w_rd.en.eq(1),
                      w_fifo.w.valid.eq(w_valid), w_fifo.w.payload.eq(w_data)]
 
         # -- activation feeder: for each (j, i), rows 0..B-1 of input lanes i*R .. i*R+R-1 ------
@@ -460,10 +480,12 @@ class MLPLayerEngine(wiring.Component):
         # Three register stages, so neither block RAM's clock-to-out nor a 32-bit add shares a
         # path with anything else: s1 the row taken from the array (its accumulator and bias
         # reads on the RAM ports), s2 the RAM data registered, s3 the sum registered, which
-        # is written back (not the last input tile) or offered to the vector unit (the last).
-        # A row may not be taken while an earlier row with the same index is still in s1..s3
-        # and will be written (read-after-write interlock): that only happens with B <= 3
-        # rows or after a stall, and costs a cycle or two then.
+        # is written back (not the last input tile) or handed to the vector unit (the last).
+        # The stages never stall: the vector unit takes a row on every cycle (its output
+        # never waits, see SCORE_FIFO_DEPTH), so the memories are read without an enable and
+        # a row moves one stage per cycle. A row may not be taken while an earlier row with
+        # the same index is still in s1..s3 and will be written (read-after-write
+        # interlock): that only happens with B <= 3 rows, and costs a cycle or two then.
         vu = m.submodules.vector_unit = VectorUnit(cfg)
         r_j = Signal.like(n_ot)
         r_i = Signal.like(n_it)
@@ -474,19 +496,19 @@ class MLPLayerEngine(wiring.Component):
         s1_psum, s2_psum = Signal(aw * Cp), Signal(aw * Cp)
         s2_acc, s2_bias, s3_bias = Signal(aw * Cp), Signal(aw * Cp), Signal(aw * Cp)
         s3_sum = Signal(aw * Cp)
-        go3 = ~s3.valid | ~s3.final | vu.inp.ready   # s3 empties this cycle (or is empty)
-        go2 = ~s2.valid | go3
-        go1 = ~s1.valid | go2
         hazard = Signal()
         m.d.comb += hazard.eq((r_i != 0) & Cat(
             [s.valid & ~s.final & (s.row == r_b) for s in (s1, s2, s3)]).any())
         res = self.array_results
         take = res.valid & res.ready
+        m.submodules.score_fifo = score_fifo = StreamFIFO(score_layout(cfg), SCORE_FIFO_DEPTH)
+        wiring.connect(m, score_fifo.r, wiring.flipped(self.scores))
+        score_room = Signal()       # every row that may be in flight fits in the FIFO
+        m.d.sync += score_room.eq(score_fifo.level < SCORE_FIFO_DEPTH - SCORES_IN_FLIGHT)
         m.d.comb += [
-            res.ready.eq(go1 & ~hazard & ~in_reset),
-            acc_rd.addr.eq(r_b), acc_rd.en.eq(take),
-            # (enabled only while running, as the weight port: no collision logic)
-            b_rd.addr.eq(cmd.bias_word + r_j), b_rd.en.eq(take & running),
+            res.ready.eq(~hazard & ~in_reset & (~cmd.score | score_room)),
+            acc_rd.addr.eq(r_b), acc_rd.en.eq(1),
+            b_rd.addr.eq(cmd.bias_word + r_j), b_rd.en.eq(1),
         ]
         with m.If(start):
             m.d.sync += [r_j.eq(0), r_i.eq(0), r_b.eq(0)]
@@ -499,20 +521,16 @@ class MLPLayerEngine(wiring.Component):
                     m.d.sync += r_i.eq(r_i + 1)
             with m.Else():
                 m.d.sync += r_b.eq(r_b + 1)
-        with m.If(go1):
-            m.d.sync += [s1.valid.eq(take), s1.first.eq(r_i == 0), s1.final.eq(r_i == n_it - 1),
-                         s1.last.eq(r_b == cmd.rows - 1), s1.row.eq(r_b),
-                         s1_psum.eq(res.payload.data.as_value())]
-        with m.If(go2):
-            # The RAM ports hold their data while s1 waits (their read enable is `take`).
-            m.d.sync += [s2.eq(s1), s2_psum.eq(s1_psum),
-                         s2_acc.eq(acc_rd.data), s2_bias.eq(b_rd.data)]
-        with m.If(go3):
-            m.d.sync += [s3.eq(s2), s3_bias.eq(s2_bias)]
-            for lane in range(Cp):
-                old = s2_acc.word_select(lane, aw)
-                new = s2_psum.word_select(lane, aw)
-                m.d.sync += s3_sum.word_select(lane, aw).eq(Mux(s2.first, 0, old) + new)
+        m.d.sync += [s1.valid.eq(take), s1.first.eq(r_i == 0), s1.final.eq(r_i == n_it - 1),
+                     s1.last.eq(r_b == cmd.rows - 1), s1.row.eq(r_b),
+                     s1_psum.eq(res.payload.data.as_value())]
+        # the RAM data of the row in s1 is on the read ports now
+        m.d.sync += [s2.eq(s1), s2_psum.eq(s1_psum), s2_acc.eq(acc_rd.data), s2_bias.eq(b_rd.data)]
+        m.d.sync += [s3.eq(s2), s3_bias.eq(s2_bias)]
+        for lane in range(Cp):
+            old = s2_acc.word_select(lane, aw)
+            new = s2_psum.word_select(lane, aw)
+            m.d.sync += s3_sum.word_select(lane, aw).eq(Mux(s2.first, 0, old) + new)
         m.d.comb += [
             acc_wr.addr.eq(s3.row), acc_wr.data.eq(s3_sum),
             acc_wr.en.eq(s3.valid & ~s3.final),
@@ -531,11 +549,12 @@ class MLPLayerEngine(wiring.Component):
         o_b = Signal(_row_range(SB))
         out = vu.out
         o_take = out.valid & out.ready
-        m.d.comb += out.ready.eq(Mux(cmd.score, self.scores.ready, 1))
-        m.d.comb += [self.scores.valid.eq(out.valid & cmd.score & ~in_reset),
-                     self.scores.payload.score.eq(out.payload.data[0]),
-                     self.scores.payload.row.eq(o_b),
-                     self.scores.payload.last.eq(o_b == cmd.rows - 1)]
+        # (the score FIFO always has room: see SCORE_FIFO_DEPTH)
+        m.d.comb += out.ready.eq(1)
+        m.d.comb += [score_fifo.w.valid.eq(out.valid & cmd.score & ~in_reset),
+                     score_fifo.w.payload.score.eq(out.payload.data[0]),
+                     score_fifo.w.payload.row.eq(o_b),
+                     score_fifo.w.payload.last.eq(o_b == cmd.rows - 1)]
         o_last_row = (o_b == cmd.rows - 1) & (o_j == n_ot - 1)
         with m.If(start):
             m.d.sync += [o_j.eq(0), o_b.eq(0)]
@@ -544,7 +563,9 @@ class MLPLayerEngine(wiring.Component):
                 m.d.sync += [o_b.eq(0), o_j.eq(o_j + 1)]
             with m.Else():
                 m.d.sync += o_b.eq(o_b + 1)
-        m.d.comb += done.eq(o_take & o_last_row)
+        # a score layer is done when its last score has left the FIFO
+        last_score_out = self.scores.valid & self.scores.ready & self.scores.payload.last
+        m.d.comb += done.eq(Mux(cmd.score, last_score_out, o_take & o_last_row))
         # Output tile j covers lanes j*Cp .. j*Cp+Cp-1: word chunk (j*Cp) // W, lane group
         # (j*Cp) % W // Cp. The Cp results are replicated across the word and only that
         # group's byte enables are set.
