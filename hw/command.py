@@ -20,7 +20,7 @@ from .axi_arbiter import AxiReadArbiter
 from .axi_read import AxiWordReader
 from .axi_write import write_beat_layout, write_job_layout
 from .config import AccelConfig
-from .shared import index_bits
+from .shared import index_bits, times_const
 from .geometry import EngineGeometry
 from .interaction import pairs_max
 from .regmap import ERROR_CODES
@@ -251,11 +251,11 @@ class CommandProcessor(wiring.Component):
             (lm.n_pairs > self._pairs_max))
         model_range_ok = Signal()
         m.d.comb += model_range_ok.eq(
-            fits(lm.weights_addr, lm.weight_words * self._wbytes) &
-            fits(lm.bias_addr, lm.bias_words * self._bbytes) &
-            fits(lm.layers_addr, n_layers * d.LAYER_BYTES) &
-            fits(lm.tables_addr, lm.n_tables * d.TABLE_BYTES) &
-            fits(lm.pairs_addr, lm.n_pairs * d.PAIR_BYTES))
+            fits(lm.weights_addr, times_const(lm.weight_words, self._wbytes)) &
+            fits(lm.bias_addr, times_const(lm.bias_words, self._bbytes)) &
+            fits(lm.layers_addr, times_const(n_layers, d.LAYER_BYTES)) &
+            fits(lm.tables_addr, times_const(lm.n_tables, d.TABLE_BYTES)) &
+            fits(lm.pairs_addr, times_const(lm.n_pairs, d.PAIR_BYTES)))
 
         # -- RUN_QUERY checks (the order of the functional model) -------------------------------
         stages = rq.stages
@@ -272,12 +272,14 @@ class CommandProcessor(wiring.Component):
         max_stages = cfg.max_stages if cfg.onchip_topk else 1
         checks.append(((n_st == 0) | (n_st > max_stages), "BAD_STAGES"))
         checks.append((rq.n_candidates == 0, "ZERO_CANDIDATES"))
-        checks.append((~fits(rq.records_addr, rq.n_candidates * rec_bytes), "ADDRESS_RANGE"))
+        checks.append((~fits(rq.records_addr, times_const(rq.n_candidates, rec_bytes)),
+                       "ADDRESS_RANGE"))
         # the results: the last stage's kept list, or (no on-chip top-k) every score
         results = last_k if cfg.onchip_topk else rq.n_candidates
-        checks.append((~fits(rq.result_addr, results * d.RESULT_BYTES), "ADDRESS_RANGE"))
+        checks.append((~fits(rq.result_addr, times_const(results, d.RESULT_BYTES)),
+                       "ADDRESS_RANGE"))
         checks.append(((rq.kept_addr != 0) &
-                       ~fits(rq.kept_addr, n_st * (cfg.topk_max * d.RESULT_BYTES)),
+                       ~fits(rq.kept_addr, times_const(n_st, cfg.topk_max * d.RESULT_BYTES)),
                        "ADDRESS_RANGE"))
         stage_checks = []
         for s in range(cfg.max_stages):
@@ -311,7 +313,7 @@ class CommandProcessor(wiring.Component):
         # -- LOAD_STATIC check ---------------------------------------------------------------------
         static_bad = Signal()
         m.d.comb += static_bad.eq((ls.static_base + ls.rows > cfg.static_cache_rows) |
-                                  ~fits(ls.src_addr, ls.rows * self._rowbytes))
+                                  ~fits(ls.src_addr, times_const(ls.rows, self._rowbytes)))
         # the checks' results, taken in state CHECK (the entry does not change after it)
         checked = Signal(data.StructLayout({"q_code": 8, "bad_model": 1, "model_range_ok": 1,
                                             "static_bad": 1}))
@@ -527,7 +529,7 @@ class CommandProcessor(wiring.Component):
                         m.d.comb += [layer_in.eq(fire), layer_word.eq(ly)]   # checked above
                     elif kind == "PAIRS":
                         m.d.comb += [r.words.ready.eq(1),
-                                     pw.addr.eq(lm.slot * self._pairs_max + count),
+                                     pw.addr.eq(times_const(lm.slot, self._pairs_max) + count),
                                      pw.data.eq(word[:d.pair_layout(cfg).size]),
                                      pw.en.eq(r.words.valid)]
                         fire = r.words.valid

@@ -13,7 +13,7 @@ from amaranth.lib.wiring import In, Out
 
 from .axi import AxiRowReader, PAGE_BYTES, axi4_read_signature, bus_bytes, read_request_layout, row_bits
 from .config import AccelConfig
-from .shared import index_bits
+from .shared import index_bits, times_const
 from .stream import StreamFIFO
 
 __all__ = ["EmbeddingSubsystem", "lookup_layout", "descriptor_layout", "pooled_layout",
@@ -299,7 +299,7 @@ class EmbeddingSubsystem(wiring.Component):
                    & (w.static_base + w.static_rows <= cfg.static_cache_rows))
         unconfigure = w.rows == 0
         m.d.comb += [
-            desc_wp.addr.eq(w.model * cfg.max_tables + w.table),
+            desc_wp.addr.eq(times_const(w.model, cfg.max_tables) + w.table),
             desc_wp.en.eq(self.descriptors.valid & (w.table < cfg.max_tables)),
             desc_wp.data.valid.eq(desc_ok & ~unconfigure),
             desc_wp.data.base.eq(w.base), desc_wp.data.rows.eq(w.rows),
@@ -354,7 +354,7 @@ class EmbeddingSubsystem(wiring.Component):
         m.d.comb += [
             f_advance.eq(f_valid & (~b_valid | b_advance)),
             self.lookups.ready.eq((~f_valid | f_advance) & ~flushing & ~flush_pending),
-            desc_rp.addr.eq(lk.model * cfg.max_tables + lk.table),
+            desc_rp.addr.eq(times_const(lk.model, cfg.max_tables) + lk.table),
             desc_rp.en.eq(accept),
         ]
         with m.If(accept):
@@ -404,12 +404,12 @@ class EmbeddingSubsystem(wiring.Component):
             tag_rp = tag_mem.read_port(domain="sync", transparent_for=(tag_wp,))
 
             def hash_of(p):
-                mt = p.model * cfg.max_tables + p.table
+                mt = times_const(p.model, cfg.max_tables) + p.table
                 if sets == 1:
                     return Const(0, 1)
                 mask = sets - 1
                 return ((p.row & mask) ^ ((p.row >> set_bits) & mask)
-                        ^ ((mt * SET_HASH_MULT) & mask))[:set_bits]
+                        ^ (times_const(mt, SET_HASH_MULT) & mask))[:set_bits]
 
             # The set of the accepted lookup, registered for F and then B (the hash's
             # multiply stays out of their forwarding compares)

@@ -48,7 +48,7 @@ from . import topk
 from .axi_write import write_beat_layout, write_job_layout
 from .command import ERROR, model_info_layout, query_done_layout, query_layout
 from .config import AccelConfig
-from .shared import index_range
+from .shared import index_range, times_const
 from .stage import stage_job_layout
 from .write_mux import WriteJobMux
 
@@ -429,7 +429,8 @@ class QueryEngine(wiring.Component):
                                  in_sub.eq(0), taken.eq(0), pending.eq(dealt),
                                  finished.eq(~dealt)]
                     for p in range(P):
-                        m.d.sync += [idx[p].eq(sl.rank[p] * SB), place[p].eq(0), sent[p].eq(0)]
+                        m.d.sync += [idx[p].eq(times_const(sl.rank[p], SB)), place[p].eq(0),
+                                     sent[p].eq(0)]
                     m.next = "JOB" if onchip else "SCORES_START"
             if not onchip:
                 with m.State("SCORES_START"):
