@@ -8,7 +8,10 @@ order (AXI orders responses per ID); different clients' beats may interleave.
 
 from __future__ import annotations
 
-from amaranth import Array, Cat, Const, Module, ResetSignal, Signal
+import functools
+import operator
+
+from amaranth import Cat, Const, Module, ResetSignal, Signal
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -92,24 +95,33 @@ class AxiReadArbiter(wiring.Component):
                              slots[i].lock.eq(c.arlock), slots[i].cache.eq(c.arcache),
                              slots[i].prot.eq(c.arprot),
                              slots[i].id.eq(Cat(c.arid, Const(i, self._index_width)))]
-        # Round robin: the first full slot after the last one granted.
-        last = Signal(range(n))
-        grant = Signal(range(n))
-        found = Signal()
-        for step in range(n, 0, -1):          # lowest step (closest after `last`) wins
+        # Round robin: the first full slot after the last one granted. One-hot and in
+        # parallel: client c wins when its slot is full and every slot between the last
+        # granted and c (circularly) is empty; the picked address is an AND-OR of the
+        # slots. (A priority chain of conditions on an encoded `last`, then a multiplexer
+        # indexed by the encoded grant, was ten LUTs deep: the command processor's critical
+        # path on `tiny`, 72.5 MHz, last -> grant -> held.)
+        last = Signal(n, init=1)              # one-hot; client 0 counts as served last
+        grant = Signal(n)                     # one-hot, or 0 when every slot is empty
+        for c in range(n):
+            wins = []
             for origin in range(n):
-                client = (origin + step) % n
-                with m.If((last == origin) & slot_full[client]):
-                    m.d.comb += [grant.eq(client), found.eq(1)]
-        take = found & (~held_valid | queue.w.ready) & ~in_reset
+                between = [(origin + k) % n for k in range(1, (c - origin) % n or n)]
+                empty = Cat(~slot_full[k] for k in between).all() if between else Const(1, 1)
+                wins.append(last[origin] & empty)
+            m.d.comb += grant[c].eq(slot_full[c] & Cat(wins).any())
+        picked = Signal(ar)
+        m.d.comb += picked.eq(functools.reduce(operator.or_, (
+            slots[c].as_value() & grant[c].replicate(ar.size) for c in range(n))))
+        take = grant.any() & (~held_valid | queue.w.ready) & ~in_reset
         with m.If(queue.w.ready):
             m.d.sync += held_valid.eq(0)
         with m.If(take):
-            m.d.sync += [last.eq(grant), held_valid.eq(1), held.eq(Array(slots)[grant])]
+            m.d.sync += [last.eq(grant), held_valid.eq(1), held.eq(picked)]
         for i, c in enumerate(self.clients):
             with m.If(c.arvalid & c.arready):
                 m.d.sync += slot_full[i].eq(1)
-            with m.Elif(take & (grant == i)):
+            with m.Elif(take & grant[i]):
                 m.d.sync += slot_full[i].eq(0)
         with m.If(in_reset):
             m.d.sync += [held_valid.eq(0), slot_full.eq(0)]

@@ -8,7 +8,7 @@ It implements the ring semantics of ``hw/descriptors.py`` and the error codes of
 
 from __future__ import annotations
 
-from amaranth import Cat, Const, Module, ResetSignal, Signal, Value
+from amaranth import Cat, Const, Module, Mux, ResetSignal, Signal, Value
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -80,7 +80,8 @@ class CommandProcessor(wiring.Component):
     host has written past entries not yet fetched. Nothing more is fetched; the error
     registers get ``QUEUE_OVERRUN`` with the tail as its index (once per overrun, counted
     in ``errors``) and, as soon as the host writes a tail within the ring again, fetching
-    goes on from the head: no entry is lost or run twice.
+    goes on from the head: no entry is lost or run twice. A written ``tail`` takes effect
+    one cycle later (emptiness and overrun are registers).
     rd_bus : Out(AXI4 read)
         Ring entries and load data (word readers of each size behind an arbiter).
     wr_jobs, wr_data / wr_done : completions to an ``AxiBlockWriter`` (64 bytes each).
@@ -363,19 +364,32 @@ class CommandProcessor(wiring.Component):
                         m.next = kind
 
         m.d.comb += [self.busy.eq(0)]
-        # queue overrun: more entries pending than the ring holds (see the class docstring)
+        # Queue overrun: more entries pending than the ring holds (see the class docstring).
+        # The processor works from the CSR's tail one cycle late (``tail_q``), so whether
+        # the ring holds an entry and whether it is overrun are registers computed from the
+        # CSR's tail and the head's next value: the 16-bit subtract and the compare with
+        # the ring size had run from ``head`` into the state machine's clock enable and
+        # into ``error_pulse`` (the unit's critical path, 80-90 MHz).
+        tail_q = Signal(16)
+        head_next = Signal(16)
+        fetching = Signal()
         ring_pending = Signal(16)
-        overrun, overrun_flagged, overrun_event = Signal(), Signal(), Signal()
-        m.d.comb += [ring_pending.eq(self.tail - self.head),
+        overrun, has_entry = Signal(), Signal()
+        overrun_flagged, overrun_event = Signal(), Signal()
+        m.d.comb += [head_next.eq(Mux(fetching, self.head + 1, self.head)),
+                     ring_pending.eq(self.tail - head_next)]
+        m.d.sync += [tail_q.eq(self.tail),
                      overrun.eq(ring_pending > (Const(1, 17) << self.ring_log2)),
-                     # not while a completion updates the same registers (next cycle then)
-                     overrun_event.eq(self.enable & overrun & ~overrun_flagged & ~in_reset &
-                                      ~(self.wr_done.valid & self.wr_done.ready))]
+                     has_entry.eq(ring_pending != 0)]
+        m.d.comb += [
+            # not while a completion updates the same registers (next cycle then)
+            overrun_event.eq(self.enable & overrun & ~overrun_flagged & ~in_reset &
+                             ~(self.wr_done.valid & self.wr_done.ready))]
         with m.If(overrun_event):
             m.d.sync += [overrun_flagged.eq(1), self.errors.eq(self.errors + 1),
                          self.error_pulse.eq(1),
                          self.last_error.eq(ERROR["QUEUE_OVERRUN"]),
-                         self.last_error_index.eq(self.tail)]
+                         self.last_error_index.eq(tail_q)]
         with m.Elif(~overrun):
             m.d.sync += overrun_flagged.eq(0)
         with m.FSM(name="command"):
@@ -385,12 +399,13 @@ class CommandProcessor(wiring.Component):
                     m.d.comb += self.query_done.ready.eq(1)
                     m.d.sync += [capture(self.query_done.payload), out.eq(out - 1)]
                     m.next = "COMPLETE"
-                with m.Elif(self.enable & (self.head != self.tail) & ~overrun & ~in_reset):
+                with m.Elif(self.enable & has_entry & ~overrun & ~in_reset):
                     r = reader(d.COMMAND_BYTES)
                     m.d.comb += start(d.COMMAND_BYTES,
                                       self.ring_base + ((self.head & mask) << 6), 1)
                     with m.If(r.jobs.ready):
-                        m.d.sync += [index.eq(self.head & mask), self.head.eq(self.head + 1)]
+                        m.d.comb += fetching.eq(1)
+                        m.d.sync += [index.eq(self.head & mask), self.head.eq(head_next)]
                         m.next = "FETCH"
             with m.State("FETCH"):
                 r = reader(d.COMMAND_BYTES)
