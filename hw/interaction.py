@@ -333,11 +333,13 @@ class InteractionUnit(wiring.Component):
         # of the word it writes). Deciding all that from the sample's dimension in the
         # cycle that writes the distributed RAM (its pack factor fanning out to every
         # element's data and enable) limited the unit to 98 MHz on ECP5.
-        # The element write enables are registers too (``w_en``), decided in the take cycle
-        # from the pack factor and the vector's index: computed in the write cycle from
-        # the registered index and pack factor they fanned out into every distributed
+        # Which elements a write changes (``w_en``) is a register too, decided in the take
+        # cycle from the pack factor and the vector's index (not from the take itself, so
+        # the take's fan-out stays one register, ``w_valid``): computed in the write cycle
+        # from the registered index and pack factor it fanned out into every distributed
         # RAM's write enable, the unit's critical path after the operand select (127.6 MHz
         # on `tiny`, 124.8 on `default`, 6 of 8 ns routing).
+        w_valid = Signal()
         w_data = Signal(data.ArrayLayout(signed(ow), emb))
         w_addr = Signal.like(vwrite.addr)
         w_lp = Signal(lp_max + 1)                # one-hot pack factor
@@ -354,21 +356,20 @@ class InteractionUnit(wiring.Component):
                 slot = count[:per_word] if per_word else 0
                 enable = enable | ((cur_lp == lp) & (slot == e // (lanes >> lp)))
             en_next.append(enable)
-        writes = take & (count < vmax)
-        m.d.sync += [w_en.eq(Cat(en_next) & writes.replicate(emb)),
+        m.d.sync += [w_valid.eq(take & (count < vmax)), w_en.eq(Cat(en_next)),
                      w_data.eq(vin.payload.data),
                      w_addr.eq(addr), w_lp.eq(Cat(*(cur_lp == lp for lp in range(lp_max + 1)))),
                      w_inside.eq(Cat(*(cur_dim > e for e in range(emb)))),
                      filled.eq(take & vin.payload.last)]
         with m.If(in_reset):
-            m.d.sync += [w_en.eq(0), filled.eq(0)]
+            m.d.sync += [w_valid.eq(0), filled.eq(0)]
         m.d.comb += vwrite.addr.eq(w_addr)
         for e in range(emb):
             value = 0
             for lp in range(lp_max + 1):
                 el = e % (lanes >> lp) if lp else e
                 value = value | Mux(w_lp[lp] & w_inside[el], w_data[el], 0)
-            m.d.comb += [vwrite.data[e].eq(value), vwrite.en[e].eq(w_en[e])]
+            m.d.comb += [vwrite.data[e].eq(value), vwrite.en[e].eq(w_valid & w_en[e])]
 
         with m.If(take):
             with m.If(vin.payload.last):

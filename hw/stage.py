@@ -72,6 +72,7 @@ from .axi_read import AxiWordReader
 from .command import MAX_LAYERS
 from .config import AccelConfig, ConfigError
 from .geometry import EngineGeometry
+from .shared import times_const
 
 __all__ = ["StageRunner", "stage_job_layout", "BUFFER_X", "BUFFER_H", "BUFFER_Z", "BUFFER_Z1"]
 
@@ -252,7 +253,8 @@ class StageRunner(wiring.Component):
                 m.d.sync += position.eq(port.data)
                 m.next = "ADDR"
             with m.State("ADDR"):
-                m.d.sync += record_addr.eq(job.records_addr + position * self._record_bytes)
+                m.d.sync += record_addr.eq(job.records_addr
+                                           + times_const(position, self._record_bytes))
                 m.next = "JOB"
             with m.State("JOB"):
                 m.d.comb += [client.valid.eq(1), client.addr.eq(record_addr)]
@@ -447,7 +449,7 @@ class StageRunner(wiring.Component):
         buf = Signal(range(cfg.act_buffers))               # source buffer of the next layer
         engine_error = Signal()
         score_pending = Signal()                           # a score beat waits for its id
-        m.d.comb += self.layer_addr.eq(job.slot * MAX_LAYERS + layer)
+        m.d.comb += self.layer_addr.eq(times_const(job.slot, MAX_LAYERS) + layer)
         cmd = self.cmd.payload
         ld = self.layer_data
         m.d.comb += [cmd.rows.eq(et.rows), cmd.in_dim.eq(ld.in_dim), cmd.out_dim.eq(ld.out_dim),
@@ -518,10 +520,10 @@ class StageRunner(wiring.Component):
                     m.next = "PARAMS"
             # -- the model's interaction parameters into the interaction unit ------------------
             with m.State("PARAMS"):
-                m.d.comb += self.pair_addr.eq(job.slot * self._pairs_max + n_pairs)
+                m.d.comb += self.pair_addr.eq(times_const(job.slot, self._pairs_max) + n_pairs)
                 m.next = "PARAM_WRITE"
             with m.State("PARAM_WRITE"):
-                m.d.comb += [self.pair_addr.eq(job.slot * self._pairs_max + n_pairs),
+                m.d.comb += [self.pair_addr.eq(times_const(job.slot, self._pairs_max) + n_pairs),
                              inter.pair_params.valid.eq(1),
                              inter.pair_params.payload.index.eq(n_pairs),
                              inter.pair_params.payload.mult.eq(self.pair_data.mult),
