@@ -365,6 +365,15 @@ class EmbeddingSubsystem(wiring.Component):
         # `default`). The words F sees are those the ports held before, cycle for cycle.
         f_fresh = Signal()
         m.d.sync += f_fresh.eq(accept)
+
+        def f_word(port, shape, name):
+            """F's word of a read port: the port's output on the cycle after the accept,
+            the register that took it from then on."""
+            held, word = Signal(shape, name=f"{name}_held"), Signal(shape, name=name)
+            with m.If(f_fresh):
+                m.d.sync += held.eq(port.data)
+            m.d.comb += word.eq(Mux(f_fresh, port.data, held))
+            return word
         with m.If(accept):
             m.d.sync += [f.eq(lk), f_valid.eq(1)]
         with m.Elif(f_advance):
@@ -375,11 +384,7 @@ class EmbeddingSubsystem(wiring.Component):
             m.d.sync += b_valid.eq(0)
 
         d = Signal(stored)
-        fd_held = Signal(stored)
-        fd = Signal(stored)
-        m.d.comb += fd.eq(Mux(f_fresh, desc_rp.data, fd_held))
-        with m.If(f_fresh):
-            m.d.sync += fd_held.eq(desc_rp.data)
+        fd = f_word(desc_rp, stored, "f_desc")
         with m.If(f_advance):
             m.d.sync += d.eq(fd)
         # The row's checks against its descriptor are made in F, from its descriptor word
@@ -455,14 +460,11 @@ class EmbeddingSubsystem(wiring.Component):
                 m.d.sync += f_fwd.eq(0)
             with m.Elif(f_valid & ~f_advance & wq_to_f):
                 m.d.sync += [f_fwd.eq(1), f_fwd_data.eq(wq_data)]
-            f_word_held = Signal(set_l)
-            with m.If(f_fresh):
-                m.d.sync += f_word_held.eq(tag_rp.data)
-            f_word = Mux(f_fresh, tag_rp.data, f_word_held)
+            f_set_word = f_word(tag_rp, set_l, "f_set_word")
             with m.If(f_advance):
                 m.d.sync += cur.eq(Mux(writes & (f_set == b_set), new,
                                        Mux(wq_to_f, wq_data,
-                                           Mux(f_fwd, f_fwd_data, f_word))))
+                                           Mux(f_fwd, f_fwd_data, f_set_word))))
             hitv = Signal(ways)
             for i in range(ways):
                 t = cur.tags[i]

@@ -329,16 +329,13 @@ class InteractionUnit(wiring.Component):
         ]
         # Write stage: a vector is written into the buffer the cycle after it is taken, from
         # registers that hold its elements, the word address, a one-hot of the sample's
-        # pack factor, which elements are inside its dimension and its index (which slot
-        # of the word it writes). Deciding all that from the sample's dimension in the
-        # cycle that writes the distributed RAM (its pack factor fanning out to every
-        # element's data and enable) limited the unit to 98 MHz on ECP5.
-        # Which elements a write changes (``w_en``) is a register too, decided in the take
-        # cycle from the pack factor and the vector's index (not from the take itself, so
-        # the take's fan-out stays one register, ``w_valid``): computed in the write cycle
-        # from the registered index and pack factor it fanned out into every distributed
-        # RAM's write enable, the unit's critical path after the operand select (127.6 MHz
-        # on `tiny`, 124.8 on `default`, 6 of 8 ns routing).
+        # pack factor, which elements are inside its dimension and which elements the write
+        # changes (``w_en``, from the pack factor and the vector's index; not gated by the
+        # take, whose fan-out stays one register, ``w_valid``). Deciding all that from the
+        # sample's dimension in the cycle that writes the distributed RAM (its pack factor
+        # fanning out to every element's data and enable) limited the unit to 98 MHz on
+        # ECP5; the slot compare from a registered index in that cycle, into every RAM's
+        # write enable, to 127.6 MHz on `tiny` (6 of 8 ns routing).
         w_valid = Signal()
         w_data = Signal(data.ArrayLayout(signed(ow), emb))
         w_addr = Signal.like(vwrite.addr)
