@@ -65,7 +65,7 @@ UNITS: dict[str, Unit] = {unit.name: unit for unit in [
          "rpaccel.hw.mlp_engine:MLPLayerEngine"),
     Unit("compute_core", "systolic array with one MLP layer engine per partition",
          "rpaccel.hw.compute_core:ComputeCore", bench="rpaccel.tb.test_compute_core",
-         cocotb_tests=3),
+         cocotb_tests=5),
     Unit("csr", "control and status registers of the register map on an AXI4-Lite slave",
          "rpaccel.hw.csr:CSRBlock",
          bench="rpaccel.tb.test_csr", cocotb_tests=2),

@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
-from amaranth import Module
+from amaranth import Cat, Const, Module, Mux, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
+from amaranth.utils import exact_log2
 
 from rpaccel.hw.config import AccelConfig
 from rpaccel.hw import mlp_engine
-from rpaccel.hw.mlp_engine import MLPLayerEngine
+from rpaccel.hw.mlp_engine import MLPLayerEngine, gang_sizes
 from rpaccel.hw.shared import add_shared
 from rpaccel.hw.systolic import SystolicArray
 
 __all__ = ["ComputeCore"]
+
+
+def _with_fields(layout, value, **fields):
+    """``value`` (of struct ``layout``) with the named fields replaced, as one expression."""
+    parts, at = [], 0
+    for name, field in sorted(((n, layout[n]) for n in fields), key=lambda f: f[1].offset):
+        parts += [value[at:field.offset], Const(fields[name], field.width)
+                  if isinstance(fields[name], int) else fields[name][:field.width]]
+        at = field.offset + field.width
+    return Cat(*parts, value[at:])
 
 
 class ComputeCore(wiring.Component):
@@ -25,6 +36,19 @@ class ComputeCore(wiring.Component):
     nothing but the clock: each runs its own layer (its own shape, sub-batch and model) at
     the same time as the others, which is how RPAccel runs the stages of a cascade
     concurrently. With ``partitions = 1`` it is one engine on one monolithic array.
+
+    Gangs: a command on ``cmd[L]`` with ``gang_log2 = k`` (``G = 2**k`` in
+    :func:`~rpaccel.hw.mlp_engine.gang_sizes`, ``L`` a multiple of ``G``) runs one layer on
+    engines ``L .. L+G-1`` together, its output columns split (the engine's "Ganged
+    layers"). The core offers it to all ``G`` engines at once (taken when all are ready,
+    engine ``L+e`` with ``gang_index = e``), routes engine ``L``'s activation rows to all
+    ``G`` sub-arrays (a row goes when every one of them takes it) and the followers'
+    writes into engine ``L``'s destination buffer, and answers on ``resp[L]`` once every
+    engine has answered (``error`` if any did). Until then the followers' own ports
+    ``cmd``/``resp`` are closed: partitions ``L+1 .. L+G-1`` must have no command of their
+    own while they are ganged (the query engine claims them for the stage). A ``gang_log2``
+    that names no gang of ``L`` (not in ``gang_sizes``, or ``L`` not a multiple of ``G``)
+    runs the layer on engine ``L`` alone.
 
     Reset: as for the engine and the array, no port takes or offers anything while ``rst``
     is asserted. In Verilog the engine is one module instantiated ``partitions`` times.
@@ -51,16 +75,133 @@ class ComputeCore(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.array = array = SystolicArray(self._config)
-        for p in range(self._config.partitions):
-            engine = add_shared(m, platform, f"engine{p}", "mlp_engine",
-                                MLPLayerEngine(self._config))
+        cfg = self._config
+        P = cfg.partitions
+        m.submodules.array = array = SystolicArray(cfg)
+        engines = []
+        for p in range(P):
+            engine = add_shared(m, platform, f"engine{p}", "mlp_engine", MLPLayerEngine(cfg))
+            engines.append(engine)
             wiring.connect(m, engine.array_weights, array.weights[p])
-            wiring.connect(m, engine.array_acts, array.acts[p])
             wiring.connect(m, array.results[p], engine.array_results)
-            for name in ("cmd", "weight_write", "bias_write", "act_write", "act_read"):
+            for name in ("weight_write", "bias_write", "act_write", "act_read"):
                 wiring.connect(m, wiring.flipped(getattr(self, name)[p]), getattr(engine, name))
-            for name in ("resp", "act_data", "scores"):
+            for name in ("act_data", "scores"):
                 wiring.connect(m, getattr(engine, name), wiring.flipped(getattr(self, name)[p]))
             m.d.comb += self.busy[p].eq(engine.busy)
+        gangs = [(G, L) for G in gang_sizes(cfg) for L in range(0, P, G)]
+        if not gangs:
+            for p, engine in enumerate(engines):
+                wiring.connect(m, wiring.flipped(self.cmd[p]), engine.cmd)
+                wiring.connect(m, engine.resp, wiring.flipped(self.resp[p]))
+                wiring.connect(m, engine.array_acts, array.acts[p])
+            return m
+
+        # -- gangs: which one runs (a register from its command's acceptance to its answer) --
+        active = {gl: Signal(name=f"gang{gl[0]}_{gl[1]}") for gl in gangs}
+        offer = {}          # the command on cmd[L] is for this gang
+        for G, L in gangs:
+            offer[G, L] = self.cmd[L].valid & (self.cmd[L].payload.gang_log2 == exact_log2(G))
+        leader_of = {p: [(G, L) for G, L in gangs if L < p < L + G] for p in range(P)}
+        members = {(G, L): range(L, L + G) for G, L in gangs}
+        following = [Cat(active[gl] for gl in leader_of[p]).any() if leader_of[p] else Const(0)
+                     for p in range(P)]
+
+        all_ready = {gl: Cat(engines[q].cmd.ready for q in members[gl]).all() for gl in gangs}
+        for p, engine in enumerate(engines):
+            own_cmd, eng_cmd = self.cmd[p], engine.cmd
+            led = [gl for gl in gangs if gl[1] == p]
+            # its own command (as a leader: offered to its gang, taken when all are ready)
+            valid, ready = own_cmd.valid, eng_cmd.ready
+            for gl in led:
+                valid = Mux(offer[gl], all_ready[gl], valid)
+                ready = Mux(offer[gl], all_ready[gl], ready)
+            layout = own_cmd.payload.shape()
+            known = Cat(own_cmd.payload.gang_log2 == exact_log2(G) for G, _ in led).any() \
+                if led else Const(0)
+            # (a gang_log2 of none of its gangs: the layer runs here alone)
+            payload = _with_fields(layout, own_cmd.payload.as_value(), gang_index=0,
+                                   gang_log2=Mux(known, own_cmd.payload.gang_log2, 0))
+            # ... or, as a follower, its leader's command in the same cycle
+            targeted = Const(0)
+            for gl in leader_of[p]:
+                G, L = gl
+                payload = Mux(offer[gl], _with_fields(layout, self.cmd[L].payload.as_value(),
+                                                      gang_index=p - L), payload)
+                valid = Mux(offer[gl], all_ready[gl], valid)
+                targeted = targeted | offer[gl]
+            closed = following[p] | targeted
+            m.d.comb += [eng_cmd.valid.eq(Mux(targeted, valid, valid & ~following[p])),
+                         eng_cmd.payload.eq(payload),
+                         own_cmd.ready.eq(ready & ~closed)]
+            for gl in led:
+                with m.If(offer[gl] & all_ready[gl]):
+                    m.d.sync += active[gl].eq(1)
+
+        # -- answers: a gang's when all its engines have answered --------------------------------
+        for p, engine in enumerate(engines):
+            own_resp, eng_resp = self.resp[p], engine.resp
+            led = [gl for gl in gangs if gl[1] == p]
+            valid, error = eng_resp.valid, eng_resp.payload.error
+            m.d.comb += own_resp.payload.eq(eng_resp.payload)
+            for gl in led:
+                every = Cat(engines[q].resp.valid for q in members[gl]).all()
+                anyerr = Cat(engines[q].resp.payload.error for q in members[gl]).any()
+                valid = Mux(active[gl], every, valid)
+                error = Mux(active[gl], anyerr, error)
+                with m.If(active[gl] & every & own_resp.ready):
+                    m.d.sync += active[gl].eq(0)
+            m.d.comb += [own_resp.valid.eq(valid & ~following[p]),
+                         own_resp.payload.error.eq(error)]
+            ready = own_resp.ready
+            for gl in led:
+                ready = Mux(active[gl], own_resp.ready &
+                            Cat(engines[q].resp.valid for q in members[gl]).all(), ready)
+            for G, L in leader_of[p]:
+                every = Cat(engines[q].resp.valid for q in members[G, L]).all()
+                ready = Mux(active[G, L], self.resp[L].ready & every, ready)
+            m.d.comb += eng_resp.ready.eq(ready)
+
+        # -- activation rows: a gang's leader feeds every member's sub-array ----------------------
+        for p, engine in enumerate(engines):
+            src = engine.array_acts
+            led = [gl for gl in gangs if gl[1] == p]
+            ready = array.acts[p].ready
+            for gl in led:
+                ready = Mux(active[gl], Cat(array.acts[q].ready for q in members[gl]).all(),
+                            ready)
+            m.d.comb += src.ready.eq(ready & ~following[p])
+        for p in range(P):
+            dst = array.acts[p]
+            valid = engines[p].array_acts.valid
+            payload = engines[p].array_acts.payload.as_value()
+            led = [gl for gl in gangs if gl[1] == p]
+            for gl in led:
+                valid = Mux(active[gl], valid & Cat(array.acts[q].ready for q in members[gl]
+                                                    if q != p).all(), valid)
+            for G, L in leader_of[p]:
+                others = Cat(array.acts[q].ready for q in members[G, L] if q != p).all()
+                valid = Mux(active[G, L], engines[L].array_acts.valid & others, valid)
+                payload = Mux(active[G, L], engines[L].array_acts.payload.as_value(), payload)
+            m.d.comb += [dst.valid.eq(valid), dst.payload.eq(payload)]
+
+        # -- the followers' writes into their leader's buffer ----------------------------------------
+        for p, engine in enumerate(engines):
+            led = [gl for gl in gangs if gl[1] == p]
+            ins = []
+            for gl in led:
+                for q in members[gl]:
+                    if q != p:
+                        out = engines[q].gang_out
+                        ins.append((active[gl] & out.valid, out))
+            gin = engine.gang_in
+            if ins:
+                # (the lanes of a gang's followers are disjoint: an OR merges them)
+                lanes, word, addr = Const(0), Const(0), Const(0)
+                for v, o in ins:
+                    lanes = lanes | Mux(v, o.lanes, 0)
+                    word = word | Mux(v, o.word, 0)
+                    addr = addr | Mux(v, o.addr, 0)
+                m.d.comb += [gin.valid.eq(Cat(v for v, _ in ins).any()), gin.lanes.eq(lanes),
+                             gin.word.eq(word), gin.addr.eq(addr)]
         return m

@@ -15,7 +15,7 @@ from rpaccel.hw.vector import VectorUnit
 from rpaccel.hw.geometry import EngineGeometry
 
 __all__ = ["MLPLayerEngine", "layer_refused", "layer_refused_pipelined", "LAYER_CHECK_CYCLES",
-           "command_layout", "response_layout", "score_layout",
+           "gang_sizes", "gang_write_layout", "command_layout", "response_layout", "score_layout",
            "weight_write_layout", "bias_write_layout", "act_write_layout", "act_read_layout",
            "act_word_layout"]
 
@@ -37,9 +37,36 @@ SCORE_FIFO_DEPTH = 16
 SCORES_IN_FLIGHT = 3 + VectorUnit.LATENCY + 1
 
 
-def command_layout(config: AccelConfig) -> data.StructLayout:
-    """One layer command (see :class:`rpaccel.sim.mlp_program.LayerCommand`)."""
+def gang_sizes(config: AccelConfig) -> list[int]:
+    """Sizes ``G >= 2`` of the gangs this configuration's engines can form on one layer:
+    powers of two up to ``partitions`` whose ``G * Cp`` output lanes fit one activation word
+    (``G * partition_cols <= max(rows, partition_cols)``), so the ``G`` engines' results of
+    one row and output-tile step land in one buffer word (see :class:`MLPLayerEngine`,
+    "Ganged layers"). Empty when no gang fits (``partitions = 1``, or ``cols > rows``)."""
     geo = EngineGeometry.of(config)
+    sizes, g = [], 2
+    while g <= config.partitions and g * geo.cols <= geo.act_lanes:
+        sizes.append(g)
+        g *= 2
+    return sizes
+
+
+def gang_write_layout(config: AccelConfig) -> data.StructLayout:
+    """One registered activation write of a ganged follower engine, for its leader's
+    destination buffer: ``valid``, the word address, the word (its results replicated over
+    the word's lane groups, as the engine's own writes) and the lanes it sets."""
+    geo = EngineGeometry.of(config)
+    return data.StructLayout({"valid": 1, "addr": range(geo.act_words),
+                              "word": unsigned(config.operand_width * geo.act_lanes),
+                              "lanes": geo.act_lanes})
+
+
+def command_layout(config: AccelConfig) -> data.StructLayout:
+    """One layer command (see :class:`rpaccel.sim.mlp_program.LayerCommand`). ``gang_log2``
+    and ``gang_index`` place the engine in a gang of ``2**gang_log2`` engines running the
+    same layer on their own column slices (0 and 0: alone); the compute core sets them."""
+    geo = EngineGeometry.of(config)
+    P = config.partitions
     return data.StructLayout({
         "rows": range(config.sub_batch + 1),
         "in_dim": range(config.max_layer_dim + 1),
@@ -53,6 +80,8 @@ def command_layout(config: AccelConfig) -> data.StructLayout:
         "src": range(geo.act_buffers),
         "dst": range(geo.act_buffers),
         "tag": 8,
+        "gang_log2": range(max(exact_log2(P) + 1, 2)),
+        "gang_index": range(max(P, 2)),
     })
 
 
@@ -217,6 +246,22 @@ class MLPLayerEngine(wiring.Component):
     (:mod:`rpaccel.sim.mlp_program`), so padded lanes contribute nothing and padded output
     lanes are exactly zero.
 
+    Ganged layers: ``G = 2**gang_log2`` engines (partitions ``L .. L+G-1``, ``L`` a multiple
+    of ``G``, ``G`` in :func:`gang_sizes`) run one layer together, its output columns split:
+    engine ``e = gang_index`` holds the layer's column slice (output tiles ``e, e+G,
+    e+2G, ...`` of the whole layer, :func:`rpaccel.sim.mlp_program.gang_slice`) and its
+    command's ``out_dim`` is that slice's. The compute core gives every engine of the gang
+    the same command in the same cycle and feeds the leader's (``e = 0``) activation rows
+    to every engine's sub-array (a follower's own feeder stays off), so the engines run in
+    lockstep: their output tile ``j`` is the layer's tile ``j*G + e``, and the ``G`` tiles of
+    one step are ``G * Cp <= W`` lanes of one buffer word. A follower does not write its
+    own buffers; it hands each registered write to the leader on ``gang_out``, and the
+    leader writes it on ``gang_in`` in the same cycle as its own (lane enables merged), so
+    the whole layer's output is in the leader's destination buffer when the leader
+    responds. A follower write that is not in step with the leader's (no write of its
+    own, or another address) makes the leader's response an error (it never happens while
+    the gang runs one command; the tests check it stays 0).
+
     Ports
     -----
     cmd / resp : layer commands in, one response each out (``tag``, ``error``, ``cycles``).
@@ -232,6 +277,8 @@ class MLPLayerEngine(wiring.Component):
         (rows stop leaving the array once the FIFO's room is down to the scores in flight)
         and loses nothing; the layer's response comes after its last score left the FIFO.
     array_weights, array_acts / array_results : to and from one systolic-array partition.
+    gang_out / gang_in : :func:`gang_write_layout`, a follower's writes out, the leader's
+        followers' writes in (all zero when not ganged).
 
     Throughput: one activation row per cycle into the array for the whole layer (tiles
     back to back), so a layer takes about ``n_ot * n_it * max(B, R)`` cycles plus the array
@@ -268,6 +315,8 @@ class MLPLayerEngine(wiring.Component):
             "array_acts": Out(stream.Signature(systolic.act_layout(config))),
             "array_results": In(stream.Signature(systolic.result_layout(config))),
             "busy": Out(1),
+            "gang_out": Out(gang_write_layout(config)),
+            "gang_in": In(gang_write_layout(config)),
         })
 
     @property
@@ -323,6 +372,11 @@ class MLPLayerEngine(wiring.Component):
         cycles = Signal(32)
         error = Signal()
         done = Signal()
+        # a ganged follower: fed by its leader, its writes go to the leader's buffer
+        ganged = bool(gang_sizes(cfg))
+        follower = Signal()
+        if ganged:
+            m.d.comb += follower.eq(cmd.gang_index != 0)
         running = Signal()
         m.d.comb += self.busy.eq(running)
 
@@ -439,7 +493,7 @@ class MLPLayerEngine(wiring.Component):
         f_base = Signal(range(geo.act_words))
         f_addr = Signal(range(geo.act_words))
         with m.If(start):
-            m.d.sync += [f_j.eq(0), f_i.eq(0), f_b.eq(0), f_active.eq(1), f_base.eq(0),
+            m.d.sync += [f_j.eq(0), f_i.eq(0), f_b.eq(0), f_active.eq(~follower), f_base.eq(0),
                          f_addr.eq(0)]
         with m.Elif(f_issue):
             with m.If(f_b == cmd.rows - 1):
@@ -573,18 +627,44 @@ class MLPLayerEngine(wiring.Component):
         m.d.comb += out_word.eq(Cat(*[out.payload.data[lane][:ow]
                                       for _ in range(W // Cp) for lane in range(Cp)]))
         groups = W // Cp
-        o_chunk = o_j >> exact_log2(groups) if groups > 1 else o_j
-        o_group = o_j[:exact_log2(groups)] if groups > 1 else Const(0, 1)
+        if ganged:
+            # the layer's output tile of o_j: o_j * G + gang_index (see "Ganged layers")
+            o_tile = Signal(len(o_j) + exact_log2(cfg.partitions))
+            o_step = Signal(range(cfg.partitions + 1))
+            with m.If(start):
+                m.d.sync += [o_tile.eq(cmd.gang_index), o_step.eq(Const(1, 1) << cmd.gang_log2)]
+            with m.Elif(o_take & (o_b == cmd.rows - 1)):
+                m.d.sync += o_tile.eq(o_tile + o_step)
+        else:
+            o_tile = o_j
+        o_chunk = o_tile >> exact_log2(groups) if groups > 1 else o_tile
+        o_group = o_tile[:exact_log2(groups)] if groups > 1 else Const(0, 1)
         # The write goes through one register stage (address, data, lane enables), so the
-        # RAM's many blocks see registers only.
+        # RAM's many blocks see registers only. A follower's goes to its leader instead.
         o_addr = Signal(range(geo.act_words))
         o_lanes = Signal(W)
         o_word = Signal(ow * W)
         o_write = Signal()
+        o_export = Signal()
         m.d.sync += [o_addr.eq(o_chunk * SB + o_b), o_word.eq(out_word),
-                     o_write.eq(o_take & ~cmd.score)]
+                     o_write.eq(o_take & ~cmd.score & ~follower),
+                     o_export.eq(o_take & ~cmd.score & follower)]
+        m.d.comb += [self.gang_out.valid.eq(o_export), self.gang_out.addr.eq(o_addr),
+                     self.gang_out.word.eq(o_word), self.gang_out.lanes.eq(o_lanes)]
         for g in range(groups):
             m.d.sync += o_lanes[g * Cp:(g + 1) * Cp].eq(Mux(o_group == g, (1 << Cp) - 1, 0))
+
+        if ganged:
+            # a follower write out of step with this engine's own (see "Ganged layers")
+            gang_bad = Signal()
+            gang_fault = Signal()
+            m.d.comb += gang_bad.eq(self.gang_in.valid &
+                                    (~o_write | (self.gang_in.addr != o_addr)))
+            with m.If(start):
+                m.d.sync += gang_fault.eq(0)
+            with m.Elif(gang_bad):
+                m.d.sync += gang_fault.eq(1)
+            m.d.comb += self.resp.payload.error.eq(error | gang_fault | gang_bad)
 
         # -- host ports and buffer port sharing ------------------------------------------------
         # Weights and biases are written only while the engine is idle. An activation buffer
@@ -631,6 +711,14 @@ class MLPLayerEngine(wiring.Component):
             # The engine's last write lands in the cycle after its last result, when the
             # control is already responding: the registered write carries its own select.
             is_dst = o_write & (cmd.dst == n)
+            if ganged:
+                # the followers' writes of the same cycle merged into the leader's
+                gin = self.gang_in
+                dst_lanes = o_lanes | Mux(gin.valid, gin.lanes, 0)
+                dst_word = Cat(Mux(o_lanes[lane], o_word.word_select(lane, ow),
+                                   gin.word.word_select(lane, ow)) for lane in range(W))
+            else:
+                dst_lanes, dst_word = o_lanes, o_word
             m.d.comb += [
                 act_rd[n].addr.eq(Mux(is_src, f_addr, self.act_read.payload.addr)),
                 # The feeder reads every cycle and keeps what it issued. A buffer that is no
@@ -641,8 +729,8 @@ class MLPLayerEngine(wiring.Component):
                 # the buffer takes, is registers and one gate away, not the handshake.
                 act_rd[n].en.eq(is_src | ~host_holds[n] | self.act_data.ready),
                 act_wr[n].addr.eq(Mux(is_dst, o_addr, self.act_write.payload.addr)),
-                act_wr[n].data.eq(Mux(is_dst, o_word, self.act_write.payload.data.as_value())),
-                act_wr[n].en.eq(Mux(is_dst, o_lanes,
+                act_wr[n].data.eq(Mux(is_dst, dst_word, self.act_write.payload.data.as_value())),
+                act_wr[n].en.eq(Mux(is_dst, dst_lanes,
                                     Mux(host_w & (w_buf == n), host_lanes, 0))),
             ]
         return m

@@ -27,7 +27,7 @@ import numpy as np
 from rpaccel.hw.geometry import EngineGeometry
 from rpaccel.sim import numerics
 
-__all__ = ["IntLayer", "LayerCommand", "pack_weights", "pack_bias", "unpack_weights",
+__all__ = ["IntLayer", "LayerCommand", "gang_slice", "gang_unslice", "pack_weights", "pack_bias", "unpack_weights",
            "unpack_bias",
            "activation_addresses", "pack_activations", "unpack_activations", "MLPProgram",
            "reference_mlp", "config_widths", "random_layer", "model_mlps", "save_mlp_jobs",
@@ -125,12 +125,53 @@ class LayerCommand:
     src: int
     dst: int
     tag: int = 0
+    gang_log2: int = 0       # a layer ganged over 2**gang_log2 engines (hw/compute_core.py)
 
     def payload(self) -> dict:
         return {"rows": self.rows, "in_dim": self.in_dim, "out_dim": self.out_dim,
                 "weight_tile": self.weight_tile, "bias_word": self.bias_word,
                 "mult": self.mult, "shift": self.shift, "relu": int(self.relu),
-                "score": int(self.score), "src": self.src, "dst": self.dst, "tag": self.tag}
+                "score": int(self.score), "src": self.src, "dst": self.dst, "tag": self.tag,
+                "gang_log2": self.gang_log2}
+
+
+def gang_slice(layer: IntLayer, gang: int, index: int, geo: EngineGeometry) -> IntLayer:
+    """Engine ``index``'s share of ``layer`` ganged over ``gang`` engines (the engine's
+    "Ganged layers"): the layer's output tiles ``index, index + gang, ...`` of ``Cp``
+    columns each, ``ceil(n_ot / gang)`` of them (columns beyond the layer are zero). A
+    score layer is not split (it runs on the leader alone; every engine keeps the whole
+    layer, so the gang's memories have one layout)."""
+    if layer.score or gang == 1:
+        return layer
+    Cp = geo.cols
+    n_ot = geo.out_tiles(layer.n_out)
+    share = -(-n_ot // gang)
+    w = np.zeros((layer.n_in, share * Cp), dtype=np.int64)
+    bias = np.zeros(share * Cp, dtype=np.int64)
+    for t in range(share):
+        lo = (t * gang + index) * Cp
+        hi = min(lo + Cp, layer.n_out)
+        if lo < hi:
+            w[:, t * Cp:t * Cp + hi - lo] = layer.w[:, lo:hi]
+            bias[t * Cp:t * Cp + hi - lo] = layer.bias[lo:hi]
+    return IntLayer(w=w, bias=bias, mult=layer.mult, shift=layer.shift, relu=layer.relu)
+
+
+def gang_unslice(slices: list[IntLayer], n_out: int, geo: EngineGeometry) -> IntLayer:
+    """The layer whose :func:`gang_slice` over ``len(slices)`` engines gave ``slices``
+    (its first ``n_out`` columns): the inverse, for a model that reads a gang's memories."""
+    first, gang, Cp = slices[0], len(slices), geo.cols
+    if first.score or gang == 1:
+        return first
+    w = np.zeros((first.n_in, first.n_out * gang), dtype=np.int64)
+    bias = np.zeros(first.n_out * gang, dtype=np.int64)
+    for index, part in enumerate(slices):
+        for t in range(part.n_out // Cp):
+            lo = (t * gang + index) * Cp
+            w[:, lo:lo + Cp] = part.w[:, t * Cp:(t + 1) * Cp]
+            bias[lo:lo + Cp] = part.bias[t * Cp:(t + 1) * Cp]
+    return IntLayer(w=w[:, :n_out], bias=bias[:n_out], mult=first.mult, shift=first.shift,
+                    relu=first.relu)
 
 
 def pack_weights(w: np.ndarray, geo: EngineGeometry) -> np.ndarray:
@@ -243,7 +284,10 @@ class MLPProgram:
     def bias_writes(self):
         return [(self.bias_base + a, row) for a, row in enumerate(self.bias_words)]
 
-    def commands(self, rows: int, *, src: int = 0, tag_base: int = 0) -> list[LayerCommand]:
+    def commands(self, rows: int, *, src: int = 0, tag_base: int = 0,
+                 gang_log2: int = 0) -> list[LayerCommand]:
+        """The layer commands on ``rows`` rows; with ``gang_log2`` (this program holds a
+        gang member's :func:`gang_slice` layers) every layer but a score layer is ganged."""
         cmds = []
         buf = src
         for n, layer in enumerate(self.layers):
@@ -251,7 +295,8 @@ class MLPProgram:
                 rows=rows, in_dim=layer.n_in, out_dim=layer.n_out,
                 weight_tile=self.tile_offsets[n], bias_word=self.bias_offsets[n],
                 mult=layer.mult, shift=layer.shift, relu=layer.relu, score=layer.score,
-                src=buf, dst=1 - buf, tag=(tag_base + n) & 0xFF))
+                src=buf, dst=1 - buf, tag=(tag_base + n) & 0xFF,
+                gang_log2=0 if layer.score else gang_log2))
             buf = 1 - buf
         return cmds
 

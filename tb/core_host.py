@@ -96,14 +96,17 @@ class PartitionHost:
         return unpack_activations([t.payload for t in await reader], rows, dim, self.geo)
 
     async def run_program(self, program: MLPProgram, x: np.ndarray,
-                          expected: np.ndarray | None = None):
+                          expected: np.ndarray | None = None, *, gang_log2: int = 0,
+                          out_dim: int | None = None):
         """Run a loaded ``program`` on rows ``x`` (loaded into buffer 0 here): every command
         must be accepted with its tag, score rows come in order with ``last`` on the final
         one. Returns (outputs, cycles per layer): the int32 scores of a score MLP, else the
-        last layer's int8 outputs, compared with ``expected`` when given."""
+        last layer's int8 outputs (``out_dim`` of them, default the program's), compared
+        with ``expected`` when given. With ``gang_log2`` this partition leads a gang whose
+        members hold their slices of the MLP (``mlp_program.gang_slice``)."""
         await self.load_activations(x, buffer=0)
         cycles, out = [], None
-        for cmd in program.commands(x.shape[0]):
+        for cmd in program.commands(x.shape[0], gang_log2=gang_log2):
             resp, scores = await self.run(cmd)
             assert resp["error"] == 0 and resp["tag"] == cmd.tag, \
                 f"partition {self.p}: {resp} for {cmd}"
@@ -114,7 +117,8 @@ class PartitionHost:
                 out = np.array([s["score"] for s in scores], dtype=np.int64)
         if out is None:
             last = program.layers[-1]
-            out = await self.read_activations(len(program.layers) % 2, x.shape[0], last.n_out)
+            out = await self.read_activations(len(program.layers) % 2, x.shape[0],
+                                              out_dim or last.n_out)
         if expected is not None:
             bad = np.argwhere(np.atleast_1d(out != expected))
             assert bad.size == 0, (f"partition {self.p}: {bad.shape[0]} mismatches, first at "
