@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -86,11 +87,13 @@ def run_cosim(config: AccelConfig, preset_name: str, sim: str, pipeline: str,
               n_queries: int | None, *, work: Path, waves: bool = False, latency: int = 0,
               stall: int = 0, seed: int = 1, progress=print, setup=None,
               candidates: int | None = None, users: list[int] | None = None,
-              stage_partitions: list[int] | None = None) -> dict:
+              stage_partitions: list[int] | None = None,
+              stage_gangs: list[bool] | None = None) -> dict:
     """Cosimulate ``n_queries`` test users (``None``: all; or the given ``users``) through
     ``pipeline``, each with all its test candidates (or the first ``candidates`` of them);
     returns the figures of the module docstring (and ``first_mismatches``, what differed).
-    ``stage_partitions`` (one partition mask per stage) overrides the scheduler's mapping."""
+    ``stage_partitions`` (one partition mask per stage) overrides the scheduler's mapping,
+    ``stage_gangs`` (one flag per stage) runs stages ganged on their masks."""
     from rpaccel.sim.golden import load_golden
     from rpaccel.sim.scheduler import Scheduler
     from rpaccel.tb.accel_harness import MEM_BYTES
@@ -100,7 +103,8 @@ def run_cosim(config: AccelConfig, preset_name: str, sim: str, pipeline: str,
     started = time.perf_counter()
     setup = setup or load_golden()
     # rejects a bad pipeline or mapping first
-    scheduler = Scheduler(config, setup, pipeline, stage_partitions=stage_partitions)
+    scheduler = Scheduler(config, setup, pipeline, stage_partitions=stage_partitions,
+                          stage_gangs=stage_gangs)
     stages = scheduler.pipeline.stages
     if users is None:
         users = [int(u) for u in np.flatnonzero(setup.split.test.any(axis=1))]
@@ -168,6 +172,7 @@ def run_cosim(config: AccelConfig, preset_name: str, sim: str, pipeline: str,
         "throughput_cycles_per_query": run_cycles / len(queries),
         "stage_cycles": stage_cycles, "utilization": utilization,
         "stage_partitions": [int(m) for m in scheduler.stage_masks],
+        "stage_gangs": [bool(g) for g in scheduler.stage_gangs],
         "cache_hit_rate": {"static": rate("STATIC_HITS", "STATIC_ACCESSES"),
                            "dynamic": rate("DYNAMIC_HITS", "DYNAMIC_ACCESSES")},
         "engines_overlap": rate("ENGINES_OVERLAP", "BUSY_CYCLES")
@@ -201,7 +206,8 @@ def format_cosim(r: dict) -> str:
     ]
     for s, (st, cyc, util) in enumerate(zip(r["stages"], r["stage_cycles"], r["utilization"])):
         rows.append([f"stage {s + 1}: {st['model']} keep {st['keep_k']} "
-                     f"(partitions {r['stage_partitions'][s]:#x})",
+                     f"(partitions {r['stage_partitions'][s]:#x}"
+                     f"{', ganged' if r.get('stage_gangs', [False] * 9)[s] else ''})",
                      f"{cyc:,.0f} cycles, MAC utilization {100 * util:.1f} %"])
     rows += [
         ["cache hit rate", f"static {100 * r['cache_hit_rate']['static']:.1f} %, dynamic "
@@ -240,19 +246,30 @@ def queries_arg(text: str) -> int | None:
     return value
 
 
-def partitions_arg(text: str) -> list[int]:
+@dataclass(frozen=True)
+class StageMapping:
+    """``--partitions``: each stage's partition mask and whether it runs ganged on it."""
+    masks: list
+    gangs: list
+
+
+def partitions_arg(text: str) -> StageMapping:
     """argparse type of ``--partitions``: one partition mask per stage, comma separated
-    (``1,2``, ``0x3,0x3``, ``0b11,3``)."""
+    (``1,2``, ``0x3,0x3``, ``0b11,3``); a ``g`` after a mask runs that stage ganged on it
+    (``3,3g``: stage 2's layers with their columns split over partitions 0 and 1)."""
     import argparse
-    masks = []
+    masks, gangs = [], []
     for part in text.split(","):
+        part = part.strip()
+        gang = part.lower().endswith("g")          # (not a digit of any base int() takes)
         try:
-            masks.append(int(part.strip(), 0))
+            masks.append(int(part[:-1] if gang else part, 0))
         except ValueError:
             raise argparse.ArgumentTypeError(
-                f"must be partition masks, one per stage (for example 1,2 or 3,3), not "
-                f"{text!r}") from None
-    return masks
+                f"must be partition masks, one per stage, each optionally followed by g for "
+                f"a ganged stage (for example 1,2 or 3,3g), not {text!r}") from None
+        gangs.append(gang)
+    return StageMapping(masks, gangs)
 
 
 def cmd_sim(args) -> int:
@@ -281,12 +298,14 @@ def cmd_sim(args) -> int:
     ensure_dataset(progress=say)
     setup = load_golden(progress=say)
     # a bad pipeline or mapping fails before any build
-    Scheduler(config, setup, args.pipeline, stage_partitions=args.partitions)
+    masks = args.partitions.masks if args.partitions else None
+    gangs = args.partitions.gangs if args.partitions else None
+    Scheduler(config, setup, args.pipeline, stage_partitions=masks, stage_gangs=gangs)
     work = build_root() / f"cosim-{config.hash}-{args.sim}"
     report = run_cosim(config, name, args.sim, args.pipeline, args.queries, work=work,
                        waves=args.waves, latency=args.latency, stall=args.stall,
                        seed=args.seed, progress=say, setup=setup, candidates=args.candidates,
-                       stage_partitions=args.partitions)
+                       stage_partitions=masks, stage_gangs=gangs)
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
@@ -315,9 +334,10 @@ def register(sub) -> None:
                         "about 1,600)")
     p.add_argument("--partitions", type=partitions_arg, default=None, metavar="MASKS",
                    help="partition mask of each stage, comma separated: a mask of several "
-                        "partitions deals the stage's sub-batches over them (default: every "
-                        "stage on all partitions; 1,2 = stage 1 on partition 0, stage 2 on "
-                        "partition 1)")
+                        "partitions deals the stage's sub-batches over them, or with a g "
+                        "after it gangs them on every layer, its output columns split "
+                        "(default: every stage dealt on all partitions; 1,2 = stage 1 on "
+                        "partition 0, stage 2 on partition 1; 3,3g = stage 2 ganged)")
     p.add_argument("--json", type=Path, help="write the figures as JSON here")
     p.add_argument("--waves", action="store_true", help="write an FST waveform")
     p.add_argument("--latency", type=cycles_int, default=0, metavar="CYCLES",

@@ -57,7 +57,7 @@ def query_done_layout(config: AccelConfig) -> data.StructLayout:
 def model_info_layout(config: AccelConfig) -> data.StructLayout:
     """What a loaded model slot holds (the layers and pairs are in the memories)."""
     return data.StructLayout({
-        "loaded": 1, "partition_mask": 8, "n_bottom": 4, "n_top": 4, "n_tables": 8,
+        "loaded": 1, "ganged": 1, "partition_mask": 8, "n_bottom": 4, "n_top": 4, "n_tables": 8,
         "emb_dim": 16, "n_dense": 8, "n_pairs": 16, "pairs_addr": config.mem_addr_width,
     })
 
@@ -122,6 +122,7 @@ class CommandProcessor(wiring.Component):
         self._sizes = self._word_sizes(cfg)
         self._arbiter_ids = self.read_id_width(cfg)
         self._pairs_max = pairs_max(cfg)
+        self._gangs = mlp_engine.gangs(cfg)
         super().__init__({
             "enable": In(1), "ring_base": In(aw), "ring_log2": In(5), "tail": In(16),
             "completion_base": In(aw), "region_base": In(aw), "region_size": In(aw + 1),
@@ -294,11 +295,18 @@ class CommandProcessor(wiring.Component):
             # a stage's input: the candidates, or the previous stage's k (every stage before
             # an active one is active); k > min(input, topk_max) as two compares side by side
             inputs = rq.n_candidates if s == 0 else stages[s - 1].k
+            # a ganged stage: its mask one of the gangs the configuration forms, and its
+            # model loaded ganged on exactly those partitions (and only then)
+            gang_mask = Cat(st.partition_mask == mlp_engine.gang_mask(G, L)
+                            for G, L in self._gangs).any() if self._gangs else Const(0)
             stage_checks += [
                 (active & ((st.slot >= cfg.model_slots) | ~slot_info.loaded), "MODEL_NOT_LOADED"),
                 (active & ((st.partition_mask == 0) | ((st.partition_mask >> P) != 0) |
-                           (st.topk_unit >= cfg.topk_units)), "BAD_PARTITION"),
-                (active & ((st.partition_mask & ~slot_info.partition_mask[:4]) != 0),
+                           (st.topk_unit >= cfg.topk_units) | (st.gang & ~gang_mask)),
+                 "BAD_PARTITION"),
+                (active & (((st.partition_mask & ~slot_info.partition_mask[:4]) != 0) |
+                           (st.gang != slot_info.ganged) |
+                           (st.gang & (st.partition_mask != slot_info.partition_mask[:4]))),
                  "MODEL_NOT_LOADED"),
                 (active & ((st.k == 0) | (st.k > inputs) | (st.k > cfg.topk_max)), "BAD_K"),
             ]
@@ -589,8 +597,15 @@ class CommandProcessor(wiring.Component):
                         m.d.sync += comp.error.eq(ERROR["BAD_LAYER"])
                     with m.Else():
                         slot = info[lm.slot]
-                        m.d.sync += [slot.loaded.eq(1),
-                                     slot.partition_mask.eq(lm.partition_mask),
+                        # a gang member's slice adds its partition to the slot's earlier
+                        # gang loads (d.LOAD_MODEL_GANG; `loaded` is cleared while a load
+                        # runs, `ganged` and the mask change only here)
+                        gang_load = lm.header.flags[0]
+                        m.d.sync += [slot.loaded.eq(1), slot.ganged.eq(gang_load),
+                                     slot.partition_mask.eq(Mux(
+                                         gang_load & slot.ganged,
+                                         slot.partition_mask | lm.partition_mask,
+                                         lm.partition_mask)),
                                      slot.n_bottom.eq(lm.n_bottom), slot.n_top.eq(lm.n_top),
                                      slot.n_tables.eq(lm.n_tables),
                                      slot.emb_dim.eq(lm.emb_dim),

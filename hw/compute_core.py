@@ -9,7 +9,7 @@ from amaranth.utils import exact_log2
 
 from rpaccel.hw.config import AccelConfig
 from rpaccel.hw import mlp_engine
-from rpaccel.hw.mlp_engine import MLPLayerEngine, gang_sizes
+from rpaccel.hw.mlp_engine import MLPLayerEngine, gangs as gangs_of
 from rpaccel.hw.shared import add_shared
 from rpaccel.hw.systolic import SystolicArray
 
@@ -89,7 +89,7 @@ class ComputeCore(wiring.Component):
             for name in ("act_data", "scores"):
                 wiring.connect(m, getattr(engine, name), wiring.flipped(getattr(self, name)[p]))
             m.d.comb += self.busy[p].eq(engine.busy)
-        gangs = [(G, L) for G in gang_sizes(cfg) for L in range(0, P, G)]
+        gangs = gangs_of(cfg)
         if not gangs:
             for p, engine in enumerate(engines):
                 wiring.connect(m, wiring.flipped(self.cmd[p]), engine.cmd)
@@ -120,16 +120,18 @@ class ComputeCore(wiring.Component):
             known = Cat(own_cmd.payload.gang_log2 == exact_log2(G) for G, _ in led).any() \
                 if led else Const(0)
             # (a gang_log2 of none of its gangs: the layer runs here alone)
-            payload = _with_fields(layout, own_cmd.payload.as_value(), gang_index=0,
+            payload = _with_fields(layout, own_cmd.payload.as_value(),
                                    gang_log2=Mux(known, own_cmd.payload.gang_log2, 0))
             # ... or, as a follower, its leader's command in the same cycle
-            targeted = Const(0)
+            targeted, index = Const(0), Const(0)
             for gl in leader_of[p]:
                 G, L = gl
-                payload = Mux(offer[gl], _with_fields(layout, self.cmd[L].payload.as_value(),
-                                                      gang_index=p - L), payload)
+                payload = Mux(offer[gl], self.cmd[L].payload.as_value(), payload)
+                index = Mux(offer[gl], p - L, index)
                 valid = Mux(offer[gl], all_ready[gl], valid)
                 targeted = targeted | offer[gl]
+            if leader_of[p]:
+                m.d.comb += engine.gang_index.eq(index)
             closed = following[p] | targeted
             m.d.comb += [eng_cmd.valid.eq(Mux(targeted, valid, valid & ~following[p])),
                          eng_cmd.payload.eq(payload),

@@ -32,7 +32,7 @@ from amaranth.lib import data
 
 from .config import AccelConfig
 
-__all__ = ["OPCODES", "COMMAND_BYTES", "COMPLETION_BYTES", "RESULT_BYTES", "LAYER_BYTES",
+__all__ = ["OPCODES", "LOAD_MODEL_GANG", "COMMAND_BYTES", "COMPLETION_BYTES", "RESULT_BYTES", "LAYER_BYTES",
            "TABLE_BYTES", "PAIR_BYTES", "ADDR_WIDTH", "command_header_layout",
            "load_model_layout", "load_static_layout", "run_query_layout", "stage_layout",
            "completion_layout", "layer_layout", "table_layout", "pair_layout", "lookup_layout",
@@ -41,6 +41,11 @@ __all__ = ["OPCODES", "COMMAND_BYTES", "COMPLETION_BYTES", "RESULT_BYTES", "LAYE
 
 #: Opcodes of ring entries.
 OPCODES = {"NOP": 0, "LOAD_MODEL": 1, "LOAD_STATIC": 2, "RUN_QUERY": 3}
+
+#: ``LOAD_MODEL`` header flag: the load is one gang member's column slice of the model
+#: (``rpaccel.sim.mlp_program.gang_slice``); the slot's partitions become its earlier gang
+#: loads' plus this one's, and only a ganged stage on exactly those partitions may run it.
+LOAD_MODEL_GANG = 1
 
 COMMAND_BYTES = 64
 COMPLETION_BYTES = 64
@@ -67,7 +72,9 @@ def load_model_layout(config: AccelConfig) -> data.StructLayout:
     (bottom MLP first; the top MLP ends in its score layer), ``n_tables`` table descriptors
     (:func:`table_layout`) from ``tables_addr`` and ``n_pairs`` interaction parameters
     (:func:`pair_layout`) from ``pairs_addr``. ``emb_dim`` is the model's embedding
-    dimension and ``n_dense`` its dense inputs."""
+    dimension and ``n_dense`` its dense inputs. With :data:`LOAD_MODEL_GANG` in the header's
+    flags the words are one gang member's slice, loaded into the one partition of the mask
+    (a gang's ``G`` members take ``G`` loads of the same slot)."""
     return data.StructLayout({
         "header": command_header_layout(),
         "slot": 8, "partition_mask": 8, "n_bottom": 4, "n_top": 4, "n_tables": 8,
@@ -90,9 +97,11 @@ def load_static_layout(config: AccelConfig) -> data.StructLayout:
 
 def stage_layout(config: AccelConfig) -> data.StructLayout:
     """One stage of a query: the model slot, how many to keep, the partitions that run it
-    (their sub-batches dealt over them) and the top-k unit that filters it."""
+    (their sub-batches dealt over them; with ``gang`` one gang of them, an aligned block of
+    ``G`` partitions in ``gang_sizes``, running every layer with its columns split) and the
+    top-k unit that filters it."""
     return data.StructLayout({
-        "slot": 4, "partition_mask": 4, "topk_unit": 4, "_pad": 4,
+        "slot": 4, "partition_mask": 4, "topk_unit": 4, "gang": 1, "_pad": 3,
         "k": 16,
     })
 

@@ -15,7 +15,7 @@ from rpaccel.hw.vector import VectorUnit
 from rpaccel.hw.geometry import EngineGeometry
 
 __all__ = ["MLPLayerEngine", "layer_refused", "layer_refused_pipelined", "LAYER_CHECK_CYCLES",
-           "gang_sizes", "gang_write_layout", "command_layout", "response_layout", "score_layout",
+           "gang_sizes", "gangs", "gang_mask", "gang_write_layout", "command_layout", "response_layout", "score_layout",
            "weight_write_layout", "bias_write_layout", "act_write_layout", "act_read_layout",
            "act_word_layout"]
 
@@ -51,6 +51,17 @@ def gang_sizes(config: AccelConfig) -> list[int]:
     return sizes
 
 
+def gangs(config: AccelConfig) -> list[tuple[int, int]]:
+    """Every gang ``(G, L)`` the configuration can form: ``G`` in :func:`gang_sizes`,
+    partitions ``L .. L+G-1`` with ``L`` a multiple of ``G``."""
+    return [(G, L) for G in gang_sizes(config) for L in range(0, config.partitions, G)]
+
+
+def gang_mask(G: int, L: int) -> int:
+    """The partition mask of gang ``(G, L)``."""
+    return ((1 << G) - 1) << L
+
+
 def gang_write_layout(config: AccelConfig) -> data.StructLayout:
     """One registered activation write of a ganged follower engine, for its leader's
     destination buffer: ``valid``, the word address, the word (its results replicated over
@@ -62,11 +73,12 @@ def gang_write_layout(config: AccelConfig) -> data.StructLayout:
 
 
 def command_layout(config: AccelConfig) -> data.StructLayout:
-    """One layer command (see :class:`rpaccel.sim.mlp_program.LayerCommand`). ``gang_log2``
-    and ``gang_index`` place the engine in a gang of ``2**gang_log2`` engines running the
-    same layer on their own column slices (0 and 0: alone); the compute core sets them."""
+    """One layer command (see :class:`rpaccel.sim.mlp_program.LayerCommand`). Where the
+    configuration forms gangs (:func:`gang_sizes`), ``gang_log2`` runs the layer on a gang of
+    ``2**gang_log2`` engines, each on its column slice (0: alone)."""
     geo = EngineGeometry.of(config)
     P = config.partitions
+    gang = {"gang_log2": range(max(exact_log2(P) + 1, 2))} if gang_sizes(config) else {}
     return data.StructLayout({
         "rows": range(config.sub_batch + 1),
         "in_dim": range(config.max_layer_dim + 1),
@@ -80,8 +92,7 @@ def command_layout(config: AccelConfig) -> data.StructLayout:
         "src": range(geo.act_buffers),
         "dst": range(geo.act_buffers),
         "tag": 8,
-        "gang_log2": range(max(exact_log2(P) + 1, 2)),
-        "gang_index": range(max(P, 2)),
+        **gang,
     })
 
 
@@ -277,8 +288,10 @@ class MLPLayerEngine(wiring.Component):
         (rows stop leaving the array once the FIFO's room is down to the scores in flight)
         and loses nothing; the layer's response comes after its last score left the FIFO.
     array_weights, array_acts / array_results : to and from one systolic-array partition.
-    gang_out / gang_in : :func:`gang_write_layout`, a follower's writes out, the leader's
-        followers' writes in (all zero when not ganged).
+    gang_index, gang_out / gang_in : where the configuration forms gangs: the engine's place
+        in the gang of the command it takes (taken with it; the compute core drives it),
+        a follower's writes out (:func:`gang_write_layout`), the leader's followers'
+        writes in (all zero when not ganged).
 
     Throughput: one activation row per cycle into the array for the whole layer (tiles
     back to back), so a layer takes about ``n_ot * n_it * max(B, R)`` cycles plus the array
@@ -315,8 +328,9 @@ class MLPLayerEngine(wiring.Component):
             "array_acts": Out(stream.Signature(systolic.act_layout(config))),
             "array_results": In(stream.Signature(systolic.result_layout(config))),
             "busy": Out(1),
-            "gang_out": Out(gang_write_layout(config)),
-            "gang_in": In(gang_write_layout(config)),
+            **({"gang_index": In(range(max(config.partitions, 2))),
+                "gang_out": Out(gang_write_layout(config)),
+                "gang_in": In(gang_write_layout(config))} if gang_sizes(config) else {}),
         })
 
     @property
@@ -375,8 +389,9 @@ class MLPLayerEngine(wiring.Component):
         # a ganged follower: fed by its leader, its writes go to the leader's buffer
         ganged = bool(gang_sizes(cfg))
         follower = Signal()
+        gang_index = Signal(range(max(cfg.partitions, 2)))   # of the command taken
         if ganged:
-            m.d.comb += follower.eq(cmd.gang_index != 0)
+            m.d.comb += follower.eq(gang_index != 0)
         running = Signal()
         m.d.comb += self.busy.eq(running)
 
@@ -408,6 +423,8 @@ class MLPLayerEngine(wiring.Component):
                 m.d.comb += self.cmd.ready.eq(~in_reset)
                 with m.If(self.cmd.valid & self.cmd.ready):
                     m.d.sync += [cmd.eq(self.cmd.payload), cycles.eq(1)]
+                    if ganged:
+                        m.d.sync += gang_index.eq(self.gang_index)
                     m.next = "CHECK"
             with m.State("CHECK"):
                 m.d.comb += [checking.eq(1), check_now.eq(1)]
@@ -632,7 +649,7 @@ class MLPLayerEngine(wiring.Component):
             o_tile = Signal(len(o_j) + exact_log2(cfg.partitions))
             o_step = Signal(range(cfg.partitions + 1))
             with m.If(start):
-                m.d.sync += [o_tile.eq(cmd.gang_index), o_step.eq(Const(1, 1) << cmd.gang_log2)]
+                m.d.sync += [o_tile.eq(gang_index), o_step.eq(Const(1, 1) << cmd.gang_log2)]
             with m.Elif(o_take & (o_b == cmd.rows - 1)):
                 m.d.sync += o_tile.eq(o_tile + o_step)
         else:
@@ -645,12 +662,14 @@ class MLPLayerEngine(wiring.Component):
         o_lanes = Signal(W)
         o_word = Signal(ow * W)
         o_write = Signal()
-        o_export = Signal()
         m.d.sync += [o_addr.eq(o_chunk * SB + o_b), o_word.eq(out_word),
-                     o_write.eq(o_take & ~cmd.score & ~follower),
-                     o_export.eq(o_take & ~cmd.score & follower)]
-        m.d.comb += [self.gang_out.valid.eq(o_export), self.gang_out.addr.eq(o_addr),
-                     self.gang_out.word.eq(o_word), self.gang_out.lanes.eq(o_lanes)]
+                     o_write.eq(o_take & ~cmd.score & ~follower)]
+        if ganged:
+            o_export = Signal()
+            m.d.sync += o_export.eq(o_take & ~cmd.score & follower)
+        if ganged:
+            m.d.comb += [self.gang_out.valid.eq(o_export), self.gang_out.addr.eq(o_addr),
+                         self.gang_out.word.eq(o_word), self.gang_out.lanes.eq(o_lanes)]
         for g in range(groups):
             m.d.sync += o_lanes[g * Cp:(g + 1) * Cp].eq(Mux(o_group == g, (1 << Cp) - 1, 0))
 

@@ -20,6 +20,12 @@ another's scores). Without on-chip top-k the merge is in sub-batch order instead
 scores reach memory in candidate order. Either way the values are those of one runner,
 and the functional model (``sim/accel_model.py``) is the reference of any mapping.
 
+A **ganged** stage (the stage descriptor's ``gang``: its mask one gang of
+``hw/mlp_engine.gangs``, checked by the command processor) claims every runner of its mask
+but deals all its sub-batches to the lowest one, with the gang in its job
+(``gang_log2``): that runner's layers run on the whole gang's engines, each layer's output
+columns split over them (``hw/compute_core.py``), while the other runners stay idle.
+
 Each slot has its own kept list (``topk_max`` entries): the top-k unit's results of stage
 ``s`` replace the positions stage ``s`` read (they come after its last candidate, whose
 position came first) and are stage ``s + 1``'s input; after each stage the slot writes the
@@ -42,12 +48,14 @@ from amaranth import Array, Cat, Const, Module, Mux, ResetSignal, Signal, unsign
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
+from amaranth.utils import exact_log2
 
 from . import descriptors as d
 from . import topk
 from .axi_write import write_beat_layout, write_job_layout
 from .command import ERROR, model_info_layout, query_done_layout, query_layout
 from .config import AccelConfig
+from .mlp_engine import gang_sizes
 from .shared import index_range, times_const
 from .stage import stage_job_layout
 from .write_mux import WriteJobMux
@@ -133,10 +141,15 @@ class QueryEngine(wiring.Component):
             sl.seq = Signal(16, name=f"slot{j}_seq")
             sl.s = Signal(range(cfg.max_stages + 1), name=f"slot{j}_stage")
             sl.stage = sl.q.entry.stages[sl.s]
-            sl.mask = Signal(P, name=f"slot{j}_mask")
+            sl.mask = Signal(P, name=f"slot{j}_mask")        # the runners it claims
+            sl.deal = Signal(P, name=f"slot{j}_deal")        # ... and deals sub-batches to
             sl.unit = Signal(index_range(U), name=f"slot{j}_unit")
             m.d.comb += [sl.mask.eq(sl.stage.partition_mask[:P]),
                          sl.unit.eq(sl.stage.topk_unit)]
+            # a ganged stage runs on its lowest runner, whose engine leads the gang
+            lowest = Cat(sl.mask[p] & ~sl.mask[:p].any() if p else sl.mask[0]
+                         for p in range(P))
+            m.d.comb += sl.deal.eq(Mux(sl.stage.gang, lowest, sl.mask))
             sl.waiting = Signal(name=f"slot{j}_waiting")
             sl.grant = Signal(name=f"slot{j}_grant")
             sl.release = Signal(name=f"slot{j}_release")
@@ -160,7 +173,7 @@ class QueryEngine(wiring.Component):
             sl.done_ready = Signal(name=f"slot{j}_done_ready")
             # a runner's rank among the stage's runners (its place in the dealing order)
             for p in range(P):
-                m.d.comb += sl.rank[p].eq(sum(sl.mask[i] for i in range(p)) if p else 0)
+                m.d.comb += sl.rank[p].eq(sum(sl.deal[i] for i in range(p)) if p else 0)
             slots.append(sl)
 
         def older(a, b):
@@ -267,7 +280,7 @@ class QueryEngine(wiring.Component):
         cycles, total = sig(32, "cycles"), sig(32, "total")
         m.d.sync += [cycles.eq(cycles + 1), total.eq(total + 1)]
         n_runners = sig(range(P + 1), "runners")      # R: runners of the stage
-        m.d.comb += n_runners.eq(sum(sl.mask[p] for p in range(P)))
+        m.d.comb += n_runners.eq(sum(sl.deal[p] for p in range(P)))
 
         m.d.comb += [sl.done.kept.eq(done.kept), sl.done.stage_cycles.eq(done.stage_cycles),
                      sl.done.index.eq(sl.q.index), sl.done.tag.eq(e.header.tag),
@@ -293,6 +306,13 @@ class QueryEngine(wiring.Component):
                      sl.job.n_tables.eq(info.n_tables), sl.job.emb_dim.eq(info.emb_dim),
                      sl.job.n_dense.eq(info.n_dense), sl.job.n_pairs.eq(info.n_pairs),
                      sl.job.stage.eq(s)]
+        # a ganged stage's gang: 2**gang_log2 partitions, its mask's count
+        if gang_sizes(cfg):
+            gang_log2 = Const(0)
+            for G in gang_sizes(cfg):
+                gang_log2 = Mux(sum(sl.mask[p] for p in range(P)) == G, exact_log2(G),
+                                gang_log2)
+            m.d.comb += sl.job.gang_log2.eq(Mux(stage.gang, gang_log2, 0))
 
         # dealing plan: each rank's number of candidates
         base = sig(range(n_max + SB + 1), "plan_base")
@@ -315,7 +335,7 @@ class QueryEngine(wiring.Component):
         for p in range(P):
             fire = sl.pos_valid[p] & self.positions[p].ready & runner_busy[p]
             nxt = Mux(place[p] == SB - 1, idx[p] + (n_runners - 1) * SB + 1, idx[p] + 1)
-            m.d.comb += [sl.pos_valid[p].eq(running & sl.mask[p] &
+            m.d.comb += [sl.pos_valid[p].eq(running & sl.deal[p] &
                                             (sent[p] < share[sl.rank[p]])),
                          kr_pos[p].addr.eq(Mux(fire, nxt, idx[p])),
                          sl.pos_data[p].eq(Mux(s == 0, idx[p], kr_pos[p].data.position))]
@@ -336,12 +356,12 @@ class QueryEngine(wiring.Component):
         if onchip:
             chosen = Const(0)
             for p in range(P):
-                offer = running & sl.mask[p] & self.scores[p].valid & runner_busy[p]
+                offer = running & sl.deal[p] & self.scores[p].valid & runner_busy[p]
                 m.d.comb += mine[p].eq(offer & ~chosen)
                 chosen = chosen | offer
         else:
             for p in range(P):
-                m.d.comb += mine[p].eq(running & sl.mask[p] & (sl.rank[p] == cur))
+                m.d.comb += mine[p].eq(running & sl.deal[p] & (sl.rank[p] == cur))
         for p in range(P):
             with m.If(mine[p]):
                 m.d.comb += [merged_valid.eq(self.scores[p].valid & runner_busy[p]),
@@ -386,7 +406,7 @@ class QueryEngine(wiring.Component):
                              mem_error.eq(mem_error | sw.done.payload.error)]
         # the runners' done
         for p in range(P):
-            m.d.comb += sl.jd_ready[p].eq(running & sl.mask[p])
+            m.d.comb += sl.jd_ready[p].eq(running & sl.deal[p])
             with m.If(self.job_done[p].valid & sl.jd_ready[p] & runner_busy[p]):
                 m.d.sync += [finished[p].eq(1), error.eq(error | self.job_done[p].payload.error)]
 
@@ -424,7 +444,7 @@ class QueryEngine(wiring.Component):
                 m.d.comb += sl.waiting.eq(1)
                 with m.If(sl.grant):
                     # runners dealt nothing (more runners than sub-batches) are done already
-                    dealt = Cat(sl.mask[p] & (share[sl.rank[p]] != 0) for p in range(P))
+                    dealt = Cat(sl.deal[p] & (share[sl.rank[p]] != 0) for p in range(P))
                     m.d.sync += [cycles.eq(1), count.eq(0), got_last.eq(0), cur.eq(0),
                                  in_sub.eq(0), taken.eq(0), pending.eq(dealt),
                                  finished.eq(~dealt)]

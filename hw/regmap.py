@@ -43,9 +43,11 @@ ERROR_CODES = {
     2: ("ZERO_CANDIDATES", "a query with no candidates"),
     3: ("BAD_K", "k of a stage is 0, above topk_max or above the stage's input"),
     4: ("ADDRESS_RANGE", "a command address outside the allowed memory region"),
-    5: ("BAD_PARTITION", "a partition (or top-k unit) that does not exist"),
+    5: ("BAD_PARTITION", "a partition (or top-k unit) that does not exist, or a gang the "
+                         "configuration cannot form"),
     6: ("QUEUE_OVERRUN", "the tail register moved past unfinished entries"),
-    7: ("MODEL_NOT_LOADED", "a stage names a model slot that holds no model"),
+    7: ("MODEL_NOT_LOADED", "a stage names a model slot that holds no model for its "
+                            "partitions (or ganged when the stage is not, or the reverse)"),
     8: ("EMBEDDING", "an embedding lookup was out of range or unconfigured"),
     9: ("AXI", "the memory answered SLVERR or DECERR"),
     10: ("BAD_STAGES", "a query with 0 stages, more than max_stages, or more than one "

@@ -100,6 +100,9 @@ def stage_job_layout(config: AccelConfig) -> data.StructLayout:
         "slot": range(config.model_slots),
         "n_bottom": 4, "n_top": 4, "n_tables": 8, "emb_dim": 16, "n_dense": 8, "n_pairs": 16,
         "stage": range(embedding.STAGES),
+        # every layer but the score layer ganged over 2**gang_log2 engines from this one
+        **({"gang_log2": mlp_engine.command_layout(config)["gang_log2"].shape}
+           if mlp_engine.gang_sizes(config) else {}),
     })
 
 
@@ -456,6 +459,8 @@ class StageRunner(wiring.Component):
                      cmd.weight_tile.eq(ld.weight_tile), cmd.bias_word.eq(ld.bias_word),
                      cmd.mult.eq(ld.mult), cmd.shift.eq(ld.shift), cmd.relu.eq(ld.relu),
                      cmd.score.eq(ld.score), cmd.src.eq(buf), cmd.tag.eq(layer)]
+        if mlp_engine.gang_sizes(cfg):
+            m.d.comb += cmd.gang_log2.eq(Mux(ld.score, 0, job.gang_log2))
         final_layer = Mux(et.top, layer == job.n_bottom + job.n_top - 1,
                           layer == job.n_bottom - 1)
         # Layers alternate between two buffers: the bottom MLP between X and H, ending in

@@ -10,8 +10,10 @@ embeddings -> bottom MLP -> interaction -> top MLP -> score -> top-k of position
 next stage) and writes kept lists, results and a completion. It has no notion of time
 (cycle counts are 0) nor of mapping: a stage's values do not depend on the partitions its
 sub-batches are dealt over (each holds the model's same words; the lowest one's are read)
-nor on the top-k unit, nor on which queries were in flight beside it. Values, error codes
-and memory writes are what the RTL must produce.
+nor on the top-k unit, nor on which queries were in flight beside it. A ganged stage's
+layers are put back together from its gang's slices (``mlp_program.gang_unslice``), so a
+stage's values do not depend on ganging either. Values, error codes and memory writes are
+what the RTL must produce.
 
 Without on-chip top-k (``onchip_topk`` off) a query has one stage (more is ``BAD_STAGES``)
 and its result is every candidate's record (position, score) in candidate order at
@@ -35,10 +37,11 @@ from rpaccel.hw.command import MAX_LAYERS, engine_word_bytes
 from rpaccel.hw.config import AccelConfig
 from rpaccel.hw.geometry import EngineGeometry
 from rpaccel.hw.interaction import pairs_max
+from rpaccel.hw.mlp_engine import gang_mask, gangs
 from rpaccel.hw.regmap import ERROR_CODES
 
 from . import numerics
-from .mlp_program import IntLayer, reference_mlp, unpack_bias, unpack_weights
+from .mlp_program import IntLayer, gang_unslice, reference_mlp, unpack_bias, unpack_weights
 
 __all__ = ["AccelModel", "ERROR"]
 
@@ -61,6 +64,7 @@ class LoadedModel:
     shifts: np.ndarray
     emb_dim: int
     n_dense: int
+    ganged: bool = False
 
 
 class AccelModel:
@@ -79,6 +83,7 @@ class AccelModel:
                        for _ in range(cfg.partitions)]
         self.static = np.zeros((cfg.static_cache_rows, cfg.emb_dim_max), dtype=np.int64)
         self.models: dict[int, LoadedModel] = {}
+        self.slot_gangs: dict[int, tuple[bool, int]] = {}   # slot -> (ganged, mask) loaded
         self.lookups = {"static_hits": 0, "memory": 0, "errors": 0}
 
     # -- memory helpers ----------------------------------------------------------------------
@@ -171,7 +176,16 @@ class AccelModel:
         pairs = [d.unpack(d.pair_layout(cfg), image.read(c["pairs_addr"] + i * d.PAIR_BYTES,
                                                         d.PAIR_BYTES))
                  for i in range(c["n_pairs"])]
+        # a gang member's slice adds its partition to the slot's earlier gang loads (as the
+        # hardware: what the slot's last good load left, whether or not a failed load came
+        # after it)
+        ganged = bool(c["header"]["flags"] & d.LOAD_MODEL_GANG)
+        was_ganged, was_mask = self.slot_gangs.get(c["slot"], (False, 0))
+        if ganged and was_ganged:
+            mask |= was_mask
+        self.slot_gangs[c["slot"]] = (ganged, mask)
         self.models[c["slot"]] = LoadedModel(
+            ganged=ganged,
             partitions=mask, bottom=layers[:c["n_bottom"]], top=layers[c["n_bottom"]:],
             tables=tables, mults=np.array([p["mult"] for p in pairs], dtype=np.int64),
             shifts=np.array([p["shift"] for p in pairs], dtype=np.int64),
@@ -213,6 +227,19 @@ class AccelModel:
                                    shift=ds["shift"], relu=bool(ds["relu"]),
                                    score=bool(ds["score"])))
         return layers
+
+    def _gang_layers(self, mask: int, model: LoadedModel) -> tuple[list, list]:
+        """A ganged model's bottom and top layers, each put together from the slices its
+        gang's memories hold (its outputs: the next layer's inputs; the bottom MLP's last
+        layer, the embedding dimension)."""
+        members = [p for p in range(self.config.partitions) if mask >> p & 1]
+        mlps = []
+        for descs, last in ((model.bottom, model.emb_dim), (model.top, 1)):
+            slices = [self._layers(p, descs) for p in members]
+            outs = [ds["in_dim"] for ds in descs[1:]] + [last]
+            mlps.append([gang_unslice([s[n] for s in slices], outs[n], self.geo)
+                         for n in range(len(descs))])
+        return mlps[0], mlps[1]
 
     def _embeddings(self, image, model: LoadedModel, record: dict) -> tuple[np.ndarray, bool]:
         """The pooled (tables, emb_dim) vectors of one record, and whether a lookup was bad."""
@@ -269,9 +296,11 @@ class AccelModel:
             if model is None:
                 raise Rejected("MODEL_NOT_LOADED")
             mask = st["partition_mask"]
-            if mask == 0 or mask >> cfg.partitions or st["topk_unit"] >= cfg.topk_units:
+            if mask == 0 or mask >> cfg.partitions or st["topk_unit"] >= cfg.topk_units or \
+                    (st["gang"] and mask not in [gang_mask(G, L) for G, L in gangs(cfg)]):
                 raise Rejected("BAD_PARTITION")
-            if mask & ~model.partitions:
+            if mask & ~model.partitions or bool(st["gang"]) != model.ganged or \
+                    (st["gang"] and mask != model.partitions):
                 raise Rejected("MODEL_NOT_LOADED")
             if not 1 <= st["k"] <= min(cfg.topk_max, inputs):
                 raise Rejected("BAD_K")
@@ -285,8 +314,11 @@ class AccelModel:
         error = 0
         for s, st in enumerate(stages):
             model = self.models[st["slot"]]
-            p = (st["partition_mask"] & -st["partition_mask"]).bit_length() - 1
-            bottom, top = self._layers(p, model.bottom), self._layers(p, model.top)
+            if st["gang"]:
+                bottom, top = self._gang_layers(st["partition_mask"], model)
+            else:
+                p = (st["partition_mask"] & -st["partition_mask"]).bit_length() - 1
+                bottom, top = self._layers(p, model.bottom), self._layers(p, model.top)
             dense = np.array([records[i]["dense"][:model.n_dense] for i in positions])
             h = reference_mlp(dense, bottom)
             emb = []

@@ -132,7 +132,8 @@ class LayerCommand:
                 "weight_tile": self.weight_tile, "bias_word": self.bias_word,
                 "mult": self.mult, "shift": self.shift, "relu": int(self.relu),
                 "score": int(self.score), "src": self.src, "dst": self.dst, "tag": self.tag,
-                "gang_log2": self.gang_log2}
+                # (a field only where the configuration forms gangs)
+                **({"gang_log2": self.gang_log2} if self.gang_log2 else {})}
 
 
 def gang_slice(layer: IntLayer, gang: int, index: int, geo: EngineGeometry) -> IntLayer:

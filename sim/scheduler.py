@@ -16,7 +16,11 @@ and command ring out, ranked lists and per-stage figures back.
   rows by the candidates its stage scores;
 * **maps stages to partitions**: every stage's sub-batches are dealt over all partitions
   (mask ``2**partitions - 1``) and stage ``s`` uses top-k unit ``s % topk_units`` unless
-  told otherwise. Every model is placed in one engine's memories anyway
+  told otherwise; a stage may instead run **ganged** (``stage_gangs``) on one gang of
+  ``hw/mlp_engine.gangs`` (``3`` on two partitions), every layer's output columns split
+  over the gang's engines: its model is compiled once more for that gang, one column
+  slice (``mlp_program.gang_slice``) per partition, each loaded with
+  ``LOAD_MODEL_GANG`` into its own slot. Every model is placed in one engine's memories anyway
   (:func:`~rpaccel.sim.host.allocate_models`), so loading each into every engine always
   fits, and dealing balances the engines: on `default` the large model's stage 2 is 62 %
   of a query's stage cycles, and with one partition per stage (masks ``1, 2``: query
@@ -53,6 +57,7 @@ from rpaccel.hw.command import engine_word_bytes
 from rpaccel.hw.config import AccelConfig
 from rpaccel.hw.errors import RpaccelError
 from rpaccel.hw.geometry import EngineGeometry
+from rpaccel.hw.mlp_engine import gang_mask, gangs
 from rpaccel.hw.regmap import ERROR_CODES
 from rpaccel.hw.shared import index_bits
 
@@ -60,7 +65,7 @@ from . import numerics
 from .features import TABLES
 from .golden import GoldenError, Pipeline
 from .host import HostError, allocate_models
-from .mlp_program import model_mlps
+from .mlp_program import MLPProgram, gang_slice, model_mlps
 
 __all__ = ["SchedulerError", "MemoryImage", "access_counts", "hot_order", "Scheduler",
            "QueryResult", "Backend", "RingState", "MEMORY_BASE"]
@@ -161,6 +166,7 @@ class CompiledModel:
     n_pairs: int = 0
     static_rows: list = field(default_factory=list)   # per table
     partition_mask: int = 0
+    ganged: bool = False      # its stages run ganged on partition_mask (one slice each)
 
 
 @dataclass(frozen=True)
@@ -235,12 +241,14 @@ class Plan:
 class Scheduler:
     """See the module docstring. ``stage_partitions`` / ``stage_topk_units`` override the
     default mapping (one partition mask and one top-k unit per stage, e.g. ``[1, 2]`` for
-    stage ``s`` on partition ``s`` alone); ``static`` = False leaves
+    stage ``s`` on partition ``s`` alone); ``stage_gangs`` (one flag per stage) runs a
+    stage ganged on its mask, which must be one of the configuration's gangs; ``static`` = False leaves
     the static cache empty; ``write_kept`` writes every stage's kept list for checking."""
 
     def __init__(self, config: AccelConfig, setup, pipeline: Pipeline | str, *,
                  stage_partitions: list[int] | None = None,
-                 stage_topk_units: list[int] | None = None, static: bool = True,
+                 stage_topk_units: list[int] | None = None,
+                 stage_gangs: list[bool] | None = None, static: bool = True,
                  write_kept: bool = True):
         self.config, self.setup = config, setup
         try:
@@ -254,24 +262,33 @@ class Scheduler:
         P, U = config.partitions, config.topk_units
         self.stage_masks = list(stage_partitions or [(1 << P) - 1] * len(stages))
         self.stage_units = list(stage_topk_units or [s % U for s in range(len(stages))])
+        self.stage_gangs = [bool(g) for g in (stage_gangs or [False] * len(stages))]
         self._validate()
+        # one slot per model, and one more per gang a model's stages run ganged on
         self.models: dict[str, CompiledModel] = {}
-        names = list(dict.fromkeys(s.model for s in stages))
-        for slot, name in enumerate(names):
-            qm = setup.golden.quantized[name]
-            self.models[name] = CompiledModel(name, slot, qm.spec.emb_dim, qm.spec.n_dense,
-                                              qm.dense_scale)
-        for s, stage in enumerate(stages):
-            self.models[stage.model].partition_mask |= self.stage_masks[s]
+        self.stage_keys = [self._model_key(n) for n in range(len(stages))]
+        for n, key in enumerate(dict.fromkeys(self.stage_keys)):
+            stage = stages[self.stage_keys.index(key)]
+            qm = setup.golden.quantized[stage.model]
+            self.models[key] = CompiledModel(stage.model, n, qm.spec.emb_dim, qm.spec.n_dense,
+                                             qm.dense_scale, ganged=key != stage.model)
+        if len(self.models) > config.model_slots:
+            raise SchedulerError(f"pipeline {self.pipeline.name!r} needs {len(self.models)} "
+                                 f"model slots ({', '.join(self.models)}); this accelerator "
+                                 f"holds model_slots={config.model_slots}")
+        for s, key in enumerate(self.stage_keys):
+            self.models[key].partition_mask |= self.stage_masks[s]
         scales = {m.dense_scale for m in self.models.values()}
         if len(scales) > 1:
             raise SchedulerError(f"the pipeline's models quantize the dense features with "
                                  f"different scales {sorted(scales)}: a candidate record "
                                  f"carries one set of dense codes")
         mlps = {}
-        for name in names:
-            for part, layers in model_mlps(setup.golden.quantized[name]).items():
-                mlps[f"{name}.{part}"] = layers
+        for key, m in self.models.items():
+            gang = bin(m.partition_mask).count("1") if m.ganged else 1
+            for part, layers in model_mlps(setup.golden.quantized[m.name]).items():
+                # (a gang's slices all have slice 0's shapes: one placement serves them all)
+                mlps[f"{key}.{part}"] = [gang_slice(layer, gang, 0, self.geo) for layer in layers]
         try:
             self.programs = allocate_models(mlps, self.geo)
         except HostError as err:
@@ -280,6 +297,12 @@ class Scheduler:
         self.orders = [hot_order(c) for c in self.counts]
         self.ranks = [np.argsort(o) for o in self.orders]   # rank[row] = stored row
         self._pick_static(static)
+
+    def _model_key(self, n: int) -> str:
+        """The compiled model stage ``n`` runs: its model's name, or with the name the gang
+        it runs ganged on."""
+        model = self.pipeline.stages[n].model
+        return f"{model}@gang{self.stage_masks[n]:#x}" if self.stage_gangs[n] else model
 
     # -- validation -------------------------------------------------------------------------
     def _validate(self):
@@ -291,6 +314,10 @@ class Scheduler:
         if len(self.stage_masks) != len(stages) or len(self.stage_units) != len(stages):
             raise SchedulerError(f"pipeline {name!r}: give one partition mask and one top-k "
                                  f"unit per stage ({len(stages)})")
+        if len(self.stage_gangs) != len(stages):
+            raise SchedulerError(f"pipeline {name!r}: give one gang flag per stage "
+                                 f"({len(stages)}), not {len(self.stage_gangs)}")
+        allowed = [gang_mask(G, L) for G, L in gangs(cfg)]
         for n, (stage, mask, unit) in enumerate(zip(stages, self.stage_masks,
                                                     self.stage_units), start=1):
             where = f"pipeline {name!r} stage {n} ({stage.model})"
@@ -303,6 +330,15 @@ class Scheduler:
             if not 0 <= unit < cfg.topk_units:
                 raise SchedulerError(f"{where}: top-k unit {unit} does not exist "
                                      f"(topk_units={cfg.topk_units})")
+            if self.stage_gangs[n - 1] and mask not in allowed:
+                why = (f"the gangs of this configuration are the masks "
+                       f"{', '.join(f'{a:#x}' for a in allowed)}" if allowed else
+                       f"this configuration forms no gang (G >= 2 partitions of "
+                       f"partition_cols={cfg.partition_cols} columns must fit one activation "
+                       f"word of max(rows, partition_cols)="
+                       f"{max(cfg.rows, cfg.partition_cols)} lanes)")
+                raise SchedulerError(f"{where}: cannot run ganged on partitions {mask:#x}: "
+                                     f"{why}")
         spec_bags = int(self.setup.features.item_genres.sum(axis=1).max())
         lookups = len(TABLES) - 1 + spec_bags
         if lookups > cfg.max_lookups:
@@ -341,9 +377,9 @@ class Scheduler:
             weight.setdefault(stage.model, n)
             n = stage.keep_k
         cands = []
-        for name, m in self.models.items():
+        for m in self.models.values():
             for t, counts in enumerate(self.counts):
-                ranked = counts[self.orders[t]] * weight[name]
+                ranked = counts[self.orders[t]] * weight[m.name]
                 cands.append(np.stack([ranked, np.full(ranked.size, m.slot),
                                        np.full(ranked.size, t), np.arange(ranked.size)], 1))
         allc = np.concatenate(cands)
@@ -365,17 +401,31 @@ class Scheduler:
         cfg, geo = self.config, self.geo
         entries, static_rows = [], []
         static_next = 0
-        for name, m in self.models.items():
-            qm = self.setup.golden.quantized[name]
-            bottom, top = self.programs[f"{name}.bottom"], self.programs[f"{name}.top"]
-            words = np.concatenate([bottom.weight_words, top.weight_words])
+        for key, m in self.models.items():
+            qm = self.setup.golden.quantized[m.name]
+            bottom, top = self.programs[f"{key}.bottom"], self.programs[f"{key}.top"]
             m.weight_word_base = bottom.weight_base * geo.rows
-            m.weight_words = len(words)
-            m.weights_addr = image.put(self._words(words, cfg.operand_width))
-            biases = np.concatenate([bottom.bias_words, top.bias_words])
             m.bias_word_base = bottom.bias_base
-            m.bias_words = len(biases)
-            m.bias_addr = image.put(self._words(biases, cfg.acc_width))
+            # the words each LOAD_MODEL loads: the model's, or each gang member's slice
+            members = [p for p in range(cfg.partitions) if m.partition_mask >> p & 1] \
+                if m.ganged else [None]
+            images = []
+            for e, _ in enumerate(members):
+                progs = (bottom, top)
+                if e:
+                    mlps = model_mlps(qm)
+                    progs = tuple(MLPProgram(geo, [gang_slice(layer, len(members), e, geo)
+                                                   for layer in mlps[part]],
+                                             weight_base=prog.weight_base,
+                                             bias_base=prog.bias_base)
+                                  for part, prog in (("bottom", bottom), ("top", top)))
+                words = np.concatenate([prog.weight_words for prog in progs])
+                biases = np.concatenate([prog.bias_words for prog in progs])
+                images.append((image.put(self._words(words, cfg.operand_width)),
+                               image.put(self._words(biases, cfg.acc_width))))
+            m.weight_words = len(np.concatenate([bottom.weight_words, top.weight_words]))
+            m.bias_words = len(np.concatenate([bottom.bias_words, top.bias_words]))
+            m.weights_addr, m.bias_addr = images[0]
             layers = []
             for prog in (bottom, top):
                 for n, layer in enumerate(prog.layers):
@@ -408,15 +458,19 @@ class Scheduler:
                             d.PAIR_BYTES) for mu, sh in zip(qm.inter_mults, qm.inter_shifts)]
             m.n_pairs = len(pairs)
             m.pairs_addr = image.put(b"".join(pairs))
-            entries.append(("LOAD_MODEL", d.pack(d.load_model_layout(cfg), {
-                "header": {"opcode": d.OPCODES["LOAD_MODEL"], "tag": m.slot},
-                "slot": m.slot, "partition_mask": m.partition_mask, "n_bottom": m.n_bottom,
-                "n_top": m.n_top, "n_tables": len(qm.tables), "emb_dim": m.emb_dim,
-                "n_dense": m.n_dense, "n_pairs": m.n_pairs, "weights_addr": m.weights_addr,
-                "weight_words": m.weight_words, "weight_word_base": m.weight_word_base,
-                "bias_addr": m.bias_addr, "bias_words": m.bias_words,
-                "bias_word_base": m.bias_word_base, "layers_addr": m.layers_addr,
-                "tables_addr": m.tables_addr, "pairs_addr": m.pairs_addr}, d.COMMAND_BYTES)))
+            for member, (weights_addr, bias_addr) in zip(members, images):
+                entries.append(("LOAD_MODEL", d.pack(d.load_model_layout(cfg), {
+                    "header": {"opcode": d.OPCODES["LOAD_MODEL"], "tag": m.slot,
+                               "flags": d.LOAD_MODEL_GANG if m.ganged else 0},
+                    "slot": m.slot,
+                    "partition_mask": m.partition_mask if member is None else 1 << member,
+                    "n_bottom": m.n_bottom,
+                    "n_top": m.n_top, "n_tables": len(qm.tables), "emb_dim": m.emb_dim,
+                    "n_dense": m.n_dense, "n_pairs": m.n_pairs, "weights_addr": weights_addr,
+                    "weight_words": m.weight_words, "weight_word_base": m.weight_word_base,
+                    "bias_addr": bias_addr, "bias_words": m.bias_words,
+                    "bias_word_base": m.bias_word_base, "layers_addr": m.layers_addr,
+                    "tables_addr": m.tables_addr, "pairs_addr": m.pairs_addr}, d.COMMAND_BYTES)))
         if static_rows:
             rows = np.concatenate(static_rows)
             src = image.put((rows & 0xFF).astype(np.uint8).tobytes())
@@ -505,9 +559,10 @@ class Scheduler:
             result = image.alloc(stages[-1].keep_k * d.RESULT_BYTES)
             kept = image.alloc(len(stages) * cfg.topk_max * d.RESULT_BYTES) \
                 if self.write_kept else 0
-            stage_values = [{"slot": self.models[s.model].slot,
+            stage_values = [{"slot": self.models[self.stage_keys[n]].slot,
                              "partition_mask": self.stage_masks[n],
-                             "topk_unit": self.stage_units[n], "k": s.keep_k}
+                             "topk_unit": self.stage_units[n], "k": s.keep_k,
+                             "gang": int(self.stage_gangs[n])}
                             for n, s in enumerate(stages)]
             stage_values += [{"slot": 0, "partition_mask": 0, "topk_unit": 0, "k": 0}] * \
                 (cfg.max_stages - len(stages))
@@ -528,8 +583,9 @@ class Scheduler:
     def _stage_values(self, stages: list[int]) -> list[dict]:
         """The ``stages`` field of a ``RUN_QUERY`` running pipeline stages ``stages``."""
         cfg, pipe = self.config, self.pipeline.stages
-        values = [{"slot": self.models[pipe[n].model].slot, "partition_mask": self.stage_masks[n],
-                   "topk_unit": self.stage_units[n], "k": pipe[n].keep_k} for n in stages]
+        values = [{"slot": self.models[self.stage_keys[n]].slot,
+                   "partition_mask": self.stage_masks[n], "topk_unit": self.stage_units[n],
+                   "k": pipe[n].keep_k, "gang": int(self.stage_gangs[n])} for n in stages]
         return values + [{"slot": 0, "partition_mask": 0, "topk_unit": 0, "k": 0}] * \
             (cfg.max_stages - len(values))
 

@@ -97,11 +97,13 @@ def describe(config: AccelConfig) -> str:
     return ", ".join(f"{k} = {v}" for k, v in config.to_dict().items() if default[k] != v)
 
 
-def random_cosim_case(seed: int) -> tuple[AccelConfig, str, int]:
+def random_cosim_case(seed: int) -> tuple[AccelConfig, str, int, list[bool]]:
     """A ``tiny`` accelerator with random partitions, sub-batch, cache sizes and feature
-    switches (sub-batch overlap, on-chip top-k), a two-stage cascade (small, then medium) with random ``k`` per stage, and a
-    candidate count, all from ``seed``: the cases the whole-accelerator cosimulation runs.
-    ``(config, pipeline spec, candidates per query)``."""
+    switches (sub-batch overlap, on-chip top-k), a two-stage cascade (small, then medium)
+    with random ``k`` per stage, each stage with two partitions dealt over both or ganged
+    on both (one in three), and a candidate count, all from ``seed``: the cases the
+    whole-accelerator cosimulation runs. ``(config, pipeline spec, candidates per query,
+    gang flag per stage)``."""
     from rpaccel.hw.config import PRESETS
 
     rng = np.random.default_rng(seed)
@@ -119,4 +121,5 @@ def random_cosim_case(seed: int) -> tuple[AccelConfig, str, int]:
     n = int(rng.integers(topk_max, 3 * topk_max + 20))
     k1 = int(rng.integers(1, min(topk_max, n) + 1))
     k2 = int(rng.integers(1, k1 + 1))
-    return config, f"small:{k1},medium:{k2}", n
+    gangs = [partitions == 2 and bool(rng.integers(0, 3) == 0) for _ in range(2)]
+    return config, f"small:{k1},medium:{k2}", n, gangs

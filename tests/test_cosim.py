@@ -68,14 +68,16 @@ def test_hex_images_round_trip(tmp_path):
 def test_random_tiny_variants_rank_real_queries_bit_exact(setup, seed, tmp_path):
     """Random `tiny` variants (tb/random_configs.py) on real users. Seed 1 (one partition,
     static cache only, sub-batch overlap) is in the fast suite; seeds 2-4 (two partitions
-    with only a dynamic cache and no overlap; no on-chip top-k; three top-k units) are
-    `make test-all` (about 80 s each). Their features stay in the fast suite through the
-    base `tiny` build's RTL tests below (two partitions, both caches, queries in flight)
-    and the every-feature-off test."""
-    config, pipeline, n = random_cosim_case(seed)
+    with only a dynamic cache and no overlap; no on-chip top-k; three top-k units; stage 1
+    ganged on both partitions in all three) are `make test-all` (about 80 s each). Their
+    features stay in the fast suite through the base `tiny` build's RTL tests below (two
+    partitions, both caches, queries in flight, a ganged stage) and the every-feature-off
+    test."""
+    config, pipeline, n, gangs = random_cosim_case(seed)
     report = run_cosim(config, "tiny", "verilator", pipeline, 3, work=tmp_path, setup=setup,
-                       candidates=n, stall=40, latency=3, seed=seed, progress=lambda m: None)
-    where = f"seed {seed}: {describe(config)}; {pipeline}, {n} candidates"
+                       candidates=n, stall=40, latency=3, seed=seed, progress=lambda m: None,
+                       stage_gangs=gangs)
+    where = f"seed {seed}: {describe(config)}; {pipeline}, {n} candidates, ganged {gangs}"
     assert report["mismatches"] == 0, (where, report["first_mismatches"])
     assert report["counters_agree"] and not report["outside_region"], where
     assert report["errors"] == 0, where
@@ -300,6 +302,39 @@ def test_a_stage_dealt_over_both_partitions_on_the_rtl(setup, tmp_path):
     counters = fig["counters"]
     assert counters["ENGINE0_BUSY"] > 0 and counters["ENGINE1_BUSY"] > 0
     assert counters["ENGINES_OVERLAP"] > 0, "the dealt stage never ran on both partitions at once"
+
+
+@needs_verilator
+@pytest.mark.cocotb
+def test_a_ganged_stage_on_the_rtl(setup, tmp_path):
+    """Stage 2 ganged on both partitions (every layer of its model with the output columns
+    split over the two engines, the leader's runner doing the rest), stage 1 dealt over
+    them, with memory stalls; between the good queries two bad ones: a ganged stage on a
+    mask that is no gang (BAD_PARTITION) and a ganged stage naming the dealt stage's
+    slot, loaded whole (MODEL_NOT_LOADED). Good queries bit-exact with the golden, the
+    memory equal to the functional model's byte for byte (cycle counts aside), no
+    follower write ever out of step (a layer's error would end the query with
+    EMBEDDING)."""
+    config = PRESETS["tiny"]
+    sch = Scheduler(config, setup, "small:8,medium:4", stage_partitions=[3, 3],
+                    stage_gangs=[False, True])
+    users = users_with_tests(setup, 4, skip=6)
+    queries = [(u, setup.split.test_candidates(u)[:40]) for u in users]
+    plan = sch.plan(queries)
+    layout = d.run_query_layout(config)
+    corrupt_entry(plan, plan.queries[1]["index"], layout, stage1_partition_mask=1)
+    corrupt_entry(plan, plan.queries[2]["index"], layout, stage1_slot=0)
+    fig, reference = run_beside_the_model(config, plan, tmp_path, stall=40, latency=3)
+    results = sch.results(plan)
+    assert results[1].error == ERROR["BAD_PARTITION"]
+    assert results[2].error == ERROR["MODEL_NOT_LOADED"]
+    for n in (0, 3):
+        user, cands = queries[n]
+        assert results[n].differences(setup.golden.run(sch.pipeline, user, cands)) == [], n
+    counters = fig["counters"]
+    assert counters["ENGINE0_BUSY"] > 0 and counters["ENGINE1_BUSY"] > 0
+    _reference_without_cycles(config, plan, reference)
+    assert plan.image.data == reference.data
 
 
 # Icarus on the whole accelerator: one short query (about 2 minutes, most of it the build).

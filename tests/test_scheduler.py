@@ -271,3 +271,51 @@ def test_stages_dealt_over_partitions_and_routed_to_more_topk_units(setup):
     assert [m.partition_mask for m in sch.models.values()] == [3, 2]
     queries = [(u, setup.split.test_candidates(u)[:300]) for u in users_with_tests(setup, 2)]
     check_against_golden(setup, sch, queries, sch.run(AccelModel(cfg), queries))
+
+
+def test_ganged_stages_equal_the_golden_cascade(setup):
+    """A stage ganged on both partitions (every layer's columns split over the two engines)
+    beside one dealt over them, on `default` and with four partitions (gangs of 2 and of
+    4): one LOAD_MODEL per gang member, flagged, into the model's own slot; the values are
+    the golden's."""
+    for cfg, masks in ((CONFIG, [3, 3]), (CONFIG.replace(partitions=4, topk_units=4),
+                                          [0xC, 0xF])):
+        sch = Scheduler(cfg, setup, "small:64,medium:8", stage_partitions=masks,
+                        stage_gangs=[False, True])
+        assert [(m.partition_mask, m.ganged) for m in sch.models.values()] == \
+            [(masks[0], False), (masks[1], True)]
+        plan = sch.plan([(u, setup.split.test_candidates(u)[:300])
+                         for u in users_with_tests(setup, 1)])
+        loads = [d.unpack(d.load_model_layout(cfg),
+                          bytes(plan.image.read(plan.ring.ring_base + i * d.COMMAND_BYTES,
+                                                d.COMMAND_BYTES)))
+                 for op, i in plan.entries if op == "LOAD_MODEL"]
+        members = bin(masks[1]).count("1")
+        assert [(ld["slot"], ld["partition_mask"], ld["header"]["flags"]) for ld in loads] == \
+            [(0, masks[0], 0)] + [(1, (masks[1] & -masks[1]) << e, d.LOAD_MODEL_GANG)
+                                  for e in range(members)]
+        queries = [(u, setup.split.test_candidates(u)[:300])
+                   for u in users_with_tests(setup, 2)]
+        check_against_golden(setup, sch, queries, sch.run(AccelModel(cfg), queries))
+
+
+def test_a_model_ganged_and_not_takes_two_slots(setup):
+    """The same model in a ganged stage and in a dealt one is compiled twice (the gang's
+    slices are another layout of its weights)."""
+    sch = Scheduler(CONFIG, setup, "medium:64,medium:8", stage_partitions=[3, 3],
+                    stage_gangs=[True, False])
+    assert [(m.name, m.slot, m.ganged) for m in sch.models.values()] == \
+        [("medium", 0, True), ("medium", 1, False)]
+    queries = [(u, setup.split.test_candidates(u)[:200]) for u in users_with_tests(setup, 1)]
+    check_against_golden(setup, sch, queries, sch.run(AccelModel(CONFIG), queries))
+
+
+@pytest.mark.parametrize("config, mask, needle", [
+    (CONFIG, 1, "cannot run ganged on partitions 0x1: the gangs of this configuration are "
+                "the masks 0x3"),
+    (PRESETS["small"], 3, "forms no gang"),
+    (CONFIG.replace(partitions=1, topk_units=1), 1, "forms no gang"),
+])
+def test_a_gang_the_configuration_cannot_form_is_refused(setup, config, mask, needle):
+    with pytest.raises(SchedulerError, match=needle):
+        Scheduler(config, setup, "small:8", stage_partitions=[mask], stage_gangs=[True])
