@@ -336,8 +336,9 @@ def register(sub) -> None:
                    help="partition mask of each stage, comma separated: a mask of several "
                         "partitions deals the stage's sub-batches over them, or with a g "
                         "after it gangs them on every layer, its output columns split "
-                        "(default: every stage dealt on all partitions; 1,2 = stage 1 on "
-                        "partition 0, stage 2 on partition 1; 3,3g = stage 2 ganged)")
+                        "(default: every stage dealt on all partitions, but a later stage "
+                        "of fewer sub-batches than partitions ganged on them; 1,2 = stage 1 "
+                        "on partition 0, stage 2 on partition 1; 3,3g = stage 2 ganged)")
     p.add_argument("--json", type=Path, help="write the figures as JSON here")
     p.add_argument("--waves", action="store_true", help="write an FST waveform")
     p.add_argument("--latency", type=cycles_int, default=0, metavar="CYCLES",

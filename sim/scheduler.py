@@ -16,7 +16,9 @@ and command ring out, ranked lists and per-stage figures back.
   rows by the candidates its stage scores;
 * **maps stages to partitions**: every stage's sub-batches are dealt over all partitions
   (mask ``2**partitions - 1``) and stage ``s`` uses top-k unit ``s % topk_units`` unless
-  told otherwise; a stage may instead run **ganged** (``stage_gangs``) on one gang of
+  told otherwise, except that a later stage with fewer sub-batches than partitions runs
+  ganged on all of them where they form a gang (:meth:`Scheduler._gang_by_default`); a
+  stage may instead run **ganged** (``stage_gangs``) on one gang of
   ``hw/mlp_engine.gangs`` (``3`` on two partitions), every layer's output columns split
   over the gang's engines: its model is compiled once more for that gang, one column
   slice (``mlp_program.gang_slice``) per partition, each loaded with
@@ -262,7 +264,10 @@ class Scheduler:
         P, U = config.partitions, config.topk_units
         self.stage_masks = list(stage_partitions or [(1 << P) - 1] * len(stages))
         self.stage_units = list(stage_topk_units or [s % U for s in range(len(stages))])
-        self.stage_gangs = [bool(g) for g in (stage_gangs or [False] * len(stages))]
+        if stage_gangs is None:
+            stage_gangs = [stage_partitions is None and self._gang_by_default(n)
+                           for n in range(len(stages))]
+        self.stage_gangs = [bool(g) for g in stage_gangs]
         self._validate()
         # one slot per model, and one more per gang a model's stages run ganged on
         self.models: dict[str, CompiledModel] = {}
@@ -297,6 +302,22 @@ class Scheduler:
         self.orders = [hot_order(c) for c in self.counts]
         self.ranks = [np.argsort(o) for o in self.orders]   # rank[row] = stored row
         self._pick_static(static)
+
+    def _gang_by_default(self, n: int) -> bool:
+        """Whether the default mapping gangs stage ``n`` on all partitions: when they form
+        a gang and the stage has fewer sub-batches than partitions (dealt, some engines
+        would get none). Measured on `default`, 20 real users, 3-stage cascade: stage 3
+        (64 candidates, one sub-batch) 47,041 cycles dealt, 27,087 ganged; the query
+        245,271 -> 206,810 cycles, 124,660 -> 104,945 back to back (docs/architecture.md,
+        "Ganged stages"). Stages of more sub-batches stay dealt: ganged, their front end
+        (gathers, interaction) runs on one runner (stage 1, 1,600 candidates: 49,321
+        dealt, 85,656 ganged)."""
+        cfg = self.config
+        if n == 0 or gang_mask(cfg.partitions, 0) not in [gang_mask(G, L)
+                                                          for G, L in gangs(cfg)]:
+            return False
+        inputs = self.pipeline.stages[n - 1].keep_k
+        return -(-inputs // cfg.sub_batch) < cfg.partitions
 
     def _model_key(self, n: int) -> str:
         """The compiled model stage ``n`` runs: its model's name, or with the name the gang

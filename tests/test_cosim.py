@@ -212,7 +212,8 @@ def test_a_model_with_a_layer_the_engines_refuse_is_not_loaded_on_the_rtl(setup,
     its top-k ``last``: a hang); one-stage queries on the good model before and after it
     run, and the memory equals the functional model's byte for byte (cycle counts aside)."""
     config = PRESETS["tiny"]
-    sch = Scheduler(config, setup, "small:4,medium:4")
+    # (stage 2 dealt: ganged by default, its model would take two loads, both refused)
+    sch = Scheduler(config, setup, "small:4,medium:4", stage_gangs=[False, False])
     users = users_with_tests(setup, 3, skip=20)
     plan = sch.plan([(u, setup.split.test_candidates(u)[:24]) for u in users])
     medium = sch.models["medium"]

@@ -78,7 +78,8 @@ def test_hot_order_and_static_rows_are_prefixes(setup):
      "5 stages; this accelerator runs at most max_stages=4"),
     ("tiny:10", CONFIG, "unknown model 'tiny'"),
     ("small:10,large:20", CONFIG, "larger than its input"),
-    ("small:16,large:10", TINY, "model 'large.top' does not fit the engine"),
+    # (stage 2 ganged by default: the model is its gang slices, half the columns each)
+    ("small:16,large:10", TINY, "model 'large@gang0x3.top' does not fit the engine"),
 ])
 def test_invalid_pipelines_are_refused_before_anything_is_built(setup, pipeline, config,
                                                                 message):
@@ -252,14 +253,23 @@ def test_without_onchip_topk_a_multi_stage_query_is_rejected(setup):
 def test_the_default_mapping_deals_every_stage_over_every_partition(setup):
     """Without a mapping every stage's mask names all partitions (so every model is loaded
     into every engine) and stage s uses top-k unit s mod topk_units; with one partition
-    the mask is 1."""
-    for cfg in (CONFIG, CONFIG.replace(partitions=4, topk_units=4),
-                CONFIG.replace(partitions=1, topk_units=1)):
+    the mask is 1. A later stage with fewer sub-batches than partitions runs ganged on all
+    of them where they form a gang (not with one partition, nor on `small`, whose
+    partitions form none); one of as many sub-batches as partitions is dealt."""
+    for cfg, gangs in ((CONFIG, [False, True, True]),
+                       (CONFIG.replace(partitions=4, topk_units=4), [False, True, True]),
+                       (CONFIG.replace(partitions=1, topk_units=1), [False] * 3)):
         sch = Scheduler(cfg, setup, "small:64,medium:16,large:8")
         every = (1 << cfg.partitions) - 1
         assert sch.stage_masks == [every] * 3
         assert sch.stage_units == [s % cfg.topk_units for s in range(3)]
         assert [m.partition_mask for m in sch.models.values()] == [every] * 3
+        assert sch.stage_gangs == gangs
+    assert Scheduler(PRESETS["small"].replace(topk_max=64), setup,
+                     "small:64,medium:16").stage_gangs == [False, False]
+    assert Scheduler(CONFIG, setup, "small:256,large:10").stage_gangs == [False, False]
+    assert Scheduler(CONFIG, setup, "small:129,large:10").stage_gangs == [False, False]
+    assert Scheduler(CONFIG, setup, "small:128,large:10").stage_gangs == [False, True]
 
 
 def test_stages_dealt_over_partitions_and_routed_to_more_topk_units(setup):
