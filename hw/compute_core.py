@@ -198,11 +198,15 @@ class ComputeCore(wiring.Component):
                         ins.append((active[gl] & out.valid, out))
             gin = engine.gang_in
             if ins:
-                # (the lanes of a gang's followers are disjoint: an OR merges them)
+                # The lanes of a gang's followers are disjoint, so an OR merges them; each
+                # follower's word has its results in every lane group (as the engine's own
+                # writes), so only its own lanes of it go into the OR.
+                ow = cfg.operand_width
                 lanes, word, addr = Const(0), Const(0), Const(0)
                 for v, o in ins:
+                    own = Cat(o.lanes[lane].replicate(ow) for lane in range(len(o.lanes)))
                     lanes = lanes | Mux(v, o.lanes, 0)
-                    word = word | Mux(v, o.word, 0)
+                    word = word | Mux(v, o.word & own, 0)
                     addr = addr | Mux(v, o.addr, 0)
                 m.d.comb += [gin.valid.eq(Cat(v for v, _ in ins).any()), gin.lanes.eq(lanes),
                              gin.word.eq(word), gin.addr.eq(addr)]

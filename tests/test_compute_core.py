@@ -73,3 +73,14 @@ def test_compute_core_lints_clean(preset):
     out = generate(PRESETS[preset], "compute_core")
     proc = lint(out.verilog)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+#: Four partitions of two columns on eight rows: gangs of two (partitions 0-1, 2-3) and of
+#: four (all), the `paper` preset's shape of gangs on a core small enough to simulate.
+FOUR_PARTITIONS = PRESETS["tiny"].replace(rows=8, cols=8, partitions=4, topk_units=4)
+
+
+def test_compute_core_gangs_of_two_and_four_cocotb():
+    from rpaccel.hw.mlp_engine import gangs
+    assert gangs(FOUR_PARTITIONS) == [(2, 0), (2, 2), (4, 0)]
+    run_bench(generate(FOUR_PARTITIONS, "compute_core"), "verilator")
