@@ -207,7 +207,7 @@ def format_cosim(r: dict) -> str:
     for s, (st, cyc, util) in enumerate(zip(r["stages"], r["stage_cycles"], r["utilization"])):
         rows.append([f"stage {s + 1}: {st['model']} keep {st['keep_k']} "
                      f"(partitions {r['stage_partitions'][s]:#x}"
-                     f"{', ganged' if r.get('stage_gangs', [False] * 9)[s] else ''})",
+                     f"{', ganged' if r['stage_gangs'][s] else ''})",
                      f"{cyc:,.0f} cycles, MAC utilization {100 * util:.1f} %"])
     rows += [
         ["cache hit rate", f"static {100 * r['cache_hit_rate']['static']:.1f} %, dynamic "

@@ -122,7 +122,7 @@ class CommandProcessor(wiring.Component):
         self._sizes = self._word_sizes(cfg)
         self._arbiter_ids = self.read_id_width(cfg)
         self._pairs_max = pairs_max(cfg)
-        self._gangs = mlp_engine.gangs(cfg)
+        self._gang_masks = mlp_engine.gang_masks(cfg)
         super().__init__({
             "enable": In(1), "ring_base": In(aw), "ring_log2": In(5), "tail": In(16),
             "completion_base": In(aw), "region_base": In(aw), "region_size": In(aw + 1),
@@ -297,8 +297,8 @@ class CommandProcessor(wiring.Component):
             inputs = rq.n_candidates if s == 0 else stages[s - 1].k
             # a ganged stage: its mask one of the gangs the configuration forms, and its
             # model loaded ganged on exactly those partitions (and only then)
-            gang_mask = Cat(st.partition_mask == mlp_engine.gang_mask(G, L)
-                            for G, L in self._gangs).any() if self._gangs else Const(0)
+            gang_mask = Cat(st.partition_mask == mask for mask in self._gang_masks).any() \
+                if self._gang_masks else Const(0)
             stage_checks += [
                 (active & ((st.slot >= cfg.model_slots) | ~slot_info.loaded), "MODEL_NOT_LOADED"),
                 (active & ((st.partition_mask == 0) | ((st.partition_mask >> P) != 0) |

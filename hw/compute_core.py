@@ -16,14 +16,12 @@ from rpaccel.hw.systolic import SystolicArray
 __all__ = ["ComputeCore"]
 
 
-def _with_fields(layout, value, **fields):
-    """``value`` (of struct ``layout``) with the named fields replaced, as one expression."""
-    parts, at = [], 0
-    for name, field in sorted(((n, layout[n]) for n in fields), key=lambda f: f[1].offset):
-        parts += [value[at:field.offset], Const(fields[name], field.width)
-                  if isinstance(fields[name], int) else fields[name][:field.width]]
-        at = field.offset + field.width
-    return Cat(*parts, value[at:])
+def _with_field(layout, value, name, new):
+    """``value`` (of struct ``layout``) with field ``name`` replaced by ``new``, as one
+    expression (separate assignments to a field and the rest left constant bits in their
+    own ``always`` blocks, which Verilator's lint rejects)."""
+    field = layout[name]
+    return Cat(value[:field.offset], new[:field.width], value[field.offset + field.width:])
 
 
 class ComputeCore(wiring.Component):
@@ -103,14 +101,16 @@ class ComputeCore(wiring.Component):
         for G, L in gangs:
             offer[G, L] = self.cmd[L].valid & (self.cmd[L].payload.gang_log2 == exact_log2(G))
         leader_of = {p: [(G, L) for G, L in gangs if L < p < L + G] for p in range(P)}
+        leads = {p: [(G, L) for G, L in gangs if L == p] for p in range(P)}
         members = {(G, L): range(L, L + G) for G, L in gangs}
         following = [Cat(active[gl] for gl in leader_of[p]).any() if leader_of[p] else Const(0)
                      for p in range(P)]
 
         all_ready = {gl: Cat(engines[q].cmd.ready for q in members[gl]).all() for gl in gangs}
+        answered = {gl: Cat(engines[q].resp.valid for q in members[gl]).all() for gl in gangs}
         for p, engine in enumerate(engines):
             own_cmd, eng_cmd = self.cmd[p], engine.cmd
-            led = [gl for gl in gangs if gl[1] == p]
+            led = leads[p]
             # its own command (as a leader: offered to its gang, taken when all are ready)
             valid, ready = own_cmd.valid, eng_cmd.ready
             for gl in led:
@@ -120,8 +120,8 @@ class ComputeCore(wiring.Component):
             known = Cat(own_cmd.payload.gang_log2 == exact_log2(G) for G, _ in led).any() \
                 if led else Const(0)
             # (a gang_log2 of none of its gangs: the layer runs here alone)
-            payload = _with_fields(layout, own_cmd.payload.as_value(),
-                                   gang_log2=Mux(known, own_cmd.payload.gang_log2, 0))
+            payload = _with_field(layout, own_cmd.payload.as_value(), "gang_log2",
+                                  Mux(known, own_cmd.payload.gang_log2, 0))
             # ... or, as a follower, its leader's command in the same cycle
             targeted, index = Const(0), Const(0)
             for gl in leader_of[p]:
@@ -143,31 +143,28 @@ class ComputeCore(wiring.Component):
         # -- answers: a gang's when all its engines have answered --------------------------------
         for p, engine in enumerate(engines):
             own_resp, eng_resp = self.resp[p], engine.resp
-            led = [gl for gl in gangs if gl[1] == p]
+            led = leads[p]
             valid, error = eng_resp.valid, eng_resp.payload.error
             m.d.comb += own_resp.payload.eq(eng_resp.payload)
             for gl in led:
-                every = Cat(engines[q].resp.valid for q in members[gl]).all()
                 anyerr = Cat(engines[q].resp.payload.error for q in members[gl]).any()
-                valid = Mux(active[gl], every, valid)
+                valid = Mux(active[gl], answered[gl], valid)
                 error = Mux(active[gl], anyerr, error)
-                with m.If(active[gl] & every & own_resp.ready):
+                with m.If(active[gl] & answered[gl] & own_resp.ready):
                     m.d.sync += active[gl].eq(0)
             m.d.comb += [own_resp.valid.eq(valid & ~following[p]),
                          own_resp.payload.error.eq(error)]
             ready = own_resp.ready
             for gl in led:
-                ready = Mux(active[gl], own_resp.ready &
-                            Cat(engines[q].resp.valid for q in members[gl]).all(), ready)
-            for G, L in leader_of[p]:
-                every = Cat(engines[q].resp.valid for q in members[G, L]).all()
-                ready = Mux(active[G, L], self.resp[L].ready & every, ready)
+                ready = Mux(active[gl], own_resp.ready & answered[gl], ready)
+            for gl in leader_of[p]:
+                ready = Mux(active[gl], self.resp[gl[1]].ready & answered[gl], ready)
             m.d.comb += eng_resp.ready.eq(ready)
 
         # -- activation rows: a gang's leader feeds every member's sub-array ----------------------
         for p, engine in enumerate(engines):
             src = engine.array_acts
-            led = [gl for gl in gangs if gl[1] == p]
+            led = leads[p]
             ready = array.acts[p].ready
             for gl in led:
                 ready = Mux(active[gl], Cat(array.acts[q].ready for q in members[gl]).all(),
@@ -177,7 +174,7 @@ class ComputeCore(wiring.Component):
             dst = array.acts[p]
             valid = engines[p].array_acts.valid
             payload = engines[p].array_acts.payload.as_value()
-            led = [gl for gl in gangs if gl[1] == p]
+            led = leads[p]
             for gl in led:
                 valid = Mux(active[gl], valid & Cat(array.acts[q].ready for q in members[gl]
                                                     if q != p).all(), valid)
@@ -189,7 +186,7 @@ class ComputeCore(wiring.Component):
 
         # -- the followers' writes into their leader's buffer ----------------------------------------
         for p, engine in enumerate(engines):
-            led = [gl for gl in gangs if gl[1] == p]
+            led = leads[p]
             ins = []
             for gl in led:
                 for q in members[gl]:

@@ -32,8 +32,8 @@ from amaranth.lib import data
 
 from .config import AccelConfig
 
-__all__ = ["OPCODES", "LOAD_MODEL_GANG", "COMMAND_BYTES", "COMPLETION_BYTES", "RESULT_BYTES", "LAYER_BYTES",
-           "TABLE_BYTES", "PAIR_BYTES", "ADDR_WIDTH", "command_header_layout",
+__all__ = ["OPCODES", "LOAD_MODEL_GANG", "COMMAND_BYTES", "COMPLETION_BYTES", "RESULT_BYTES",
+           "LAYER_BYTES", "TABLE_BYTES", "PAIR_BYTES", "ADDR_WIDTH", "command_header_layout",
            "load_model_layout", "load_static_layout", "run_query_layout", "stage_layout",
            "completion_layout", "layer_layout", "table_layout", "pair_layout", "lookup_layout",
            "record_layout", "record_bytes", "result_layout", "pack", "unpack",

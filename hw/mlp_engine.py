@@ -15,7 +15,8 @@ from rpaccel.hw.vector import VectorUnit
 from rpaccel.hw.geometry import EngineGeometry
 
 __all__ = ["MLPLayerEngine", "layer_refused", "layer_refused_pipelined", "LAYER_CHECK_CYCLES",
-           "gang_sizes", "gangs", "gang_mask", "gang_write_layout", "command_layout", "response_layout", "score_layout",
+           "gang_sizes", "gangs", "gang_masks", "gang_write_layout", "command_layout",
+           "response_layout", "score_layout",
            "weight_write_layout", "bias_write_layout", "act_write_layout", "act_read_layout",
            "act_word_layout"]
 
@@ -57,9 +58,9 @@ def gangs(config: AccelConfig) -> list[tuple[int, int]]:
     return [(G, L) for G in gang_sizes(config) for L in range(0, config.partitions, G)]
 
 
-def gang_mask(G: int, L: int) -> int:
-    """The partition mask of gang ``(G, L)``."""
-    return ((1 << G) - 1) << L
+def gang_masks(config: AccelConfig) -> list[int]:
+    """The partition masks of :func:`gangs`, in the same order."""
+    return [((1 << G) - 1) << L for G, L in gangs(config)]
 
 
 def gang_write_layout(config: AccelConfig) -> data.StructLayout:
@@ -667,7 +668,6 @@ class MLPLayerEngine(wiring.Component):
         if ganged:
             o_export = Signal()
             m.d.sync += o_export.eq(o_take & ~cmd.score & follower)
-        if ganged:
             m.d.comb += [self.gang_out.valid.eq(o_export), self.gang_out.addr.eq(o_addr),
                          self.gang_out.word.eq(o_word), self.gang_out.lanes.eq(o_lanes)]
         for g in range(groups):

@@ -308,10 +308,9 @@ class QueryEngine(wiring.Component):
                      sl.job.stage.eq(s)]
         # a ganged stage's gang: 2**gang_log2 partitions, its mask's count
         if gang_sizes(cfg):
-            gang_log2 = Const(0)
+            gang_log2, members = Const(0), sum(sl.mask[p] for p in range(P))
             for G in gang_sizes(cfg):
-                gang_log2 = Mux(sum(sl.mask[p] for p in range(P)) == G, exact_log2(G),
-                                gang_log2)
+                gang_log2 = Mux(members == G, exact_log2(G), gang_log2)
             m.d.comb += sl.job.gang_log2.eq(Mux(stage.gang, gang_log2, 0))
 
         # dealing plan: each rank's number of candidates

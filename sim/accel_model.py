@@ -37,7 +37,7 @@ from rpaccel.hw.command import MAX_LAYERS, engine_word_bytes
 from rpaccel.hw.config import AccelConfig
 from rpaccel.hw.geometry import EngineGeometry
 from rpaccel.hw.interaction import pairs_max
-from rpaccel.hw.mlp_engine import gang_mask, gangs
+from rpaccel.hw.mlp_engine import gang_masks
 from rpaccel.hw.regmap import ERROR_CODES
 
 from . import numerics
@@ -297,7 +297,7 @@ class AccelModel:
                 raise Rejected("MODEL_NOT_LOADED")
             mask = st["partition_mask"]
             if mask == 0 or mask >> cfg.partitions or st["topk_unit"] >= cfg.topk_units or \
-                    (st["gang"] and mask not in [gang_mask(G, L) for G, L in gangs(cfg)]):
+                    (st["gang"] and mask not in gang_masks(cfg)):
                 raise Rejected("BAD_PARTITION")
             if mask & ~model.partitions or bool(st["gang"]) != model.ganged or \
                     (st["gang"] and mask != model.partitions):

@@ -27,8 +27,8 @@ import numpy as np
 from rpaccel.hw.geometry import EngineGeometry
 from rpaccel.sim import numerics
 
-__all__ = ["IntLayer", "LayerCommand", "gang_slice", "gang_unslice", "pack_weights", "pack_bias", "unpack_weights",
-           "unpack_bias",
+__all__ = ["IntLayer", "LayerCommand", "gang_slice", "gang_unslice", "pack_weights",
+           "pack_bias", "unpack_weights", "unpack_bias",
            "activation_addresses", "pack_activations", "unpack_activations", "MLPProgram",
            "reference_mlp", "config_widths", "random_layer", "model_mlps", "save_mlp_jobs",
            "load_mlp_jobs"]

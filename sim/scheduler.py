@@ -59,7 +59,7 @@ from rpaccel.hw.command import engine_word_bytes
 from rpaccel.hw.config import AccelConfig
 from rpaccel.hw.errors import RpaccelError
 from rpaccel.hw.geometry import EngineGeometry
-from rpaccel.hw.mlp_engine import gang_mask, gangs
+from rpaccel.hw.mlp_engine import gang_masks
 from rpaccel.hw.regmap import ERROR_CODES
 from rpaccel.hw.shared import index_bits
 
@@ -313,8 +313,7 @@ class Scheduler:
         (gathers, interaction) runs on one runner (stage 1, 1,600 candidates: 49,321
         dealt, 85,656 ganged)."""
         cfg = self.config
-        if n == 0 or gang_mask(cfg.partitions, 0) not in [gang_mask(G, L)
-                                                          for G, L in gangs(cfg)]:
+        if n == 0 or (1 << cfg.partitions) - 1 not in gang_masks(cfg):
             return False
         inputs = self.pipeline.stages[n - 1].keep_k
         return -(-inputs // cfg.sub_batch) < cfg.partitions
@@ -338,7 +337,7 @@ class Scheduler:
         if len(self.stage_gangs) != len(stages):
             raise SchedulerError(f"pipeline {name!r}: give one gang flag per stage "
                                  f"({len(stages)}), not {len(self.stage_gangs)}")
-        allowed = [gang_mask(G, L) for G, L in gangs(cfg)]
+        allowed = gang_masks(cfg)
         for n, (stage, mask, unit) in enumerate(zip(stages, self.stage_masks,
                                                     self.stage_units), start=1):
             where = f"pipeline {name!r} stage {n} ({stage.model})"
@@ -430,22 +429,24 @@ class Scheduler:
             # the words each LOAD_MODEL loads: the model's, or each gang member's slice
             members = [p for p in range(cfg.partitions) if m.partition_mask >> p & 1] \
                 if m.ganged else [None]
+            # (slice 0 is the placed program; the others at its words, one layout for all)
+            programs = [(bottom, top)]
+            if len(members) > 1:
+                mlps = model_mlps(qm)
+                programs += [tuple(MLPProgram(geo, [gang_slice(layer, len(members), e, geo)
+                                                    for layer in mlps[part]],
+                                              weight_base=prog.weight_base,
+                                              bias_base=prog.bias_base)
+                                   for part, prog in (("bottom", bottom), ("top", top)))
+                             for e in range(1, len(members))]
             images = []
-            for e, _ in enumerate(members):
-                progs = (bottom, top)
-                if e:
-                    mlps = model_mlps(qm)
-                    progs = tuple(MLPProgram(geo, [gang_slice(layer, len(members), e, geo)
-                                                   for layer in mlps[part]],
-                                             weight_base=prog.weight_base,
-                                             bias_base=prog.bias_base)
-                                  for part, prog in (("bottom", bottom), ("top", top)))
+            for progs in programs:
                 words = np.concatenate([prog.weight_words for prog in progs])
                 biases = np.concatenate([prog.bias_words for prog in progs])
                 images.append((image.put(self._words(words, cfg.operand_width)),
                                image.put(self._words(biases, cfg.acc_width))))
-            m.weight_words = len(np.concatenate([bottom.weight_words, top.weight_words]))
-            m.bias_words = len(np.concatenate([bottom.bias_words, top.bias_words]))
+            m.weight_words = len(bottom.weight_words) + len(top.weight_words)
+            m.bias_words = len(bottom.bias_words) + len(top.bias_words)
             m.weights_addr, m.bias_addr = images[0]
             layers = []
             for prog in (bottom, top):
