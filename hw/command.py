@@ -92,7 +92,8 @@ class CommandProcessor(wiring.Component):
     model_info : Out(ArrayLayout(model_info_layout, model_slots)), and the layer and pair
         memories' read ports, one per partition's stage runner: ``layer_addr[p]``/
         ``layer_data[p]`` (address ``slot * MAX_LAYERS + layer``) and ``pair_addr[p]``/
-        ``pair_data[p]`` (``slot * pairs_max + pair``), data one cycle after the address.
+        ``pair_data[p]`` (``slot * pairs_max + pair``), data two cycles after the address
+        (an address held from cycle t shows its word from t + 2 on).
     query / query_done : a validated ``RUN_QUERY`` out, its results back (in any order);
         the completion is written when the results come back. Loads wait until no query
         is out, so weights never change under a running stage.
@@ -191,16 +192,25 @@ class CommandProcessor(wiring.Component):
             return readers[size]
 
         # -- model table -----------------------------------------------------------------------
+        # Written only by LOAD_MODEL, which waits until no query is in flight, and read only
+        # by the stage runners of queries: never both in one cycle, so no collision logic.
+        # Each read port's data is registered (no reset) before it leaves: on the ECP5 that
+        # register is the block RAM's own output register (gen/ebr_outreg.py), and the
+        # runners get their descriptors from a flip-flop, not a block RAM's slow output.
+        no_collision = {"no_rw_check": 1}
         layer_mem = Memory(shape=d.layer_layout(cfg), depth=cfg.model_slots * MAX_LAYERS,
-                           init=[])
+                           init=[], attrs=no_collision)
         pair_mem = Memory(shape=d.pair_layout(cfg), depth=cfg.model_slots * self._pairs_max,
-                          init=[])
+                          init=[], attrs=no_collision)
         m.submodules.layer_mem, m.submodules.pair_mem = layer_mem, pair_mem
         lw, pw = layer_mem.write_port(), pair_mem.write_port()
         for p in range(P):
             lr, pr = layer_mem.read_port(), pair_mem.read_port()
-            m.d.comb += [lr.addr.eq(self.layer_addr[p]), self.layer_data[p].eq(lr.data),
-                         pr.addr.eq(self.pair_addr[p]), self.pair_data[p].eq(pr.data)]
+            layer_q = Signal.like(lr.data, name=f"layer_data_q{p}", reset_less=True)
+            pair_q = Signal.like(pr.data, name=f"pair_data_q{p}", reset_less=True)
+            m.d.sync += [layer_q.eq(lr.data), pair_q.eq(pr.data)]
+            m.d.comb += [lr.addr.eq(self.layer_addr[p]), self.layer_data[p].eq(layer_q),
+                         pr.addr.eq(self.pair_addr[p]), self.pair_data[p].eq(pair_q)]
         info = Signal(data.ArrayLayout(model_info_layout(cfg), cfg.model_slots))
         m.d.comb += self.model_info.eq(info)
 

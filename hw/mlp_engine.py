@@ -283,7 +283,9 @@ class MLPLayerEngine(wiring.Component):
         buffer is not in use by the running command (its ``src``, or its ``dst`` until the
         last write landed), so the next sub-batch loads while a layer runs.
     act_read / act_data : host reads of an activation-buffer word, one each, under the same
-        rule; ``act_data`` holds the word until it is taken.
+        rule; a read accepted on cycle t offers its word on t + 2 (one a cycle when
+        ``act_data`` is always ready), and ``act_data`` holds the word until it is taken.
+        A host read and a host write of the same word in the same cycle read either word.
     scores : ``{score, row, last}`` of a score-mode layer, row order, ``last`` on row B-1,
         from a ``SCORE_FIFO_DEPTH``-entry FIFO: a consumer that stalls pauses the layer
         (rows stop leaving the array once the FIFO's room is down to the scores in flight)
@@ -365,7 +367,12 @@ class MLPLayerEngine(wiring.Component):
                           attrs=no_collision)
         acc_mem = Memory(shape=unsigned(aw * Cp), depth=len(_row_range(SB)), init=[],
                          attrs=no_collision)
-        act_mems = [Memory(shape=unsigned(ow * W), depth=geo.act_words, init=[])
+        # An activation buffer is read and written in the same cycle only by different owners
+        # of different buffers (a command's source is never written while it runs, the host
+        # never reads or writes a buffer in use), so no read that is kept meets a write of its
+        # word: no collision logic either.
+        act_mems = [Memory(shape=unsigned(ow * W), depth=geo.act_words, init=[],
+                           attrs=no_collision)
                     for _ in range(geo.act_buffers)]
         m.submodules.weight_mem = weight_mem
         m.submodules.bias_mem = bias_mem
@@ -477,7 +484,9 @@ class MLPLayerEngine(wiring.Component):
         w_pending = Signal()
         w_held_valid = Signal()
         w_valid = Signal()
-        w_held = Signal.like(w_rd.data)
+        # (the registers that take block-RAM read data have no reset: on the ECP5 they become
+        # the block RAMs' own output registers, gen/ebr_outreg.py)
+        w_held = Signal.like(w_rd.data, reset_less=True)
         w_data = Signal.like(w_rd.data)
         w_issue = running & (w_left != 0) & (w_fifo.level < FEED_FIFO_DEPTH - FEED_IN_FLIGHT - 1)
         with m.If(start):
@@ -538,8 +547,14 @@ class MLPLayerEngine(wiring.Component):
         # Every buffer's read data is registered as it leaves the RAM, before the buffer and
         # lane multiplexers: the block RAM's clock-to-out is most of a cycle on its own.
         # (act_buffers x W x 8 flip-flops: 256 on `default`.)
-        held = [Signal(ow * W, name=f"act_held{n}") for n in range(geo.act_buffers)]
-        m.d.sync += [h.eq(port.data) for h, port in zip(held, act_rd)]
+        # (no reset: on the ECP5 they are the block RAMs' output registers, gen/ebr_outreg.py;
+        # each takes its port's word on every cycle but while it holds a host read's word)
+        held = [Signal(ow * W, name=f"act_held{n}", reset_less=True)
+                for n in range(geo.act_buffers)]
+        held_en = Signal(geo.act_buffers)
+        for n, (h, port) in enumerate(zip(held, act_rd)):
+            with m.If(held_en[n]):
+                m.d.sync += h.eq(port.data)
         m.d.sync += [f_held.eq(f_pending), f_held_last.eq(f_last)]
         src_word = Signal(ow * W)
         m.d.comb += src_word.eq(Array(held)[cmd.src])
@@ -566,7 +581,9 @@ class MLPLayerEngine(wiring.Component):
                                    "row": _row_range(SB)})
         s1, s2, s3 = (Signal(stage, name=f"acc_s{n}") for n in (1, 2, 3))
         s1_psum, s2_psum = Signal(aw * Cp), Signal(aw * Cp)
-        s2_acc, s2_bias, s3_bias = Signal(aw * Cp), Signal(aw * Cp), Signal(aw * Cp)
+        s2_acc = Signal(aw * Cp, reset_less=True)      # block-RAM read data (no reset)
+        s2_bias = Signal(aw * Cp, reset_less=True)
+        s3_bias = Signal(aw * Cp)
         s3_sum = Signal(aw * Cp)
         hazard = Signal()
         m.d.comb += hazard.eq((r_i != 0) & Cat(
@@ -663,8 +680,12 @@ class MLPLayerEngine(wiring.Component):
         o_lanes = Signal(W)
         o_word = Signal(ow * W)
         o_write = Signal()
+        # (and which buffer it goes to, one-hot: the buffer's write select is then a
+        # register, not the command's dst compared on the way to every block's enables)
+        o_dst = Signal(geo.act_buffers)
         m.d.sync += [o_addr.eq(o_chunk * SB + o_b), o_word.eq(out_word),
-                     o_write.eq(o_take & ~cmd.score & ~follower)]
+                     o_write.eq(o_take & ~cmd.score & ~follower),
+                     o_dst.eq(Mux(o_take & ~cmd.score & ~follower, 1 << cmd.dst, 0))]
         if ganged:
             o_export = Signal()
             m.d.sync += o_export.eq(o_take & ~cmd.score & follower)
@@ -691,37 +712,56 @@ class MLPLayerEngine(wiring.Component):
         # has landed); every other buffer's ports are free, so the host may write the next
         # sub-batch's input or read a finished output while a layer runs.
         in_use = Signal(geo.act_buffers)
+        # the engine's write registered in front of the buffer (below), still to land
+        o_dst_q = Signal(geo.act_buffers)
+        m.d.sync += o_dst_q.eq(o_dst)
         for n in range(geo.act_buffers):
             m.d.comb += in_use[n].eq(((running | checking)
                                       & ((cmd.src == n) | ((cmd.dst == n) & ~cmd.score)))
-                                     | (o_write & (cmd.dst == n)))
+                                     | o_dst[n] | o_dst_q[n])
         w_buf, r_buf = self.act_write.payload.buffer, self.act_read.payload.buffer
         m.d.comb += [
             self.weight_write.ready.eq(idle), self.bias_write.ready.eq(idle),
             self.act_write.ready.eq(~in_use.bit_select(w_buf, 1) & ~_beyond(w_buf, geo.act_buffers)
                                     & ~in_reset),
-            w_wr.addr.eq(self.weight_write.payload.addr),
-            w_wr.data.eq(self.weight_write.payload.data.as_value()),
-            w_wr.en.eq(self.weight_write.valid & idle),
-            b_wr.addr.eq(self.bias_write.payload.addr),
-            b_wr.data.eq(self.bias_write.payload.data.as_value()),
-            b_wr.en.eq(self.bias_write.valid & idle),
         ]
-        host_rd_pending = Signal()
-        host_rd_buffer = Signal(range(geo.act_buffers))
-        # buffer n's RAM holds a host read's word on its port (one-hot of the pending read)
-        host_holds = Signal(geo.act_buffers)
+        # Weight and bias writes are registered in front of their memories like the
+        # activation buffers' (below): a write accepted on cycle t lands at the end of t + 1,
+        # long before a command taken on t + 1 reads them (after its three check cycles).
+        for port, write in ((w_wr, self.weight_write), (b_wr, self.bias_write)):
+            wr_addr = Signal.like(port.addr, reset_less=True)
+            wr_data = Signal.like(port.data, reset_less=True)
+            wr_en = Signal()
+            m.d.sync += [wr_addr.eq(write.payload.addr), wr_data.eq(write.payload.data.as_value()),
+                         wr_en.eq(write.valid & idle)]
+            m.d.comb += [port.addr.eq(wr_addr), port.data.eq(wr_data), port.en.eq(wr_en)]
+        # A host read is two stages, the block RAM's port (`host_on_port`: the word is on
+        # buffer n's read port) and the buffer's read register (`host_in_held`: the word is
+        # in `held[n]`, which is `act_data`), each holding still while the next is full: so
+        # the read data's only load is its register (the ECP5 block RAM's own output
+        # register, gen/ebr_outreg.py). One cycle more than a read from the port.
+        host_on_port = Signal()
+        host_in_held = Signal()
+        host_port_buffer = Signal(range(geo.act_buffers))
+        host_held_buffer = Signal(range(geo.act_buffers))
+        host_on = Signal(geo.act_buffers)      # one-hot of host_on_port's buffer
+        host_in = Signal(geo.act_buffers)      # one-hot of host_in_held's buffer
+        held_free = Signal()                   # the read register may take a word
+        m.d.comb += held_free.eq(~host_in_held | self.act_data.ready)
         m.d.comb += self.act_read.ready.eq(~in_use.bit_select(r_buf, 1) &
                                            ~_beyond(r_buf, geo.act_buffers) & ~in_reset &
-                                           (~host_rd_pending | self.act_data.ready))
+                                           (~host_on_port | held_free))
         host_rd = self.act_read.valid & self.act_read.ready
         with m.If(host_rd):
-            m.d.sync += [host_rd_pending.eq(1), host_rd_buffer.eq(r_buf),
-                         host_holds.eq(1 << r_buf)]
-        with m.Elif(self.act_data.ready):
-            m.d.sync += [host_rd_pending.eq(0), host_holds.eq(0)]
-        m.d.comb += [self.act_data.valid.eq(host_rd_pending & ~in_reset),
-                     self.act_data.payload.eq(Array(port.data for port in act_rd)[host_rd_buffer])]
+            m.d.sync += [host_on_port.eq(1), host_port_buffer.eq(r_buf),
+                         host_on.eq(1 << r_buf)]
+        with m.Elif(held_free):
+            m.d.sync += [host_on_port.eq(0), host_on.eq(0)]
+        with m.If(held_free):
+            m.d.sync += [host_in_held.eq(host_on_port), host_held_buffer.eq(host_port_buffer),
+                         host_in.eq(host_on)]
+        m.d.comb += [self.act_data.valid.eq(host_in_held & ~in_reset),
+                     self.act_data.payload.eq(Array(held)[host_held_buffer])]
 
         host_w = self.act_write.valid & self.act_write.ready
         host_lanes = ~self.act_write.payload.skip
@@ -729,7 +769,7 @@ class MLPLayerEngine(wiring.Component):
             is_src = running & (cmd.src == n)
             # The engine's last write lands in the cycle after its last result, when the
             # control is already responding: the registered write carries its own select.
-            is_dst = o_write & (cmd.dst == n)
+            is_dst = o_dst[n]
             if ganged:
                 # the followers' writes of the same cycle merged into the leader's
                 gin = self.gang_in
@@ -743,13 +783,25 @@ class MLPLayerEngine(wiring.Component):
                 # The feeder reads every cycle and keeps what it issued. A buffer that is no
                 # command's source reads the host's address every cycle too, whether or not
                 # the host's read is accepted, except while it holds an accepted read's word
-                # that waits for act_data.ready (it reads again on the cycle the word goes,
-                # when the next read may be accepted). So the enable, which every block of
-                # the buffer takes, is registers and one gate away, not the handshake.
-                act_rd[n].en.eq(is_src | ~host_holds[n] | self.act_data.ready),
-                act_wr[n].addr.eq(Mux(is_dst, o_addr, self.act_write.payload.addr)),
-                act_wr[n].data.eq(Mux(is_dst, dst_word, self.act_write.payload.data.as_value())),
-                act_wr[n].en.eq(Mux(is_dst, dst_lanes,
-                                    Mux(host_w & (w_buf == n), host_lanes, 0))),
+                # that cannot move into the read register yet (it reads again on the cycle
+                # the word moves, when the next read may be accepted). So the enable, which
+                # every block of the buffer takes, is registers and two gates away.
+                act_rd[n].en.eq(is_src | ~host_on[n] | held_free),
+                held_en[n].eq(is_src | ~host_in[n] | self.act_data.ready),
             ]
+            # Every write goes through a register in front of the buffer (address, data, lane
+            # enables): the buffer's blocks are spread over the device's block-RAM rows, and
+            # the host's handshake (its buffer's in-use bit) or the engine's write select on
+            # the way to all of them was the unit's longest path (94.9 MHz on `default`).
+            # A write accepted on cycle t lands at the end of t + 1.
+            wr_addr = Signal.like(act_wr[n].addr, name=f"act_wr_addr{n}", reset_less=True)
+            wr_data = Signal.like(act_wr[n].data, name=f"act_wr_data{n}", reset_less=True)
+            wr_en = Signal.like(act_wr[n].en, name=f"act_wr_en{n}")
+            m.d.sync += [
+                wr_addr.eq(Mux(is_dst, o_addr, self.act_write.payload.addr)),
+                wr_data.eq(Mux(is_dst, dst_word, self.act_write.payload.data.as_value())),
+                wr_en.eq(Mux(is_dst, dst_lanes, Mux(host_w & (w_buf == n), host_lanes, 0))),
+            ]
+            m.d.comb += [act_wr[n].addr.eq(wr_addr), act_wr[n].data.eq(wr_data),
+                         act_wr[n].en.eq(wr_en)]
         return m

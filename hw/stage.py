@@ -477,7 +477,10 @@ class StageRunner(wiring.Component):
                                  buf.eq(Mux(engine.task.top, engine.task.zbuf, BUFFER_X))]
                     m.next = "DESC"
             with m.State("DESC"):
-                # the layer's descriptor is read in this cycle (layer_addr registered)
+                # the layer's descriptor is read in this cycle (layer_addr registered) and
+                # registered in the next, so it is on layer_data in CMD
+                m.next = "DESC_HELD"
+            with m.State("DESC_HELD"):
                 m.next = "CMD"
             with m.State("CMD"):
                 m.d.comb += [self.cmd.valid.eq(1), cmd.dst.eq(dst)]
@@ -524,7 +527,11 @@ class StageRunner(wiring.Component):
                                  n_pairs.eq(0)]
                     m.next = "PARAMS"
             # -- the model's interaction parameters into the interaction unit ------------------
+            # (the pair's parameters are on pair_data two cycles after its address)
             with m.State("PARAMS"):
+                m.d.comb += self.pair_addr.eq(times_const(job.slot, self._pairs_max) + n_pairs)
+                m.next = "PARAM_HELD"
+            with m.State("PARAM_HELD"):
                 m.d.comb += self.pair_addr.eq(times_const(job.slot, self._pairs_max) + n_pairs)
                 m.next = "PARAM_WRITE"
             with m.State("PARAM_WRITE"):

@@ -134,7 +134,7 @@ def test_ring_of_loads_queries_and_bad_entries(setup):
             m_ = model.models[slot]
             for i in range(len(m_.bottom) + len(m_.top)):
                 ctx.set(cp.layer_addr[0], slot * MAX_LAYERS + i)
-                await ctx.tick()
+                await ctx.tick().repeat(2)          # (data two cycles after the address)
                 layers.append(to_python(ctx.get(cp.layer_data[0])))
         got["layers"] = layers
 

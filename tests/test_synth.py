@@ -1,6 +1,7 @@
 """Synthesis flow: yosys + nextpnr-ecp5 report for the processing element."""
 
 import json
+import re
 import os
 import subprocess
 import sys
@@ -86,6 +87,10 @@ class FakeTools:
             (cwd / "stat.json").write_text(json.dumps(
                 {"design": {"num_cells_by_type": self.cells}}))
             (cwd / "yosys.log").write_text(self.yosys_log)
+            netlist = re.search(r"-json (\S+?);", self.scripts[-1])
+            if netlist:     # (an empty top module: the block-RAM pass finds nothing)
+                (cwd / netlist[1]).write_text(json.dumps({"modules": {"top": {
+                    "attributes": {"top": "1"}, "ports": {}, "cells": {}, "netnames": {}}}}))
             log.write_text("")
             return
         if self.nextpnr_error:
