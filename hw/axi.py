@@ -91,7 +91,7 @@ class AxiRowReader(wiring.Component):
         Counters (wrap at 2**32, cleared by ``clear``): AR handshakes, R handshakes, bursts
         whose response had SLVERR/DECERR on any beat, and the sum over bursts of the cycles
         from the AR handshake to the last R handshake (each cycle adds the bursts then
-        outstanding).
+        outstanding); an event is counted one cycle after its handshake.
     clear : In(1)
         Clears the counters.
     """
@@ -143,18 +143,23 @@ class AxiRowReader(wiring.Component):
                 with m.If(slot != n_slots):
                     m.d.sync += slot.eq(slot + 1)
 
-        ar_fire = bus.arvalid & bus.arready
-        last_fire = r_fire & bus.rlast
+        # The counters count registered events (one cycle after the handshake): the
+        # handshakes come from the row consumer's ready, and the 32-bit carry chains after
+        # them were the embedding subsystem's longest path (91.7 MHz on `default`).
+        ar_fire, r_q, last_q, error_q = Signal(), Signal(), Signal(), Signal()
+        m.d.sync += [ar_fire.eq(bus.arvalid & bus.arready & ~self.clear),
+                     r_q.eq(r_fire & ~self.clear), last_q.eq(r_fire & bus.rlast & ~self.clear),
+                     error_q.eq(r_fire & bus.rlast & (error | beat_error) & ~self.clear)]
         outstanding = Signal(32)
-        m.d.sync += outstanding.eq(outstanding + ar_fire - last_fire)
+        m.d.sync += outstanding.eq(outstanding + ar_fire - last_q)
         with m.If(self.clear):
             m.d.sync += [self.bursts.eq(0), self.beats.eq(0), self.errors.eq(0),
                          self.latency.eq(0)]
         with m.Else():
             m.d.sync += [
                 self.bursts.eq(self.bursts + ar_fire),
-                self.beats.eq(self.beats + r_fire),
-                self.errors.eq(self.errors + (last_fire & (error | beat_error))),
+                self.beats.eq(self.beats + r_q),
+                self.errors.eq(self.errors + error_q),
                 self.latency.eq(self.latency + outstanding),
             ]
         return m

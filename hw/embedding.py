@@ -26,8 +26,8 @@ STAGES = 4
 #: Kinds of a classified lookup (the in-flight queue's ``kind`` field).
 KIND_BAD, KIND_STATIC, KIND_HIT, KIND_MISS = 0, 1, 2, 3
 #: Cycles from a lookup's acceptance to its one-row vector when its row is on chip and
-#: nothing stalls: F and B (classification), the in-flight FIFO's two, R1, R2, R3 and R4.
-LOOKUP_LATENCY = 8
+#: nothing stalls: F, C and B (classification), the in-flight FIFO's two, R1, R2, R3 and R4.
+LOOKUP_LATENCY = 9
 #: The (model, table) number is multiplied by this before it is folded into the set index,
 #: so the same row of different tables lands in different sets.
 SET_HASH_MULT = 37
@@ -221,8 +221,8 @@ class EmbeddingSubsystem(wiring.Component):
     m_axi : Out(axi4_read_signature(mem_addr_width, mem_bus_width))
         The memory port (AXI4 manager, read channels only).
 
-    Pipeline: lookups are **classified in request order** (stage B: descriptor check, static
-    range compare, dynamic-cache tag compare and true-LRU update, miss -> line installed at
+    Pipeline: lookups are **classified in request order** (stages F, C, B: descriptor check,
+    static range compare, dynamic-cache tag compare and true-LRU update, miss -> line installed at
     once and one AR request queued), so every cache counter depends on the access stream
     alone, never on memory latency. Classified lookups wait in an in-order queue of
     ``emb_inflight`` entries; the retire stage takes them in order: a static or dynamic hit
@@ -313,8 +313,10 @@ class EmbeddingSubsystem(wiring.Component):
         # -- static cache memory ------------------------------------------------------------
         m.d.comb += self.static_write.ready.eq(1)
         if has_static:
+            # (written by the host before the queries that read it: no collision logic)
             m.submodules.static_rows = static_mem = Memory(
-                shape=unsigned(rbits), depth=cfg.static_cache_rows, init=[])
+                shape=unsigned(rbits), depth=cfg.static_cache_rows, init=[],
+                attrs={"no_rw_check": 1})
             st_wp = static_mem.write_port()
             st_rp = static_mem.read_port(domain="sync")
             m.d.comb += [st_wp.addr.eq(self.static_write.payload.addr),
@@ -327,8 +329,9 @@ class EmbeddingSubsystem(wiring.Component):
             "line": unsigned(index_bits(max(1, sets) * ways)),
             "static_addr": unsigned(_static_addr_bits(cfg)),
             "dim": range(dmax + 1), "bag_end": 1, "sample_end": 1})
-        m.submodules.inflight = rob = StreamFIFO(entry, cfg.emb_inflight)
-        m.submodules.ar_queue = arq = StreamFIFO(read_request_layout(cfg), cfg.emb_inflight)
+        # (one entry more than they ever hold: B's room for them is registered, see B)
+        m.submodules.inflight = rob = StreamFIFO(entry, cfg.emb_inflight + 1)
+        m.submodules.ar_queue = arq = StreamFIFO(read_request_layout(cfg), cfg.emb_inflight + 1)
         m.submodules.reader = reader = AxiRowReader(cfg)
         m.submodules.fills = fills = StreamFIFO(reader.rows.payload.shape(), cfg.emb_inflight)
         wiring.connect(m, arq.r, reader.requests)
@@ -336,23 +339,37 @@ class EmbeddingSubsystem(wiring.Component):
         wiring.connect(m, wiring.flipped(self.m_axi), reader.bus)
         m.d.comb += reader.clear.eq(self.clear_counters)
 
-        # -- stage B: classification in request order ------------------------------------------
-        # Two cycles: the accepted beat's memory words arrive in F ("fetch") and are
-        # registered as F hands the beat to B, which classifies it from those registers.
-        # No block-RAM output feeds the classification logic, which is the unit's longest
-        # path without this (docs/synth-report.md).
+        # -- stages F, C, B: classification in request order ------------------------------------
+        # Three cycles: the accepted beat's memory words arrive in F ("fetch") and are
+        # registered as F hands the beat to C ("compare"), which compares the set's tags
+        # and picks the victim into registers of B, which classifies the beat and updates
+        # the set from those registers. No block-RAM output feeds the classification logic,
+        # and the tag compare and the LRU update are a cycle each (in one cycle they were the
+        # unit's longest path, 85.4 MHz on `default`).
         lk = self.lookups.payload
         f_valid = Signal()
         f = Signal(lookup_layout(cfg))
         f_advance = Signal()
+        c_valid = Signal()
+        c = Signal(lookup_layout(cfg))
+        c_advance = Signal()
         b_valid = Signal()
         b = Signal(lookup_layout(cfg))
         b_advance = Signal()
         flushing = Signal()
         flush_pending = Signal()
         accept = self.lookups.valid & self.lookups.ready
+        # F does not move up behind a lookup in C or B that may write the same set (a dynamic
+        # candidate, from their one-bit registers): it moves once that write is in the
+        # registered write (``wq``) and takes the word from there. Forwarding B's new word
+        # straight into F ran B's whole classification (tag compare, victim, LRU update)
+        # into F's set-word register, the unit's longest path (79.6 MHz on `default`). One or
+        # two bubbles for dynamic lookups of one set within three (about 2 in
+        # `dynamic_cache_sets` of them).
+        same_set = Signal()
         m.d.comb += [
-            f_advance.eq(f_valid & (~b_valid | b_advance)),
+            c_advance.eq(c_valid & (~b_valid | b_advance)),
+            f_advance.eq(f_valid & (~c_valid | c_advance) & ~same_set),
             self.lookups.ready.eq((~f_valid | f_advance) & ~flushing & ~flush_pending),
             desc_rp.addr.eq(times_const(lk.model, cfg.max_tables) + lk.table),
         ]
@@ -379,14 +396,21 @@ class EmbeddingSubsystem(wiring.Component):
         with m.Elif(f_advance):
             m.d.sync += f_valid.eq(0)
         with m.If(f_advance):
-            m.d.sync += [b.eq(f), b_valid.eq(1)]
+            m.d.sync += [c.eq(f), c_valid.eq(1)]
+        with m.Elif(c_advance):
+            m.d.sync += c_valid.eq(0)
+        with m.If(c_advance):
+            m.d.sync += [b.eq(c), b_valid.eq(1)]
         with m.Elif(b_advance):
             m.d.sync += b_valid.eq(0)
 
         d = Signal(stored)
+        c_d = Signal(stored)
         fd = f_word(desc_rp, stored, "f_desc")
         with m.If(f_advance):
-            m.d.sync += d.eq(fd)
+            m.d.sync += c_d.eq(fd)
+        with m.If(c_advance):
+            m.d.sync += d.eq(c_d)
         # The row's checks against its descriptor are made in F, from its descriptor word
         # into registers of B: B's classification then starts
         # from one-bit registers instead of two row-wide comparisons, which led its path
@@ -395,9 +419,12 @@ class EmbeddingSubsystem(wiring.Component):
         f_table_ok = (f.model < cfg.model_slots) & (f.table < cfg.max_tables)
         b_bad_desc = Signal()      # empty, no such table, unconfigured, row beyond the table
         b_static_row = Signal()    # row within the table's static rows
+        c_bad_desc, c_static_row = Signal(), Signal()
         with m.If(f_advance):
-            m.d.sync += [b_bad_desc.eq(f.empty | ~f_table_ok | ~fd.valid | (f.row >= fd.rows)),
-                         b_static_row.eq(f.row < fd.static_rows)]
+            m.d.sync += [c_bad_desc.eq(f.empty | ~f_table_ok | ~fd.valid | (f.row >= fd.rows)),
+                         c_static_row.eq(f.row < fd.static_rows)]
+        with m.If(c_advance):
+            m.d.sync += [b_bad_desc.eq(c_bad_desc), b_static_row.eq(c_static_row)]
         bad = Signal()
         static_hit = Signal()
         dyn = Signal()
@@ -426,24 +453,28 @@ class EmbeddingSubsystem(wiring.Component):
                 return ((p.row & mask) ^ ((p.row >> set_bits) & mask)
                         ^ (times_const(mt, SET_HASH_MULT) & mask))[:set_bits]
 
-            # The set of the accepted lookup, registered for F and then B (the hash's
-            # multiply stays out of their forwarding compares)
+            # The set of the accepted lookup, registered for F, C and B (the hash's multiply
+            # stays out of their forwarding compares)
             lk_set = Signal(range(max(sets, 2)))
             b_set = Signal(range(max(sets, 2)))
+            c_set = Signal(range(max(sets, 2)))
             f_set = Signal(range(max(sets, 2)))
             m.d.comb += [lk_set.eq(hash_of(lk)), tag_rp.addr.eq(lk_set)]
             with m.If(accept):
                 m.d.sync += f_set.eq(lk_set)
             with m.If(f_advance):
-                m.d.sync += b_set.eq(f_set)
+                m.d.sync += c_set.eq(f_set)
+            with m.If(c_advance):
+                m.d.sync += b_set.eq(c_set)
             # B's set word goes into the memory one cycle after B computes it, from
             # registers (``wq``: the tag compare and LRU update reached the memory's write
             # data through routing across the device, the unit's longest path). F's set word
             # was read when its lookup was accepted (a write on that same cycle is seen: the
-            # port is transparent), so three later writes are forwarded as F moves up: B's of
-            # this cycle (B writes only as it advances, which is when F moves up), the
+            # port is transparent), so two later writes are forwarded as F moves up: the
             # registered one being written this cycle, and one written while F waited
-            # (``f_fwd``; B does not advance meanwhile, so there is at most one).
+            # (``f_fwd``, the last of them). B's own write of this cycle never needs
+            # forwarding, nor does C's set word later: F waits behind a C or B of its set
+            # (``same_set``), so no write of C's set is pending when C takes its word.
             cur = Signal(set_l)
             new = Signal(set_l)
             writes = Signal()
@@ -460,55 +491,81 @@ class EmbeddingSubsystem(wiring.Component):
                 m.d.sync += f_fwd.eq(0)
             with m.Elif(f_valid & ~f_advance & wq_to_f):
                 m.d.sync += [f_fwd.eq(1), f_fwd_data.eq(wq_data)]
-            f_set_word = f_word(tag_rp, set_l, "f_set_word")
+            # F's word: the port's on the cycle after the accept (f_fresh), later the copy
+            # F took then; a registered write of F's set (wq) or one written while F waited
+            # (f_fwd, never on the fresh cycle: the accept clears it) replaces it. Selected so
+            # that the block RAM's output, late in the cycle, meets one multiplexer.
+            f_held_word = Signal(set_l)
+            with m.If(f_fresh):
+                m.d.sync += f_held_word.eq(tag_rp.data)
+            f_use_port = Signal()
+            m.d.comb += f_use_port.eq(f_fresh & ~wq_to_f)
+            m.d.comb += same_set.eq(
+                (c_valid & ~c_bad_desc & ~c_static_row & (f_set == c_set)) |
+                (b_valid & ~b_bad_desc & ~b_static_row & (f_set == b_set)))
+            c_cur = Signal(set_l)       # C's set word
             with m.If(f_advance):
-                m.d.sync += cur.eq(Mux(writes & (f_set == b_set), new,
-                                       Mux(wq_to_f, wq_data,
-                                           Mux(f_fwd, f_fwd_data, f_set_word))))
+                m.d.sync += c_cur.eq(Mux(f_use_port, tag_rp.data,
+                                         Mux(wq_to_f, wq_data,
+                                             Mux(f_fwd, f_fwd_data, f_held_word))))
+            with m.If(c_advance):
+                m.d.sync += cur.eq(c_cur)
+            # C: the tag compare, the victim (the lowest invalid way the stage owns, else
+            # its least recently used) and which ways are younger than which, registered
+            # into B as one-hot vectors, so B's LRU update is a few gates deep.
             hitv = Signal(ways)
+            victim_oh = Signal(ways)
+            victim_valid = Signal()      # the victim way holds a line (a fill evicts it)
+            younger = [Signal(ways, name=f"younger{i}") for i in range(ways)]   # [i][j]: age i < j
+            c_mask = Signal(ways)
+            c_invalid = Signal(ways)
+            c_oldest = Signal(ways)
+            c_victim = Signal(ways)
+            m.d.comb += c_mask.eq(self.stage_ways[c.stage])
             for i in range(ways):
-                t = cur.tags[i]
-                m.d.comb += hitv[i].eq(t.valid & (t.model == b.model) & (t.table == b.table)
-                                       & (t.row == b.row))
-            mask = Signal(ways)
-            m.d.comb += mask.eq(self.stage_ways[b.stage])
-            hit_way = Signal(range(max(ways, 2)))       # (one bit even for one way)
-            for i in reversed(range(ways)):
-                with m.If(hitv[i]):
-                    m.d.comb += hit_way.eq(i)
-            # Victim: the lowest invalid way the stage owns, else its least recently used.
-            invalid = Signal(ways)
-            oldest = Signal(ways)
-            for i in range(ways):
-                cond = mask[i]
+                t = c_cur.tags[i]
+                cond = c_mask[i]
                 for j in range(ways):
                     if j != i:
-                        cond = cond & (~mask[j] | (cur.ages[i] > cur.ages[j]))
-                m.d.comb += [invalid[i].eq(mask[i] & ~cur.tags[i].valid), oldest[i].eq(cond)]
-            victim = Signal(range(max(ways, 2)))
-            for i in reversed(range(ways)):
-                with m.If(oldest[i]):
-                    m.d.comb += victim.eq(i)
-            with m.If(invalid.any()):
-                for i in reversed(range(ways)):
-                    with m.If(invalid[i]):
-                        m.d.comb += victim.eq(i)
-            m.d.comb += [
-                hit.eq(dyn & hitv.any()),
-                miss.eq(dyn & ~hitv.any()),
-                alloc.eq(dyn & ~hitv.any() & mask.any()),
-            ]
-            touched = Signal(range(max(ways, 2)))
-            m.d.comb += touched.eq(Mux(hit, hit_way, victim))
-            m.d.comb += evict.eq(alloc & cur.tags[victim].valid)
-            # Every field of the new set word is assigned once (no default-then-override:
-            # Icarus re-runs such a combinational block forever).
-            touched_age = cur.ages[touched]
+                        cond = cond & (~c_mask[j] | (c_cur.ages[i] > c_cur.ages[j]))
+                m.d.comb += [c_invalid[i].eq(c_mask[i] & ~t.valid), c_oldest[i].eq(cond)]
             for i in range(ways):
-                fill_here = alloc & (victim == i)
+                first_invalid = c_invalid[i] & ~c_invalid[:i].any() if i else c_invalid[i]
+                m.d.comb += c_victim[i].eq(Mux(c_invalid.any(), first_invalid, c_oldest[i]))
+            with m.If(c_advance):
+                m.d.sync += [victim_oh.eq(c_victim),
+                             victim_valid.eq((c_victim & Cat(t.valid for t in c_cur.tags)).any())]
+                for i in range(ways):
+                    t = c_cur.tags[i]
+                    m.d.sync += [
+                        hitv[i].eq(t.valid & (t.model == c.model) & (t.table == c.table)
+                                   & (t.row == c.row)),
+                        younger[i].eq(Cat(c_cur.ages[i] < c_cur.ages[j] for j in range(ways)))]
+            mask = Signal(ways)
+            m.d.comb += mask.eq(self.stage_ways[b.stage])
+            any_hit = hitv.any()
+            m.d.comb += [
+                hit.eq(dyn & any_hit),
+                miss.eq(dyn & ~any_hit),
+                alloc.eq(dyn & ~any_hit & mask.any()),
+            ]
+            # the way this lookup uses: its hit, else the victim (what it is when B does not
+            # write, a bad or static lookup or a miss that fills nothing, does not matter)
+            touched_oh = Signal(ways)
+            m.d.comb += touched_oh.eq(Mux(any_hit, hitv, victim_oh))
+            touched = Signal(range(max(ways, 2)))
+            for i in reversed(range(ways)):
+                with m.If(touched_oh[i]):
+                    m.d.comb += touched.eq(i)
+            m.d.comb += evict.eq(alloc & victim_valid)
+            # Every field of the new set word is assigned once (no default-then-override:
+            # Icarus re-runs such a combinational block forever). True LRU: the touched way
+            # gets age 0, the ways younger than it one year more.
+            for i in range(ways):
+                fill_here = alloc & victim_oh[i]
+                older = (touched_oh & younger[i]).any()
                 m.d.comb += [
-                    new.ages[i].eq(Mux(touched == i, 0, Mux(cur.ages[i] < touched_age,
-                                                            cur.ages[i] + 1, cur.ages[i]))),
+                    new.ages[i].eq(Mux(touched_oh[i], 0, cur.ages[i] + older)),
                     new.tags[i].valid.eq(fill_here | cur.tags[i].valid),
                     new.tags[i].model.eq(Mux(fill_here, b.model, cur.tags[i].model)),
                     new.tags[i].table.eq(Mux(fill_here, b.table, cur.tags[i].table)),
@@ -527,7 +584,7 @@ class EmbeddingSubsystem(wiring.Component):
             m.d.comb += writes.eq(b_advance & (hit | alloc))
             with m.If(self.flush):
                 m.d.sync += flush_pending.eq(1)
-            with m.If(flush_pending & ~f_valid & ~b_valid & ~flushing & ~wq_en):
+            with m.If(flush_pending & ~f_valid & ~c_valid & ~b_valid & ~flushing & ~wq_en):
                 m.d.sync += [flushing.eq(1), flush_pending.eq(0), flush_set.eq(0)]
             with m.If(flushing):
                 m.d.sync += flush_set.eq(flush_set + 1)
@@ -537,9 +594,19 @@ class EmbeddingSubsystem(wiring.Component):
             m.d.comb += miss.eq(dyn)
         m.d.comb += self.busy.eq(flushing | flush_pending)
 
+        # B advances on the two queues' room alone, not on its own classification (a hit
+        # waits for the AR queue's room too, which only lacks it while the queue holds
+        # `emb_inflight` requests not yet issued), and on room registered a cycle earlier
+        # (each queue is one entry deeper than it needs: fewer than `emb_inflight - 1`
+        # entries then, so at most `emb_inflight` now, and one more always fits): so C's and
+        # F's advance, the lookups' ready and every register they enable start from a few
+        # flip-flops, not from the queues' level logic.
+        room = Signal()
+        m.d.sync += room.eq((rob.level < cfg.emb_inflight - 1)
+                            & (arq.level < cfg.emb_inflight - 1))
         m.d.comb += [
-            b_advance.eq(b_valid & rob.w.ready & (~miss | arq.w.ready)),
-            rob.w.valid.eq(b_valid & (~miss | arq.w.ready)),
+            b_advance.eq(b_valid & room),
+            rob.w.valid.eq(b_advance),          # (room: both queues are ready)
             rob.w.payload.kind.eq(Mux(bad, KIND_BAD, Mux(static_hit, KIND_STATIC,
                                                         Mux(hit, KIND_HIT, KIND_MISS)))),
             rob.w.payload.alloc.eq(alloc),
@@ -548,7 +615,7 @@ class EmbeddingSubsystem(wiring.Component):
             rob.w.payload.dim.eq(d.dim),
             rob.w.payload.bag_end.eq(b.bag_end | b.empty),
             rob.w.payload.sample_end.eq(b.sample_end),
-            arq.w.valid.eq(b_valid & miss & rob.w.ready),
+            arq.w.valid.eq(b_advance & miss),
             arq.w.payload.addr.eq(d.base + (b.row << d.row_shift)),
             arq.w.payload.len.eq(d.len),
         ]
@@ -578,8 +645,10 @@ class EmbeddingSubsystem(wiring.Component):
         m.d.comb += [rob.r.ready.eq(go), fills.r.ready.eq(go & need_fill)]
         line_l = data.StructLayout({"data": unsigned(rbits), "poison": 1})
         if has_dynamic:
+            # R1 reads the head's line on every cycle and writes it only for a miss, whose
+            # row comes from the fill, not from that read: no collision logic.
             m.submodules.lines = line_mem = Memory(shape=line_l, depth=max(sets * ways, 2),
-                                                   init=[])
+                                                   init=[], attrs={"no_rw_check": 1})
             ln_wp = line_mem.write_port()
             ln_rp = line_mem.read_port(domain="sync")
             m.d.comb += [
@@ -599,33 +668,40 @@ class EmbeddingSubsystem(wiring.Component):
             m.d.sync += [r2_valid.eq(go), r2.eq(head), r2_fill.eq(fills.r.payload.data),
                          r2_fill_error.eq(fills.r.payload.error)]
 
-        row = Signal(rbits)
-        row_error = Signal()
-        with m.Switch(r2.kind):
-            with m.Case(KIND_STATIC):
-                if has_static:
-                    m.d.comb += row.eq(st_rp.data)
-            with m.Case(KIND_HIT):
-                if has_dynamic:
-                    m.d.comb += [row.eq(ln_rp.data.data), row_error.eq(ln_rp.data.poison)]
-            with m.Case(KIND_MISS):
-                m.d.comb += [row.eq(r2_fill), row_error.eq(r2_fill_error)]
-            with m.Case(KIND_BAD):
-                m.d.comb += row_error.eq(1)
-        # R3 pools from a register: the on-chip rows' block-RAM outputs go no further than
-        # this multiplexer in their cycle.
+        # R3 takes each on-chip memory's word into its own register (no reset, enabled with
+        # the pipeline: on the ECP5 the block RAMs' output registers, gen/ebr_outreg.py) and
+        # selects the row from registers: a block RAM's output into the selection was the
+        # unit's longest path (100.2 MHz on `default`).
         r3_valid = Signal()
         r3 = Signal(entry)
-        r3_row = Signal(rbits)
-        r3_row_error = Signal()
+        r3_fill = Signal(rbits)
+        r3_fill_error = Signal()
         # which lanes of the row the table has (e < dim), decided here from R2's register:
         # in R3 the comparison and its fan-out to every lane's multiplexer were the start of
         # the `tiny` top level's critical path into the accumulators (51.1 MHz)
         r3_lanes = Signal(dmax)
         with m.If(adv):
-            m.d.sync += [r3_valid.eq(r2_valid), r3.eq(r2), r3_row.eq(row),
-                         r3_row_error.eq(row_error),
+            m.d.sync += [r3_valid.eq(r2_valid), r3.eq(r2), r3_fill.eq(r2_fill),
+                         r3_fill_error.eq(r2_fill_error),
                          r3_lanes.eq(Cat(e < r2.dim for e in range(dmax)))]
+        r3_static = Signal(rbits, reset_less=True)
+        r3_line = Signal(line_l, reset_less=True)
+        with m.If(adv):
+            if has_static:
+                m.d.sync += r3_static.eq(st_rp.data)
+            if has_dynamic:
+                m.d.sync += r3_line.eq(ln_rp.data)
+        r3_row = Signal(rbits)
+        r3_row_error = Signal()
+        with m.Switch(r3.kind):
+            with m.Case(KIND_STATIC):
+                m.d.comb += r3_row.eq(r3_static)
+            with m.Case(KIND_HIT):
+                m.d.comb += [r3_row.eq(r3_line.data), r3_row_error.eq(r3_line.poison)]
+            with m.Case(KIND_MISS):
+                m.d.comb += [r3_row.eq(r3_fill), r3_row_error.eq(r3_fill_error)]
+            with m.Case(KIND_BAD):
+                m.d.comb += r3_row_error.eq(1)
 
         aw = acc_width(cfg)
         acc = Signal(data.ArrayLayout(signed(aw), dmax))
@@ -692,7 +768,7 @@ class EmbeddingSubsystem(wiring.Component):
                 with m.Else():
                     m.d.sync += count.eq(count + step)
 
-        m.d.comb += self.idle.eq(~f_valid & ~b_valid & ~rob.r.valid & (rob.level == 0)
+        m.d.comb += self.idle.eq(~f_valid & ~c_valid & ~b_valid & ~rob.r.valid & (rob.level == 0)
                                  & ~r2_valid & ~r3_valid & ~r4_valid & ~out.valid & ~flushing
                                  & ~flush_pending
                                  & ~Cat(*steps).any())

@@ -81,7 +81,8 @@ module bench;
       ren = $random(seed); hold = ($random(seed) & 3) == 0;
       if (cycle == 4) rst = 0;
       #1 clk = 1; #1 clk = 0;
-      if (!rst && ({w0, n0, b0, r0} !== {w1, n1, b1, r1} || {w0, n0, b0, r0} !== {w2, n2, b2, r2})) begin
+      if (!rst && ({w0, n0, b0, r0} !== {w1, n1, b1, r1} ||
+                   {w0, n0, b0, r0} !== {w2, n2, b2, r2})) begin
         if (bad < 5) $display("cycle %0d: rtl %h %h %h %h pre %h %h %h %h post %h %h %h %h", cycle,
                               w0, n0, b0, r0, w1, n1, b1, r1, w2, n2, b2, r2);
         bad = bad + 1;
