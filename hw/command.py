@@ -333,12 +333,22 @@ class CommandProcessor(wiring.Component):
         static_bad = Signal()
         m.d.comb += static_bad.eq((ls.static_base + ls.rows > cfg.static_cache_rows) |
                                   ~fits(ls.src_addr, times_const(ls.rows, self._rowbytes)))
+        # The entry's opcode decoded into one bit per opcode, registered in state CODE (the
+        # compares and the state's priority chain into the completion record were the
+        # unit's longest path, 90.6 MHz on `default`), and whether a LOAD_STATIC is empty.
+        OPCODE_ORDER = ("NOP", "RUN_QUERY", "LOAD_STATIC", "LOAD_MODEL")
+        opcode_is = Signal(len(OPCODE_ORDER))
+        static_empty = Signal()
+
+        def is_op(name):
+            return opcode_is[OPCODE_ORDER.index(name)]
         # the checks' results, taken in state CHECK (the entry does not change after it)
         checked = Signal(data.StructLayout({"q_code": 8, "bad_model": 1, "model_range_ok": 1,
                                             "static_bad": 1}))
 
         # -- word loops of the loads -----------------------------------------------------------------
         count = Signal(20)                    # words handled of the current array
+        last_count = Signal(20)               # count of its last word (weights, biases)
         pending = Signal(P)                   # partitions still to take the held word
         held = Signal(max(8 * self._wbytes, 8 * self._bbytes))
         dma_error = Signal()
@@ -388,17 +398,21 @@ class CommandProcessor(wiring.Component):
         # CSR's tail and the head's next value: the 16-bit subtract and the compare with
         # the ring size had run from ``head`` into the state machine's clock enable and
         # into ``error_pulse`` (the unit's critical path, 80-90 MHz).
+        # Both values are computed for the head as it is and as it will be after a fetch,
+        # and the fetch (which depends on the state and the reader's handshake) only picks
+        # one of the two bits: a fetch through the head's increment, the subtract and the
+        # compare was the next longest path (88.2 MHz on `default`).
         tail_q = Signal(16)
-        head_next = Signal(16)
         fetching = Signal()
-        ring_pending = Signal(16)
         overrun, has_entry = Signal(), Signal()
         overrun_flagged, overrun_event = Signal(), Signal()
-        m.d.comb += [head_next.eq(Mux(fetching, self.head + 1, self.head)),
-                     ring_pending.eq(self.tail - head_next)]
+        ring_size = Const(1, 17) << self.ring_log2
+        pending_now, pending_after = Signal(16), Signal(16)
+        m.d.comb += [pending_now.eq(self.tail - self.head),
+                     pending_after.eq(self.tail - self.head - 1)]
         m.d.sync += [tail_q.eq(self.tail),
-                     overrun.eq(ring_pending > (Const(1, 17) << self.ring_log2)),
-                     has_entry.eq(ring_pending != 0)]
+                     overrun.eq(Mux(fetching, pending_after > ring_size, pending_now > ring_size)),
+                     has_entry.eq(Mux(fetching, pending_after != 0, pending_now != 0))]
         m.d.comb += [
             # not while a completion updates the same registers (next cycle then)
             overrun_event.eq(self.enable & overrun & ~overrun_flagged & ~in_reset &
@@ -423,7 +437,7 @@ class CommandProcessor(wiring.Component):
                                       self.ring_base + ((self.head & mask) << 6), 1)
                     with m.If(r.jobs.ready):
                         m.d.comb += fetching.eq(1)
-                        m.d.sync += [index.eq(self.head & mask), self.head.eq(head_next)]
+                        m.d.sync += [index.eq(self.head & mask), self.head.eq(self.head + 1)]
                         m.next = "FETCH"
             with m.State("FETCH"):
                 r = reader(d.COMMAND_BYTES)
@@ -447,12 +461,14 @@ class CommandProcessor(wiring.Component):
                 m.next = "CODE"
             with m.State("CODE"):
                 m.d.comb += self.busy.eq(1)
-                m.d.sync += checked.q_code.eq(q_code)
+                m.d.sync += [checked.q_code.eq(q_code),
+                             opcode_is.eq(Cat(header.opcode == d.OPCODES[name]
+                                              for name in OPCODE_ORDER)),
+                             static_empty.eq(ls.rows == 0)]
                 m.next = "DECODE"
             with m.State("DECODE"):
                 m.d.comb += self.busy.eq(1)
-                is_load = (header.opcode == d.OPCODES["LOAD_MODEL"]) | \
-                          (header.opcode == d.OPCODES["LOAD_STATIC"])
+                is_load = is_op("LOAD_MODEL") | is_op("LOAD_STATIC")
                 with m.If(is_load & (out != 0) & ~dma_error):
                     # A load waits until no query is out; their completions go meanwhile.
                     m.d.comb += self.query_done.ready.eq(1)
@@ -465,23 +481,23 @@ class CommandProcessor(wiring.Component):
                     with m.If(dma_error):
                         m.d.sync += comp.error.eq(ERROR["AXI"])
                         m.next = "COMPLETE"
-                    with m.Elif(header.opcode == d.OPCODES["NOP"]):
+                    with m.Elif(is_op("NOP")):
                         m.next = "COMPLETE"
-                    with m.Elif(header.opcode == d.OPCODES["RUN_QUERY"]):
+                    with m.Elif(is_op("RUN_QUERY")):
                         with m.If(checked.q_code != 0):
                             m.d.sync += comp.error.eq(checked.q_code)
                             m.next = "COMPLETE"
                         with m.Else():
                             m.next = "QUERY"
-                    with m.Elif(header.opcode == d.OPCODES["LOAD_STATIC"]):
+                    with m.Elif(is_op("LOAD_STATIC")):
                         with m.If(checked.static_bad):
                             m.d.sync += comp.error.eq(ERROR["ADDRESS_RANGE"])
                             m.next = "COMPLETE"
-                        with m.Elif(ls.rows == 0):
+                        with m.Elif(static_empty):
                             m.next = "COMPLETE"
                         with m.Else():
                             m.next = "STATIC_START"
-                    with m.Elif(header.opcode == d.OPCODES["LOAD_MODEL"]):
+                    with m.Elif(is_op("LOAD_MODEL")):
                         with m.If(checked.bad_model):
                             m.d.sync += comp.error.eq(ERROR["BAD_PARTITION"])
                             m.next = "COMPLETE"
@@ -518,7 +534,9 @@ class CommandProcessor(wiring.Component):
                      "LAYERS_START")):
                 word_base = lm.weight_word_base if kind == "WEIGHTS" else lm.bias_word_base
                 lanes_bits = geo.cols * (cfg.operand_width if kind == "WEIGHTS" else cfg.acc_width)
-                array_start(kind, size, base, n, nxt, [pending.eq(0)])
+                # (the last word's count registered as the array starts: `count + 1 == n`,
+                # a carry chain and a compare, ran into the state machine's clock enable)
+                array_start(kind, size, base, n, nxt, [pending.eq(0), last_count.eq(n - 1)])
                 with m.State(kind):
                     r = reader(size)
                     m.d.comb += self.busy.eq(1)
@@ -532,7 +550,7 @@ class CommandProcessor(wiring.Component):
                         m.d.sync += pending.eq(remaining)
                         with m.If(remaining == 0):
                             m.d.sync += count.eq(count + 1)
-                            with m.If(count + 1 == n):
+                            with m.If(count == last_count):
                                 m.next = nxt
                     with m.Else():
                         m.d.comb += r.words.ready.eq(1)
