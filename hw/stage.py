@@ -549,9 +549,16 @@ class StageRunner(wiring.Component):
             if overlap:
                 # Step i (nxt = first candidate of sub-batch i+1): I(i) | T(i-1), B(i+1) |
                 # L(i+1). The first step (nxt = 0) is L(0), B(0); the last is T(last).
-                has_next = nxt < job.n
-                has_inter = (nxt >= SB) & (nxt < job.n + SB)
-                has_top = nxt >= 2 * SB
+                # The step's three decisions are registered from `nxt` and the job, one
+                # cycle before STEP reads them (STEP_NEXT after `nxt` moved on): the add and
+                # compares had run into the workers' start and their task registers
+                # (112.5 MHz on `default`). One cycle per step.
+                has_next, has_inter, has_top = Signal(), Signal(), Signal()
+                m.d.sync += [has_next.eq(nxt < job.n),
+                             has_inter.eq((nxt >= SB) & (nxt < job.n + SB)),
+                             has_top.eq(nxt >= 2 * SB)]
+                with m.State("STEP_NEXT"):
+                    m.next = "STEP"
                 with m.State("STEP"):
                     with m.If(has_inter):
                         start(front, nxt - SB, slot_plus(slot_n, 2), ~par_n)
@@ -574,7 +581,7 @@ class StageRunner(wiring.Component):
                         with m.If(engine_error | (nxt >= job.n + SB)):
                             m.next = "DONE"
                         with m.Else():
-                            m.next = "STEP"
+                            m.next = "STEP_NEXT"
             else:
                 # L(i), B(i), I(i), T(i), each waiting for the one before.
                 with m.State("LOAD"):
