@@ -55,7 +55,7 @@ from .generate import GeneratedUnit
 
 __all__ = ["SIMULATORS", "ToolMissing", "SimulationFailed", "prepare", "unavailable_reason",
            "run_cocotb", "run_bench", "lint", "WAIVERS", "verilator_root", "waves_requested",
-           "results_summary", "waves_file", "fst_unavailable_reason"]
+           "results_summary", "waves_file", "fst_unavailable_reason", "run_icarus"]
 
 SIMULATORS = ("verilator", "icarus")
 
@@ -156,6 +156,20 @@ def lint(verilog: Path) -> subprocess.CompletedProcess:
         [str(verilator_root() / "bin" / "verilator"), "--lint-only", "-Wall",
          str(WAIVERS), str(verilog)],
         capture_output=True, text=True, cwd=Path(verilog).parent)
+
+
+def run_icarus(sources: list, work: Path, top: str | None = None) -> subprocess.CompletedProcess:
+    """Compile plain Verilog ``sources`` (relative to ``work`` or absolute) with Icarus
+    (``-g2012``, top module ``top`` or the one it finds) in ``work`` and run the result with
+    ``vvp``. Returns the compile's process if it failed, else the run's (``returncode``,
+    ``stdout``, ``stderr``): for small benches of cell models, not for generated units
+    (:func:`run_bench` takes those)."""
+    build = subprocess.run(["iverilog", "-g2012", *(["-s", top] if top else []), "-o",
+                            "bench.vvp", *map(str, sources)],
+                           cwd=work, capture_output=True, text=True)
+    if build.returncode:
+        return build
+    return subprocess.run(["vvp", "-n", "bench.vvp"], cwd=work, capture_output=True, text=True)
 
 
 #: A combinational block that does not read a time-zero dummy input first.

@@ -19,7 +19,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from rpaccel.gen.ebr_outreg import absorb_output_registers
-from rpaccel.gen.simulators import unavailable_reason
+from rpaccel.gen.simulators import run_icarus, unavailable_reason
 from rpaccel.gen.synth import tool_path
 
 DP16KD_MODEL = Path(__file__).parents[1] / "tb" / "ecp5_dp16kd.v"
@@ -187,24 +187,17 @@ def test_the_netlist_with_output_registers_reads_what_the_rtl_reads(synthesized)
     cells = re.sub(r'\$error\("unsupported COMB mode %s", MODE\);', "", cells)
     (work / "cells_sim.v").write_text(cells)
     (work / "bench.v").write_text(_BENCH.replace("CYCLES", str(CYCLES)))
-    build = subprocess.run(
-        ["iverilog", "-g2012", "-s", "bench", "-o", "bench.vvp", "bench.v",
-         "rtl.v", "pre.v", "post.v", "cells_sim.v", str(DP16KD_MODEL)],
-        cwd=work, capture_output=True, text=True)
-    assert build.returncode == 0, build.stderr[-3000:]
-    run = subprocess.run(["vvp", "-n", "bench.vvp"], cwd=work, capture_output=True, text=True)
-    assert f"compared {CYCLES} cycles, 0 mismatches" in run.stdout, run.stdout[-3000:]
+    run = run_icarus(["bench.v", "rtl.v", "pre.v", "post.v", "cells_sim.v", DP16KD_MODEL],
+                     work, top="bench")
+    assert f"compared {CYCLES} cycles, 0 mismatches" in run.stdout, \
+        (run.stdout + run.stderr)[-3000:]
 
 
 @pytest.mark.skipif(unavailable_reason("icarus") is not None,
                     reason=f"icarus unavailable: {unavailable_reason('icarus')}")
 def test_the_block_ram_model_refuses_a_mode_it_does_not_model(tmp_path):
     """A width the DP16KD model does not implement stops the simulation at time zero."""
-    top = tmp_path / "top.v"
-    top.write_text('module top; DP16KD #(.DATA_WIDTH_A(4)) ram(); endmodule\n')
-    build = subprocess.run(["iverilog", "-g2012", "-o", str(tmp_path / "t.vvp"), str(top),
-                            str(DP16KD_MODEL)], capture_output=True, text=True)
-    assert build.returncode == 0, build.stderr
-    run = subprocess.run(["vvp", "-n", str(tmp_path / "t.vvp")], capture_output=True, text=True)
+    (tmp_path / "top.v").write_text('module top; DP16KD #(.DATA_WIDTH_A(4)) ram(); endmodule\n')
+    run = run_icarus(["top.v", DP16KD_MODEL], tmp_path)
     assert "data widths 4 / 18 not modelled" in run.stdout + run.stderr
     assert run.returncode != 0

@@ -5,7 +5,7 @@ import pytest
 
 from rpaccel.hw.config import PRESETS
 from rpaccel.gen.generate import generate
-from rpaccel.gen.simulators import lint, run_bench, unavailable_reason
+from rpaccel.gen.simulators import lint, run_bench, run_icarus, unavailable_reason
 from rpaccel.hw.pe import ProcessingElement
 from rpaccel.tb.amaranth_sim import simulate
 from rpaccel.tb.unit_models.pe import ECP5_MULTIPLIER_MODEL, PEModel, random_inputs
@@ -75,13 +75,9 @@ def test_pe_with_the_ecp5_dsp_cell_passes_the_same_bench(simulator):
 def test_the_ecp5_cell_model_refuses_a_mode_it_does_not_model(tmp_path):
     """The DSP model stops at time zero on a register mode it does not implement, rather
     than simulating it as something else."""
-    import subprocess
-    top = tmp_path / "top.v"
-    top.write_text('module top; MULT18X18D #(.REG_PIPELINE_CLK("CLK0")) dsp(); endmodule\n')
-    build = subprocess.run(["iverilog", "-g2012", "-o", str(tmp_path / "t.vvp"), str(top),
-                            str(ECP5_MULTIPLIER_MODEL)], capture_output=True, text=True)
-    assert build.returncode == 0, build.stderr
-    run = subprocess.run(["vvp", "-n", str(tmp_path / "t.vvp")], capture_output=True, text=True)
+    (tmp_path / "top.v").write_text(
+        'module top; MULT18X18D #(.REG_PIPELINE_CLK("CLK0")) dsp(); endmodule\n')
+    run = run_icarus(["top.v", ECP5_MULTIPLIER_MODEL], tmp_path)
     assert "only CLK0/CE0/RST0 A/B/output registers" in run.stdout + run.stderr
     assert run.returncode != 0
 
