@@ -222,8 +222,10 @@ class RPAccel(wiring.Component):
             # it the merge's ready (selected by the owning slot's stage) ran through the
             # runner, the engine's score output and its accumulator pipeline into its bias
             # memory's read enable, the `tiny` top level's critical path (43.4 MHz, 19.2 of
-            # 23.0 ns routing). Full rate; each runner's last score of a sub-batch comes
-            # out two cycles later (`default`, 20 users: 291,966 -> 292,271 cycles/query).
+            # 23.0 ns routing). Two entries take a score every other cycle, more than the
+            # top-k units take (one per input_interval cycles); each runner's last score of
+            # a sub-batch comes out two cycles later (`default`, 20 users: 291,966 -> 292,271
+            # cycles/query).
             m.submodules[f"scores_q{p}"] = scores_q = StreamFIFO(run.topk.payload.shape(), 2)
             wiring.connect(m, run.topk, scores_q.w)
             wiring.connect(m, scores_q.r, qe.scores[p])
@@ -234,7 +236,9 @@ class RPAccel(wiring.Component):
             wiring.connect(m, unit.topk, qe.results[u])
         self._share_embedding(m, emb, runners)
         # Registered stages between the command processor and the embedding subsystem's
-        # host writes (both always ready, so full rate, two cycles later): without them the
+        # host writes (both always ready; two cycles later, and a two-entry StreamFIFO
+        # takes a write every other cycle, which these load-time streams of descriptors and
+        # multi-beat rows do not outrun by much): without them the
         # command processor's state ran through its table decode into the descriptor
         # memory's write data across the device, the `default` top level's critical path
         # (43.6 MHz, 22.9 ns of which 17.3 routing).

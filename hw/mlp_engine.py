@@ -389,6 +389,7 @@ class MLPLayerEngine(wiring.Component):
 
         # -- command registers and control -----------------------------------------------------
         cmd = Signal(command_layout(cfg))
+        src_oh = Signal(geo.act_buffers)      # cmd.src, one-hot (a src beyond the buffers: 0)
         n_it = Signal(range(geo.max_layer_dim + 1))   # input tiles
         n_ot = Signal(range(geo.max_layer_dim + 1))   # output tiles
         cycles = Signal(32)
@@ -430,7 +431,8 @@ class MLPLayerEngine(wiring.Component):
             with m.State("IDLE"):
                 m.d.comb += self.cmd.ready.eq(~in_reset)
                 with m.If(self.cmd.valid & self.cmd.ready):
-                    m.d.sync += [cmd.eq(self.cmd.payload), cycles.eq(1)]
+                    m.d.sync += [cmd.eq(self.cmd.payload), cycles.eq(1),
+                                 src_oh.eq(1 << self.cmd.payload.src)]
                     if ganged:
                         m.d.sync += gang_index.eq(self.gang_index)
                     m.next = "CHECK"
@@ -766,7 +768,10 @@ class MLPLayerEngine(wiring.Component):
         host_w = self.act_write.valid & self.act_write.ready
         host_lanes = ~self.act_write.payload.skip
         for n in range(geo.act_buffers):
-            is_src = running & (cmd.src == n)
+            # (the source buffer one-hot, registered with the command: the compare of the
+            # command's src on the way to every block's read address was the compute core's
+            # longest path, 101.8 MHz on `default`)
+            is_src = running & src_oh[n]
             # The engine's last write lands in the cycle after its last result, when the
             # control is already responding: the registered write carries its own select.
             is_dst = o_dst[n]

@@ -27,8 +27,10 @@ class StreamFIFO(wiring.Component):
     level : Out(range(depth + 1))
         Payloads held.
 
-    Throughput one payload per cycle in and out at the same time. Reset empties the FIFO;
-    while it is asserted ``w.ready`` and ``r.valid`` are low, so no payload is taken or
+    Throughput one payload per cycle in and out at the same time from ``depth = 3`` on; a
+    two-entry FIFO takes a payload only every other cycle (its inner one-entry FIFO is
+    ready only when empty; ``tests/test_stream.py``). Reset empties the FIFO; while it is
+    asserted ``w.ready`` and ``r.valid`` are low, so no payload is taken or
     offered.
     """
 
