@@ -146,20 +146,24 @@ class AxiRowReader(wiring.Component):
         # The counters count registered events (one cycle after the handshake): the
         # handshakes come from the row consumer's ready, and the 32-bit carry chains after
         # them were the embedding subsystem's longest path (91.7 MHz on `default`).
-        ar_fire, r_q, last_q, error_q = Signal(), Signal(), Signal(), Signal()
-        m.d.sync += [ar_fire.eq(bus.arvalid & bus.arready & ~self.clear),
-                     r_q.eq(r_fire & ~self.clear), last_q.eq(r_fire & bus.rlast & ~self.clear),
-                     error_q.eq(r_fire & bus.rlast & (error | beat_error) & ~self.clear)]
+        # An event on the cycle of a clear is not counted (``counted``), but the bursts
+        # outstanding are state, not a count: they follow every handshake.
+        ar_q, r_q, last_q, error_q = Signal(), Signal(), Signal(), Signal()
+        counted = Signal()
+        m.d.sync += [ar_q.eq(bus.arvalid & bus.arready), r_q.eq(r_fire),
+                     last_q.eq(r_fire & bus.rlast),
+                     error_q.eq(r_fire & bus.rlast & (error | beat_error)),
+                     counted.eq(~self.clear)]
         outstanding = Signal(32)
-        m.d.sync += outstanding.eq(outstanding + ar_fire - last_q)
+        m.d.sync += outstanding.eq(outstanding + ar_q - last_q)
         with m.If(self.clear):
             m.d.sync += [self.bursts.eq(0), self.beats.eq(0), self.errors.eq(0),
                          self.latency.eq(0)]
         with m.Else():
             m.d.sync += [
-                self.bursts.eq(self.bursts + ar_fire),
-                self.beats.eq(self.beats + r_q),
-                self.errors.eq(self.errors + error_q),
+                self.bursts.eq(self.bursts + (ar_q & counted)),
+                self.beats.eq(self.beats + (r_q & counted)),
+                self.errors.eq(self.errors + (error_q & counted)),
                 self.latency.eq(self.latency + outstanding),
             ]
         return m
