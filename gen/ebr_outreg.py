@@ -101,20 +101,21 @@ def absorb_output_registers(netlist: dict) -> Absorption:
         p, conn = cell["parameters"], cell["connections"]
         wide = (_int_param(p.get("DATA_WIDTH_B", 18)) == 36
                 and _int_param(p.get("DATA_WIDTH_A", 18)) == 36)
-        groups = [("AB", "B", [f"DOA{i}" for i in range(_DATA_BITS)]
+        # (a 36-bit read is port B's: its clock is CLKB, the last side of the label)
+        groups = [("AB", [f"DOA{i}" for i in range(_DATA_BITS)]
                    + [f"DOB{i}" for i in range(_DATA_BITS)])] if wide else \
-            [(s, s, [f"DO{s}{i}" for i in range(_DATA_BITS)]) for s in "AB"]
-        for label, clk_side, pins in groups:
+            [(s, [f"DO{s}{i}" for i in range(_DATA_BITS)]) for s in "AB"]
+        for label, pins in groups:
             used = [(pin, conn[pin][0]) for pin in pins
                     if pin in conn and isinstance(conn[pin][0], int) and loads.get(conn[pin][0])]
             if not used:
                 continue        # a write-only port
-            why = _why_not(cells, conn, p, label, clk_side, used, loads)
+            why = _why_not(cells, conn, p, label, used, loads)
             if why:
                 result.left.append((name, label, why))
                 continue
             ffs = [loads[bit][0][0] for _, bit in used]
-            ce = _enable(cells, cells[ffs[0]], name, label, next_bit)
+            ce = _enable_net(cells, _enable(cells[ffs[0]]), name, label, next_bit)
             for side in label:
                 p[f"REGMODE_{side}"] = "OUTREG"
                 conn[f"OCE{side}"] = list(ce)
@@ -126,15 +127,23 @@ def absorb_output_registers(netlist: dict) -> Absorption:
     return result
 
 
-def _enable(cells: dict, ff: dict, ram: str, label: str, next_bit: list) -> list:
-    """The output register's enable for registers like ``ff``: its ``CE`` net, a constant 1,
-    or (``CEMUX INV``, yosys's form of an enable that is low-active) a new LUT4 inverting
-    ``CE``, named after the block RAM's port."""
+def _enable(ff: dict) -> tuple | None:
+    """A flip-flop's clock enable: ``("1",)`` (always), ``("CE", bits)``, ``("INV", bits)``
+    (``CEMUX INV``, yosys's form of a low-active enable), or None for a mode not handled."""
     cemux = _str_param(ff["parameters"].get("CEMUX", "CE"))
     ce = ff["connections"].get("CE", ["1"])
     if cemux == "1" or ce == ["1"] and cemux == "CE":
+        return ("1",)
+    return (cemux, tuple(ce)) if cemux in ("CE", "INV") else None
+
+
+def _enable_net(cells: dict, enable: tuple, ram: str, label: str, next_bit: list) -> list:
+    """The output register's enable for :func:`_enable` ``enable``: a constant 1, the
+    ``CE`` net, or a new LUT4 inverting it, named after the block RAM's port."""
+    if enable[0] == "1":
         return ["1"]
-    if cemux == "CE":
+    mode, ce = enable
+    if mode == "CE":
         return list(ce)
     out = next_bit[0]
     next_bit[0] += 1
@@ -148,17 +157,16 @@ def _enable(cells: dict, ff: dict, ram: str, label: str, next_bit: list) -> list
     return [out]
 
 
-def _why_not(cells, conn, params, label, clk_side, used, loads) -> str | None:
+def _why_not(cells, conn, params, label, used, loads) -> str | None:
     """Why a block-RAM port's read data cannot be absorbed, or None."""
-    sides = "AB" if label == "AB" else label
-    for side in sides:
+    for side in label:
         if _str_param(params.get(f"REGMODE_{side}", "NOREG")) != "NOREG":
             return "already registered"
         if conn.get(f"RST{side}", ["0"]) != ["0"]:
             return "the port has a reset"
         if _str_param(params.get(f"CLK{side}MUX", f"CLK{side}")) != f"CLK{side}":
             return "inverted clock"
-    clock = conn[f"CLK{clk_side}"]
+    clock = conn[f"CLK{label[-1]}"]
     key = None
     for _, bit in used:
         sinks = loads[bit]
@@ -175,10 +183,9 @@ def _why_not(cells, conn, params, label, clk_side, used, loads) -> str | None:
             return "its register starts at 1"
         if fc["CLK"] != clock or _str_param(fp.get("CLKMUX", "CLK")) != "CLK":
             return "its register on another clock"
-        cemux = _str_param(fp.get("CEMUX", "CE"))
-        if cemux not in ("CE", "1", "INV"):
-            return f"its register's enable mode {cemux}"
-        this = ("1",) if cemux == "1" or fc.get("CE") == ["1"] else (cemux, tuple(fc["CE"]))
+        this = _enable(ff)
+        if this is None:
+            return f"its register's enable mode {_str_param(fp.get('CEMUX'))}"
         if key is None:
             key = this
         elif this != key:

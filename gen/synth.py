@@ -616,7 +616,8 @@ def synthesize(config: AccelConfig, unit: str, target: str, *, preset_name: str 
                                f"{', '.join(over)} (mapped/available)")
         placed = json.loads(netlist.read_text())
         absorption = absorb_output_registers(placed)
-        netlist.write_text(json.dumps(placed))
+        if absorption.absorbed:     # (nothing moved: yosys's netlist goes to nextpnr as it is)
+            netlist.write_text(json.dumps(placed))
         progress(f"{unit}: {absorption.summary()}")
         ebr_outreg = len(absorption.absorbed)
         ebr_without = [list(x) for x in absorption.left]
