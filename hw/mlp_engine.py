@@ -681,12 +681,12 @@ class MLPLayerEngine(wiring.Component):
         o_addr = Signal(range(geo.act_words))
         o_lanes = Signal(W)
         o_word = Signal(ow * W)
-        o_write = Signal()
-        # (and which buffer it goes to, one-hot: the buffer's write select is then a
-        # register, not the command's dst compared on the way to every block's enables)
+        # (the buffer it goes to one-hot, 0 without a write: the buffer's write select is
+        # then a register, not the command's dst compared on the way to every block's
+        # enables)
         o_dst = Signal(geo.act_buffers)
+        o_write = o_dst.any()
         m.d.sync += [o_addr.eq(o_chunk * SB + o_b), o_word.eq(out_word),
-                     o_write.eq(o_take & ~cmd.score & ~follower),
                      o_dst.eq(Mux(o_take & ~cmd.score & ~follower, 1 << cmd.dst, 0))]
         if ganged:
             o_export = Signal()
@@ -719,7 +719,7 @@ class MLPLayerEngine(wiring.Component):
         m.d.sync += o_dst_q.eq(o_dst)
         for n in range(geo.act_buffers):
             m.d.comb += in_use[n].eq(((running | checking)
-                                      & ((cmd.src == n) | ((cmd.dst == n) & ~cmd.score)))
+                                      & (src_oh[n] | ((cmd.dst == n) & ~cmd.score)))
                                      | o_dst[n] | o_dst_q[n])
         w_buf, r_buf = self.act_write.payload.buffer, self.act_read.payload.buffer
         m.d.comb += [
@@ -727,16 +727,23 @@ class MLPLayerEngine(wiring.Component):
             self.act_write.ready.eq(~in_use.bit_select(w_buf, 1) & ~_beyond(w_buf, geo.act_buffers)
                                     & ~in_reset),
         ]
-        # Weight and bias writes are registered in front of their memories like the
-        # activation buffers' (below): a write accepted on cycle t lands at the end of t + 1,
-        # long before a command taken on t + 1 reads them (after its three check cycles).
-        for port, write in ((w_wr, self.weight_write), (b_wr, self.bias_write)):
-            wr_addr = Signal.like(port.addr, reset_less=True)
-            wr_data = Signal.like(port.data, reset_less=True)
-            wr_en = Signal()
-            m.d.sync += [wr_addr.eq(write.payload.addr), wr_data.eq(write.payload.data.as_value()),
-                         wr_en.eq(write.valid & idle)]
-            m.d.comb += [port.addr.eq(wr_addr), port.data.eq(wr_data), port.en.eq(wr_en)]
+        def registered_write(port, addr, data, en, name):
+            """``port`` writes ``data`` at ``addr`` with enable ``en`` one cycle later, from
+            registers: a memory's blocks are spread over the device's block-RAM rows, and
+            handshakes and selects on the way to all of them were the unit's longest paths
+            (94.9 MHz on `default`). A write offered on cycle t lands at the end of t + 1."""
+            q_addr = Signal.like(port.addr, name=f"{name}_addr", reset_less=True)
+            q_data = Signal.like(port.data, name=f"{name}_data", reset_less=True)
+            q_en = Signal.like(port.en, name=f"{name}_en")
+            m.d.sync += [q_addr.eq(addr), q_data.eq(data), q_en.eq(en)]
+            m.d.comb += [port.addr.eq(q_addr), port.data.eq(q_data), port.en.eq(q_en)]
+
+        # Weights and biases: long before a command taken on t + 1 reads them (after its
+        # three check cycles).
+        for port, write, name in ((w_wr, self.weight_write, "weight_wr"),
+                                  (b_wr, self.bias_write, "bias_wr")):
+            registered_write(port, write.payload.addr, write.payload.data.as_value(),
+                             write.valid & idle, name)
         # A host read is two stages, the block RAM's port (`host_on_port`: the word is on
         # buffer n's read port) and the buffer's read register (`host_in_held`: the word is
         # in `held[n]`, which is `act_data`), each holding still while the next is full: so
@@ -794,19 +801,10 @@ class MLPLayerEngine(wiring.Component):
                 act_rd[n].en.eq(is_src | ~host_on[n] | held_free),
                 held_en[n].eq(is_src | ~host_in[n] | self.act_data.ready),
             ]
-            # Every write goes through a register in front of the buffer (address, data, lane
-            # enables): the buffer's blocks are spread over the device's block-RAM rows, and
-            # the host's handshake (its buffer's in-use bit) or the engine's write select on
-            # the way to all of them was the unit's longest path (94.9 MHz on `default`).
-            # A write accepted on cycle t lands at the end of t + 1.
-            wr_addr = Signal.like(act_wr[n].addr, name=f"act_wr_addr{n}", reset_less=True)
-            wr_data = Signal.like(act_wr[n].data, name=f"act_wr_data{n}", reset_less=True)
-            wr_en = Signal.like(act_wr[n].en, name=f"act_wr_en{n}")
-            m.d.sync += [
-                wr_addr.eq(Mux(is_dst, o_addr, self.act_write.payload.addr)),
-                wr_data.eq(Mux(is_dst, dst_word, self.act_write.payload.data.as_value())),
-                wr_en.eq(Mux(is_dst, dst_lanes, Mux(host_w & (w_buf == n), host_lanes, 0))),
-            ]
-            m.d.comb += [act_wr[n].addr.eq(wr_addr), act_wr[n].data.eq(wr_data),
-                         act_wr[n].en.eq(wr_en)]
+            # every write, the engine's or the host's, through registers (the host's in-use
+            # bit and the engine's select were the paths into all of the buffer's blocks)
+            registered_write(act_wr[n], Mux(is_dst, o_addr, self.act_write.payload.addr),
+                             Mux(is_dst, dst_word, self.act_write.payload.data.as_value()),
+                             Mux(is_dst, dst_lanes, Mux(host_w & (w_buf == n), host_lanes, 0)),
+                             f"act_wr{n}")
         return m
