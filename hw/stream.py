@@ -7,11 +7,11 @@ a transfer happens on a cycle where ``valid`` and ``ready`` are both high, and `
 never depends on ``ready``.
 """
 
-from amaranth import Module, ResetSignal, Shape
+from amaranth import Module, Mux, ResetSignal, Shape, Signal
 from amaranth.lib import fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["StreamFIFO"]
+__all__ = ["StreamFIFO", "RegisterSlice"]
 
 
 class StreamFIFO(wiring.Component):
@@ -63,4 +63,56 @@ class StreamFIFO(wiring.Component):
             q.r_en.eq(self.r.ready & ~in_reset),
             self.level.eq(q.level),
         ]
+        return m
+
+
+class RegisterSlice(wiring.Component):
+    """A full-rate register stage on a stream (a skid buffer, as an AXI register slice):
+    between two units it ends every path on both sides in flip-flops, so neither unit's
+    handshake logic reaches into the other's.
+
+    Ports
+    -----
+    w : In(stream.Signature(shape))
+        Write side; ``w.ready`` is a flip-flop (high while the skid register is empty),
+        never a function of ``w.valid``, ``r.ready`` or a payload.
+    r : Out(stream.Signature(shape))
+        Read side; ``r.valid`` and ``r.payload`` are flip-flops.
+
+    Latency one cycle: a payload written on cycle t is offered from t + 1. Throughput one
+    payload per cycle in and out at the same time, with any pattern of ``r.ready``
+    (``tests/test_stream.py``). Holds up to two payloads: the *output* register and, when
+    the output is stalled on the cycle a payload comes in, the *skid* register; the output
+    refills from the skid first, so order is kept. ``r.ready`` reaches only clock enables
+    and the output register's 2:1 multiplexer (skid or input). Reset empties both; while it
+    is asserted ``w.ready`` and ``r.valid`` are low, as for :class:`StreamFIFO`.
+    """
+
+    def __init__(self, shape):
+        self._shape = shape
+        super().__init__({
+            "w": In(stream.Signature(shape)),
+            "r": Out(stream.Signature(shape)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        width = Shape.cast(self._shape).width
+        out_valid, skid_valid = Signal(), Signal()
+        out_data = Signal(width, reset_less=True)
+        skid_data = Signal(width, reset_less=True)
+        in_reset = ResetSignal()
+        m.d.comb += [
+            self.w.ready.eq(~skid_valid & ~in_reset),
+            self.r.valid.eq(out_valid & ~in_reset),
+            self.r.payload.eq(out_data),
+        ]
+        taken_in = self.w.valid & ~skid_valid          # w.ready without the reset gate
+        out_free = ~out_valid | self.r.ready           # the output register may load
+        with m.If(out_free):
+            m.d.sync += [out_valid.eq(skid_valid | taken_in),
+                         out_data.eq(Mux(skid_valid, skid_data, self.w.payload))]
+            m.d.sync += skid_valid.eq(0)
+        with m.Elif(taken_in):
+            m.d.sync += [skid_valid.eq(1), skid_data.eq(self.w.payload)]
         return m
