@@ -336,6 +336,11 @@ class StageRunner(wiring.Component):
         fv = Signal(range(SB + 1))          # feed: the row whose vectors go out
         fr = Signal(range(SB + 1))          # results: the row whose pair results come in
         front_active = Signal()
+        # fr is the sub-batch's last row (fr + 1 == rows), registered: the compare had been
+        # in series with the engine's act_write ready on the way into front_active, the
+        # `default` top level's deepest path (`rpaccel depth`: 18 LUT levels from the
+        # engine's command register)
+        fr_last = Signal()
         chunk = Signal(range(max(2, -(-cfg.emb_dim_max // W) + 1)))
         held = Signal(rec_layout)
         vec0 = Signal(data.ArrayLayout(unsigned(ow), cfg.emb_dim_max))
@@ -350,6 +355,7 @@ class StageRunner(wiring.Component):
             with m.State("IDLE"):
                 with m.If(front.go):
                     m.d.sync += [ft.eq(front.task), fb.eq(0), fv.eq(0), fr.eq(0),
+                                 fr_last.eq(front.task.rows == 1),
                                  result_n.eq(0), lane_of.eq(0), front_active.eq(1)]
                     m.next = "AHEAD"
             with m.State("AHEAD"):
@@ -442,8 +448,9 @@ class StageRunner(wiring.Component):
             with m.If(done_beat):
                 m.d.sync += lane_of.eq(0)
         with m.If(out.valid & out.ready & out.payload.last):
-            m.d.sync += [fr.eq(fr + 1), lane_of.eq(0), result_n.eq(0)]
-            with m.If(fr + 1 == ft.rows):
+            m.d.sync += [fr.eq(fr + 1), fr_last.eq(fr + 2 == ft.rows), lane_of.eq(0),
+                         result_n.eq(0)]
+            with m.If(fr_last):
                 m.d.sync += front_active.eq(0)
 
         # -- B and T: one MLP of a sub-batch on the engine, layer by layer -------------------
