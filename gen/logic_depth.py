@@ -9,10 +9,13 @@ path; along it each LUT4 adds :data:`LUT_NS`, a carry cell :data:`CARRY_IN_NS` w
 enters it and :data:`CARRY_NS` per cell along its chain, a distributed-RAM read
 :data:`LUTRAM_READ_NS`, and every net but a carry link :data:`ROUTE_NS`. Start delays are
 the cells' clock-to-output (:data:`START_NS`; a DP16KD without its output register
-:data:`EBR_NOREG_NS`). The figures are nextpnr's ECP5 cell delays (speed grade 6) and the
-median routing delay of a net in unit-level runs, so an estimate is what a path costs in a
-well-placed unit, not at the top level, where nets between units are longer: rank paths by
-it and count levels, do not read it as an Fmax. Where a path crosses units (the first part
+:data:`EBR_NOREG_NS`). The cell figures are those nextpnr reported on this project's
+critical paths (a LUT4 0.24 ns, a carry entry 0.45, a carry link 0.07, a flip-flop's
+clock-to-output 0.52); :data:`ROUTE_NS` is a round figure inside the 0.6-2.5 ns its nets
+took in unit-level runs (measured once: `tiny`'s vector unit 5.96 ns estimated, 5.21 ns
+routed). So an estimate is roughly what a path costs in a well-placed unit, not at the
+top level, where nets between units are longer: rank paths by it and count levels, do
+not read it as an Fmax. Where a path crosses units (the first part
 of each cell's hierarchical name) the report says so: such paths are invisible to a unit's
 own synthesis, whose ports are not timed. A path is attributed to the units of its
 start and end registers (see :attr:`Path.units`).
@@ -68,9 +71,10 @@ class Path:
 @dataclass
 class DepthReport:
     top: str
-    #: The deepest paths, one per (units crossed, endpoint register), deepest first.
+    #: The deepest paths, one per (units, endpoint register), deepest first.
     paths: list = field(default_factory=list)
-    #: Endpoints over the threshold, by the units their deepest path crosses.
+    #: Endpoints over the threshold whose deepest path starts in another unit, by
+    #: "start unit -> end unit" (the 25 most frequent).
     crossings: dict = field(default_factory=dict)
     endpoints: int = 0
     over: int = 0
@@ -231,7 +235,7 @@ def estimate_paths(netlist: dict, *, threshold_ns: float = 1000 / 150,
     return report
 
 
-def unit_depth(config, unit: str, *, progress=print, wide_luts: bool = False,
+def unit_depth(config, unit: str, *, progress=print,
                threshold_ns: float = 1000 / 150) -> DepthReport:
     """Generate ``unit`` of ``config``, map it with ``rpaccel synth``'s yosys script for the
     ECP5-85k and its block-RAM output-register pass, and estimate its paths
@@ -250,15 +254,14 @@ def unit_depth(config, unit: str, *, progress=print, wide_luts: bool = False,
         gen = generate(config, unit, multiplier=TARGET_MULTIPLIER["ecp5-85k"])
     verilog = gen.verilog.read_bytes()
     check_memories_fit(verilog.decode(), gen.top, f"{unit} (config {config.hash})", "ecp5-85k")
-    work = build_root() / (f"depth-{unit}-{config.hash}" + ("-widelut" if wide_luts else ""))
+    work = build_root() / f"depth-{unit}-{config.hash}"
     work.mkdir(parents=True, exist_ok=True)
     stamp = work / "verilog.sha256"
     digest = hashlib.sha256(verilog).hexdigest()
     netlist = work / f"{gen.top}.json"
     if not (netlist.exists() and stamp.exists() and stamp.read_text() == digest):
         stamp.unlink(missing_ok=True)
-        netlist, _ = yosys_synthesize(gen, work, "ecp5-85k", wide_luts=wide_luts,
-                                      progress=progress)
+        netlist, _ = yosys_synthesize(gen, work, "ecp5-85k", progress=progress)
         stamp.write_text(digest)
     else:
         progress(f"yosys: {netlist} is of this Verilog; not run again")

@@ -37,7 +37,7 @@ from .query import QueryEngine
 from .regmap import counter_names
 from .shared import index_range
 from .stage import StageRunner
-from .stream import RegisterSlice, StreamFIFO
+from .stream import RegisterSlice, StreamFIFO, connect_through_slice
 from .topk import TopKFilter
 from .write_mux import WriteJobMux
 
@@ -222,9 +222,7 @@ class RPAccel(wiring.Component):
         for j, client in enumerate((cp, qe)):
             wiring.connect(m, client.wr_jobs, wmux.jobs[j])
             wiring.connect(m, client.wr_data, wmux.data[j])
-            m.submodules[f"wr_done_q{j}"] = done_q = RegisterSlice(client.wr_done.payload.shape())
-            wiring.connect(m, wmux.done[j], done_q.w)
-            wiring.connect(m, done_q.r, client.wr_done)
+            connect_through_slice(m, f"wr_done_q{j}", wmux.done[j], client.wr_done)
         wiring.connect(m, wmux.out_jobs, writer.jobs)
         wiring.connect(m, wmux.out_data, writer.data)
         wiring.connect(m, writer.done, wmux.out_done)
@@ -234,12 +232,8 @@ class RPAccel(wiring.Component):
         # query, and its completion, a cycle later): the processor's command state ran
         # through its query handshake into the engine's slot allocation, and the engine's
         # slot state through its completion into the processor's record logic.
-        m.submodules.query_q = query_q = RegisterSlice(cp.query.payload.shape())
-        m.submodules.query_done_q = done_q = RegisterSlice(qe.done.payload.shape())
-        wiring.connect(m, cp.query, query_q.w)
-        wiring.connect(m, query_q.r, qe.query)
-        wiring.connect(m, qe.done, done_q.w)
-        wiring.connect(m, done_q.r, cp.query_done)
+        connect_through_slice(m, "query_q", cp.query, qe.query)
+        connect_through_slice(m, "query_done_q", qe.done, cp.query_done)
         m.d.comb += qe.model_info.eq(cp.model_info)
         for p in range(P):
             run = runners[p]
@@ -247,16 +241,11 @@ class RPAccel(wiring.Component):
             wiring.connect(m, cp.bias_write[p], core.bias_write[p])
             # register slices on the query engine's job stream into the runner (its slot
             # state ran through the runner's job decode into the loader's enables)
-            m.submodules[f"jobs_q{p}"] = jobs_q = RegisterSlice(run.job.payload.shape())
-            wiring.connect(m, qe.jobs[p], jobs_q.w)
-            wiring.connect(m, jobs_q.r, run.job)
+            connect_through_slice(m, f"jobs_q{p}", qe.jobs[p], run.job)
             wiring.connect(m, run.done, qe.job_done[p])
             # and on its positions (the runner's ready ran into the query engine's kept-list
             # read address, which reads ahead on a transfer)
-            m.submodules[f"positions_q{p}"] = pos_q = RegisterSlice(
-                run.positions.payload.shape())
-            wiring.connect(m, qe.positions[p], pos_q.w)
-            wiring.connect(m, pos_q.r, run.positions)
+            connect_through_slice(m, f"positions_q{p}", qe.positions[p], run.positions)
             wiring.connect(m, run.cmd, core.cmd[p])
             wiring.connect(m, core.resp[p], run.resp)
             wiring.connect(m, run.act_write, core.act_write[p])
@@ -268,21 +257,15 @@ class RPAccel(wiring.Component):
             # runner, the engine's score output and its accumulator pipeline into its bias
             # memory's read enable, the `tiny` top level's critical path (43.4 MHz, 19.2 of
             # 23.0 ns routing). A register slice: full rate, a score a cycle later.
-            m.submodules[f"scores_q{p}"] = scores_q = RegisterSlice(run.topk.payload.shape())
-            wiring.connect(m, run.topk, scores_q.w)
-            wiring.connect(m, scores_q.r, qe.scores[p])
+            connect_through_slice(m, f"scores_q{p}", run.topk, qe.scores[p])
             m.d.comb += [cp.layer_addr[p].eq(run.layer_addr), run.layer_data.eq(cp.layer_data[p]),
                          cp.pair_addr[p].eq(run.pair_addr), run.pair_data.eq(cp.pair_data[p])]
         # register slices both ways between the query engine and each top-k unit: the
         # engine's slot state ran through its candidate routing into the units' input
         # logic, and a unit's result state through the engine's merge back
         for u, unit in enumerate(units):
-            m.submodules[f"topk_in_q{u}"] = in_q = RegisterSlice(unit.scores.payload.shape())
-            m.submodules[f"results_q{u}"] = out_q = RegisterSlice(unit.topk.payload.shape())
-            wiring.connect(m, qe.topk_in[u], in_q.w)
-            wiring.connect(m, in_q.r, unit.scores)
-            wiring.connect(m, unit.topk, out_q.w)
-            wiring.connect(m, out_q.r, qe.results[u])
+            connect_through_slice(m, f"topk_in_q{u}", qe.topk_in[u], unit.scores)
+            connect_through_slice(m, f"results_q{u}", unit.topk, qe.results[u])
         self._share_embedding(m, emb, runners)
         # Register slices between the command processor and the embedding subsystem's
         # host writes (a write lands a cycle later): without them the
@@ -291,9 +274,7 @@ class RPAccel(wiring.Component):
         # (43.6 MHz, 22.9 ns of which 17.3 routing).
         for name, src, dst in (("descriptors_q", cp.emb_descriptors, emb.descriptors),
                                ("static_write_q", cp.static_write, emb.static_write)):
-            m.submodules[name] = q = RegisterSlice(src.payload.shape())
-            wiring.connect(m, src, q.w)
-            wiring.connect(m, q.r, dst)
+            connect_through_slice(m, name, src, dst)
 
         # -- registers ----------------------------------------------------------------------------
         m.d.comb += [

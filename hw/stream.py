@@ -11,7 +11,7 @@ from amaranth import Module, Mux, ResetSignal, Shape, Signal
 from amaranth.lib import fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["StreamFIFO", "RegisterSlice"]
+__all__ = ["StreamFIFO", "RegisterSlice", "connect_through_slice"]
 
 
 class StreamFIFO(wiring.Component):
@@ -83,8 +83,9 @@ class RegisterSlice(wiring.Component):
     payload per cycle in and out at the same time, with any pattern of ``r.ready``
     (``tests/test_stream.py``). Holds up to two payloads: the *output* register and, when
     the output is stalled on the cycle a payload comes in, the *skid* register; the output
-    refills from the skid first, so order is kept. ``r.ready`` reaches only clock enables
-    and the output register's 2:1 multiplexer (skid or input). Reset empties both; while it
+    refills from the skid first, so order is kept. ``r.ready`` reaches only the two
+    registers' clock enables (the output register's 2:1 multiplexer, skid or input, is
+    selected by the skid's valid flag). Reset empties both; while it
     is asserted ``w.ready`` and ``r.valid`` are low, as for :class:`StreamFIFO`.
     """
 
@@ -116,3 +117,12 @@ class RegisterSlice(wiring.Component):
         with m.Elif(taken_in):
             m.d.sync += [skid_valid.eq(1), skid_data.eq(self.w.payload)]
         return m
+
+
+def connect_through_slice(m: Module, name: str, source, sink) -> RegisterSlice:
+    """``wiring.connect(m, source, sink)`` with a :class:`RegisterSlice` between them, added
+    to ``m`` as submodule ``name``; returns the slice."""
+    m.submodules[name] = stage = RegisterSlice(source.payload.shape())
+    wiring.connect(m, source, stage.w)
+    wiring.connect(m, stage.r, sink)
+    return stage
