@@ -44,8 +44,8 @@ def topk_structure(config: AccelConfig) -> str:
 def input_interval(config: AccelConfig) -> int:
     """Cycles per candidate within a query when candidates are offered on every cycle: 1 for
     the insertion array; for the heaps :data:`~rpaccel.hw.topk_heap.BANK_SLOT_CYCLES` (4)
-    divided by ``topk_heaps``, since each bank of a heap issues an operation every fourth
-    cycle. Exactly: each heap takes one candidate per four cycles, so the candidate
+    divided by ``topk_heaps``, since each bank of a heap issues an operation every eighth
+    cycle. Exactly: each heap takes one candidate per eight cycles, so the candidate
     ``topk_heaps`` places after one is accepted at most ``topk_heaps * input_interval``
     cycles after it, for the insertion array one cycle (two heaps may alternate steps of one
     and three cycles; a query's first two candidates may come closer, as the buffer issues
@@ -60,19 +60,20 @@ def first_result_delays(config: AccelConfig, n: int, k: int) -> tuple[int, ...]:
     first result's, with ``topk.ready`` high and the unit otherwise idle (the previous
     queries' results gone); the results then follow one per cycle.
 
-    Insertion array: always :attr:`InsertionTopK.LATENCY` (4). Heap: ``4 * L + 7`` to
-    ``4 * L + 10`` with ``L = min(k, ceil(n / H))``, the larger heap's size, ``H`` =
+    Insertion array: always :attr:`InsertionTopK.LATENCY` (4). Heap: ``8 * L + 8`` to
+    ``8 * L + 15`` with ``L = min(k, ceil(n / H))``, the larger heap's size, ``H`` =
     :attr:`~rpaccel.hw.config.AccelConfig.topk_heaps`: each heap pops one entry per bank
-    slot (four cycles); which of the four depends on where in its slot the last candidate
-    arrives (always ``4 * L + 10`` with one heap at the full input rate, where every
-    candidate is taken on its bank's issue cycle); two of the cycles are the merge's
-    lookahead, which reads each sorted array ahead of the comparison. A query with a bad
+    slot (eight cycles); which of the eight depends on where in its slot the last candidate
+    arrives (always ``8 * L + 15`` with one heap at the full input rate, where every
+    candidate is taken on its bank's issue cycle); three of the cycles are the merge's
+    lookahead, which reads each sorted array ahead of the comparison through the block
+    RAM's output register. A query with a bad
     ``k`` is answered :func:`error_result_delay` cycles after its last beat instead.
     """
     if topk_structure(config) == "insertion":
         return (InsertionTopK.LATENCY,)
     heap = min(k, -(-n // config.topk_heaps))
-    return tuple(BANK_SLOT_CYCLES * heap + 7 + i for i in range(BANK_SLOT_CYCLES))
+    return tuple(BANK_SLOT_CYCLES * heap + 8 + i for i in range(BANK_SLOT_CYCLES))
 
 
 def error_result_delay(config: AccelConfig) -> int:
@@ -360,9 +361,9 @@ class TopKFilter(TopKPorts):
     :attr:`InsertionTopK.LATENCY` = 4 cycles after the last candidate) up to
     :data:`INSERTION_MAX`, :class:`~rpaccel.hw.topk_heap.HeapTopK` (``H = topk_heaps``
     pipelined heaps in memories, ``O(H log topk_max)`` logic, first result about
-    ``4 * min(k, ceil(N / H))`` cycles after the last candidate) above. The insertion array
-    takes one candidate per cycle within a query at any ``k``, two heaps one per two cycles,
-    one heap one per four (:func:`input_interval`); all overlap consecutive queries; their
+    ``8 * min(k, ceil(N / H))`` cycles after the last candidate) above. The insertion array
+    takes one candidate per cycle within a query at any ``k``, two heaps one per four cycles,
+    one heap one per eight (:func:`input_interval`); all overlap consecutive queries; their
     docstrings give the exact timing.
     """
 

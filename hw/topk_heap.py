@@ -15,10 +15,10 @@ from .topk_common import _k_out_of_range, _rank_key as rank_key, _unkey as unkey
 
 __all__ = ["HeapTopK", "heap_levels", "BANK_SLOT_CYCLES"]
 
-#: Cycles between two operations of one bank of a heap: an operation spends two cycles on
-#: each level (a read cycle, then a compute cycle), and the next operation of its bank may
-#: read a level only once the previous one has written it.
-BANK_SLOT_CYCLES = 4
+#: Cycles between two operations of one bank of a heap: an operation spends four cycles on
+#: each level (two read cycles, a compare cycle, a write cycle), and the next operation of
+#: its bank may read a level only once the previous one has written it.
+BANK_SLOT_CYCLES = 8
 
 # Phases of a query in one of the two banks.
 _FREE, _INSERT, _POP, _OUT = range(4)
@@ -39,20 +39,23 @@ def heap_levels(config: AccelConfig) -> int:
 
 class _LevelStore:
     """One side (left or right children) of one heap level of one bank: a memory whose read
-    address is set on a compute cycle and whose word is registered at the end of the read
-    cycle after it. A write on that compute cycle to the same word must be seen, so the
-    read is transparent for its own write (see :class:`HeapTopK`). Up to two words are
-    flip-flops. Deeper ones, up to ``lutram_words``
+    address is set on a write cycle (``load`` high) and whose word ``r_data`` holds through
+    the two read cycles after it and the compare cycle. A write on that write cycle to the
+    same word must be seen (see :class:`HeapTopK`). Up to two words are flip-flops. Deeper
+    ones, up to ``lutram_words``
     (:attr:`~rpaccel.hw.config.AccelConfig.topk_lutram_words`), are a ``Memory`` read
-    asynchronously at a registered address: distributed RAM, transparent by construction
-    (the word at the registered address already holds the last cycle's write). Deeper
-    still, a block RAM with a synchronous read port transparent for the write: the same
-    behaviour cycle for cycle, with the block RAM's clock-to-output (5.6 ns on ECP5) and the
-    bypass multiplexer in the read cycle; a LUT RAM word of the deepest level costs about as
-    much as the rest of the level's logic, and the top level of `default` does not fit the
-    ECP5-85k's LUTs with every level in them."""
+    asynchronously at an address registered on the write cycle: distributed RAM, up to date
+    by construction (nothing writes it in the cycles it is read). Deeper still, a block RAM
+    read synchronously into a register that yosys's netlist gives to the block RAM's own
+    output register (`gen/ebr_outreg.py`): the 5.6 ns clock-to-output of an ECP5 block RAM
+    without it ends in the first read cycle, and the second starts from a register. The
+    port is not transparent (the output register takes only the read data); the write of
+    the same edge reaches ``r_data`` through a bypass register instead. A LUT RAM word of
+    the deepest level costs about as much as the rest of the level's logic, and the top
+    level of `default` does not fit the ECP5-85k's LUTs with every level in them."""
 
-    def __init__(self, m: Module, name: str, width: int, depth: int, lutram_words: int):
+    def __init__(self, m: Module, name: str, width: int, depth: int, lutram_words: int,
+                 load):
         self.depth = depth
         self.r_addr = Signal(range(max(depth, 2)), name=f"{name}_raddr")
         self.w_en = Signal(name=f"{name}_wen")
@@ -61,30 +64,42 @@ class _LevelStore:
         self.r_data = Signal(width, name=f"{name}_rdata")
         if depth == 0:
             return
+        r_addr_q = Signal.like(self.r_addr, name=f"{name}_raddr_q", reset_less=True)
+        with m.If(load):
+            m.d.sync += r_addr_q.eq(self.r_addr)
         if depth <= 2:
             words = [Signal(width, name=f"{name}_w{i}", reset_less=True) for i in range(depth)]
-            r_addr_q = Signal(range(2), name=f"{name}_raddr_q", reset_less=True)
-            m.d.sync += r_addr_q.eq(self.r_addr)
             for i, word in enumerate(words):
                 with m.If(self.w_en & (self.w_addr == i)):
                     m.d.sync += word.eq(self.w_data)
             m.d.comb += self.r_data.eq(Array(words)[r_addr_q] if depth == 2 else words[0])
             return
         block = depth > lutram_words
-        # the attribute pins yosys's choice, which would otherwise follow its cost estimate
+        # ram_style pins yosys's choice, which would otherwise follow its cost estimate;
+        # no_rw_check: what a block RAM reads on the edge it writes the same word does not
+        # matter (the bypass below takes the write), so yosys builds no collision logic
+        # (which would sit between the block RAM and its output register)
         mem = Memory(shape=width, depth=depth, init=[],
-                     attrs={"ram_style": "block" if block else "distributed"})
+                     attrs={"ram_style": "block", "no_rw_check": 1} if block
+                     else {"ram_style": "distributed"})
         m.submodules[name] = mem
         wp = mem.write_port()
         m.d.comb += [wp.en.eq(self.w_en), wp.addr.eq(self.w_addr), wp.data.eq(self.w_data)]
-        if block:
-            rp = mem.read_port(transparent_for=(wp,))
-            m.d.comb += [rp.addr.eq(self.r_addr), self.r_data.eq(rp.data)]
+        if not block:
+            rp = mem.read_port(domain="comb")
+            m.d.comb += [rp.addr.eq(r_addr_q), self.r_data.eq(rp.data)]
             return
-        rp = mem.read_port(domain="comb")
-        r_addr_q = Signal.like(self.r_addr, name=f"{name}_raddr_q", reset_less=True)
-        m.d.sync += r_addr_q.eq(self.r_addr)
-        m.d.comb += [rp.addr.eq(r_addr_q), self.r_data.eq(rp.data)]
+        rp = mem.read_port()
+        out_q = Signal(width, name=f"{name}_outq", reset_less=True)   # the output register
+        hit = Signal(name=f"{name}_hit", reset_less=True)
+        bypass = Signal(width, name=f"{name}_bypass", reset_less=True)
+        m.d.comb += rp.addr.eq(self.r_addr)
+        m.d.sync += out_q.eq(rp.data)
+        with m.If(load):
+            m.d.sync += [hit.eq(self.w_en & (self.w_addr == self.r_addr)),
+                         bypass.eq(self.w_data)]
+        # out_q holds the word in the second read cycle (the one that uses it)
+        m.d.comb += self.r_data.eq(Mux(hit, bypass, out_q))
 
 
 class HeapTopK(TopKPorts):
@@ -102,19 +117,23 @@ class HeapTopK(TopKPorts):
     reads its sorted array without a merge: half the logic for half the input rate. A heap
     has ``L = bit_length(topk_max)`` levels, level ``l`` in its own memories (left and right
     children separately), and an operation enters at the root and moves down one level
-    every two cycles, through a *read cycle* and a *compute cycle*:
+    every four cycles:
 
-    * read cycle: its node (top-down step) and the node's two children (sift-down step) come
-      out of the memories into registers, with whether each child is inside the heap;
-    * compute cycle: the comparisons on those registers, the write of its node, and the read
+    * first read cycle: block RAMs put the words addressed on the write cycle before into
+      their output registers (a level in flip-flops or distributed RAM has nothing to do);
+    * second read cycle: its node (top-down step) and the node's two children (sift-down
+      step) go into registers, with whether each child is inside the heap;
+    * compare cycle: the comparisons on those registers, their outcome into registers
+      (which word the node takes, which key goes on, whether the operation goes on);
+    * write cycle: the write of its node, the hand-over to the next level, and the read
       addresses of the next level (its next node and that node's children).
 
-    So a cycle holds one memory read or one comparison-and-write, never both: a block RAM's
-    clock-to-output and its bypass end at registers, and the carry chains start at them.
-    The next operation of the same bank comes four cycles later
+    So a cycle holds one memory read, one set of comparisons or one write, never two: a
+    block RAM's clock-to-output ends in its output register, the carry chains start and end
+    at registers. The next operation of the same bank comes eight cycles later
     (:data:`BANK_SLOT_CYCLES`): it reads a level on the edge the previous one writes it, and
-    a read transparent for that write gives it the new value, so each operation sees the
-    heap exactly as if the previous ones had finished.
+    the write reaches it (a block RAM's through a bypass register, see :class:`_LevelStore`),
+    so each operation sees the heap exactly as if the previous ones had finished.
 
     * While a heap holds fewer than ``k`` entries a candidate is inserted top-down along the
       path to the next free position (each node keeps the smaller of itself and the carried
@@ -125,20 +144,22 @@ class HeapTopK(TopKPorts):
       writes the root into a sorted array (at its rank, counted from the end, so the array
       is best first) and sifts a "removed" key (above every real key) down from the root.
     * The sorted arrays are merged into ``topk``, best first, ``min(k, N)`` beats. Each
-      array is read ahead into a three-entry lookahead, so the merge compares registers and
-      the arrays' read addresses are counters (two cycles before the first result).
+      array is read ahead into a four-entry lookahead through the block RAM's output
+      register, so the merge compares registers and the arrays' read addresses are counters
+      (three cycles before the first result).
 
     Every resource is doubled into two *banks* that queries use alternately. A heap's
-    two-bit slot counter gives each bank one issue cycle in four, the two banks two cycles
-    apart, so every level's logic is busy on every cycle: one bank's operation is in its
-    read cycle while the other bank's is in its compute cycle at the level above or below.
+    issue slot (a four-phase ring and a half bit) gives each bank one issue cycle in eight,
+    the two banks four cycles apart, so every level's logic is busy on every cycle: while
+    one bank's operation is at level ``j``, the other bank's is at level ``j - 1`` or
+    ``j + 1``, in the same phase.
     So one query's candidates go in while the previous query pops and the one before drains
     out. Two heaps issue on alternate read cycles.
 
     Timing (output always ready): one candidate per :func:`~rpaccel.hw.topk.input_interval`
-    cycles within a query at any ``k`` (two with two heaps, four with one; a query's first
+    cycles within a query at any ``k`` (four with two heaps, eight with one; a query's first
     candidate and the one after it may come closer: the buffer issues as it fills); the
-    first result comes ``4 * L + 7`` to ``4 * L + 10`` cycles after the last candidate,
+    first result comes ``8 * L + 8`` to ``8 * L + 15`` cycles after the last candidate,
     with ``L = min(k, ceil(N / H))`` the larger heap's size
     (:func:`~rpaccel.hw.topk.first_result_delays`); results then come one per cycle. A query
     with a bad ``k`` is answered :attr:`ERROR_LATENCY` cycles after its last beat. A query
@@ -159,18 +180,23 @@ class HeapTopK(TopKPorts):
         D = heap_levels(cfg)
         H = cfg.topk_heaps
 
-        # Each heap has a free-running two-bit issue-slot counter: even counts are read cycles
-        # (an operation issues at the root, every level's memories are read), odd counts
-        # compute cycles (every level compares and writes). Bank b of heap h issues when the
-        # counter's top bit is b ^ h, so one bank's operations are four cycles apart and two
-        # heaps issue on alternate read cycles. Every copy counts together; the input side and
-        # each heap have their own (kept apart in synthesis), because one register selecting
-        # every bank multiplexer of both heaps was the unit's critical path, its fan-out routed
-        # across the device.
+        # Each heap has a free-running issue slot: a one-hot phase ring (first read cycle:
+        # block RAMs fill their output registers; second read cycle: an operation issues at
+        # the root, every level's words go into registers; compare cycle: every level
+        # compares; write cycle: every level writes and sets its next read addresses) and a
+        # half bit that turns after each write cycle. Bank b of heap h issues when the half
+        # bit is b ^ h, so one bank's operations are eight cycles apart and two heaps issue on
+        # alternate second read cycles. Every copy counts together; the input side and each heap
+        # have their own (kept apart in synthesis), because one register selecting every bank
+        # multiplexer of both heaps was the unit's critical path, its fan-out routed across the
+        # device.
         def slot_copy(name):
-            copy = Signal(2, name=name, attrs={"keep": 1})
-            m.d.sync += copy.eq(copy + 1)
-            return copy
+            phase = Signal(4, init=1, name=f"{name}_phase", attrs={"keep": 1})
+            half = Signal(name=f"{name}_half", attrs={"keep": 1})
+            m.d.sync += phase.eq(phase.rotate_left(1))
+            with m.If(phase[3]):
+                m.d.sync += half.eq(~half)
+            return phase, half
         slot = slot_copy("slot")
 
         # -- per-bank query state ---------------------------------------------------------
@@ -189,7 +215,7 @@ class HeapTopK(TopKPorts):
         issuing = [Signal(name=f"issuing{h}") for h in range(H)]
         for h in range(H):
             bank_now = slot[1] ^ h
-            m.d.comb += issuing[h].eq(buf_valid[h] & ~slot[0] & (buf_bank[h] == bank_now)
+            m.d.comb += issuing[h].eq(buf_valid[h] & slot[0][1] & (buf_bank[h] == bank_now)
                                       & (Mux(bank_now, state[1], state[0]) == _INSERT))
         in_first = Signal(init=1)
         in_bank = Signal()
@@ -268,16 +294,19 @@ class HeapTopK(TopKPorts):
         total = Signal(range(H * K + 1))
         m.d.comb += total.eq(sum(ob_size))
 
-        # Each sorted array streams into a three-entry lookahead (`look[h]`, entry 0 its
-        # head) read ahead of the merge: the merge compares two registers, and the memory's
-        # read address is a counter that does not wait for the comparison. `occ` counts the
-        # entries held plus the read in flight; a read is issued while it is below 3, so one
-        # result per cycle never waits for the memory.
-        look = [[Signal(W, name=f"look{h}_{e}", reset_less=True) for e in range(3)]
+        # Each sorted array streams into a four-entry lookahead (`look[h]`, entry 0 its head)
+        # read ahead of the merge: the merge compares two registers, and the memory's read
+        # address is a counter that does not wait for the comparison. A read takes two
+        # cycles (address, then the block RAM's output register `word[h]`); `occ` counts the
+        # entries held plus the reads in flight, and a read is issued while it is below 4, so
+        # one result per cycle never waits for the memory.
+        LOOK = 4
+        look = [[Signal(W, name=f"look{h}_{e}", reset_less=True) for e in range(LOOK)]
                 for h in range(H)]
-        held = [Signal(range(4), name=f"held{h}") for h in range(H)]
-        occ = [Signal(range(4), name=f"occ{h}") for h in range(H)]
-        pend = [Signal(name=f"pend{h}") for h in range(H)]
+        word = [Signal(W, name=f"sorted_word{h}", reset_less=True) for h in range(H)]
+        held = [Signal(range(LOOK + 1), name=f"held{h}") for h in range(H)]
+        occ = [Signal(range(LOOK + 1), name=f"occ{h}") for h in range(H)]
+        pend = [[Signal(name=f"pend{h}_{d}") for d in range(2)] for h in range(H)]
         rd_addr = [Signal(range(2 * K), name=f"rd_addr{h}") for h in range(H)]
         rd_left = [Signal(range(K + 1), name=f"rd_left{h}") for h in range(H)]
         have = [held[h] != 0 for h in range(H)]
@@ -293,25 +322,27 @@ class HeapTopK(TopKPorts):
             pop = Signal(name=f"pop{h}")
             issue = Signal(name=f"issue{h}")
             m.d.comb += [pop.eq(fire & ~out_err & (take1 if h else ~take1)),
-                         issue.eq(out_busy & (rd_left[h] != 0) & (occ[h] != 3)),
+                         issue.eq(out_busy & (rd_left[h] != 0) & (occ[h] != LOOK)),
                          rp.addr.eq(rd_addr[h])]
-            m.d.sync += [pend[h].eq(issue), occ[h].eq(occ[h] + issue - pop),
-                         held[h].eq(held[h] + pend[h] - pop)]
+            m.d.sync += [word[h].eq(rp.data), pend[h][0].eq(issue), pend[h][1].eq(pend[h][0]),
+                         occ[h].eq(occ[h] + issue - pop),
+                         held[h].eq(held[h] + pend[h][1] - pop)]
             with m.If(issue):
                 m.d.sync += [rd_addr[h].eq(rd_addr[h] + 1), rd_left[h].eq(rd_left[h] - 1)]
-            # the word read last cycle goes to the first free entry after this cycle's pop
+            # the word read two cycles ago goes to the first free entry after this cycle's pop
             free = held[h] - pop
-            for e in range(3):
-                keep = look[h][e + 1] if e < 2 else look[h][e]
+            for e in range(LOOK):
+                keep = look[h][e + 1] if e < LOOK - 1 else look[h][e]
                 shifted = Mux(pop, keep, look[h][e])
-                m.d.sync += look[h][e].eq(Mux(pend[h] & (free == e), rp.data, shifted))
+                m.d.sync += look[h][e].eq(Mux(pend[h][1] & (free == e), word[h], shifted))
         with m.If(~out_busy):
             with m.If(ob_state == _OUT):
                 m.d.sync += [out_busy.eq(1), emitted.eq(0), out_err.eq(ob_bad),
                              count.eq(Mux(ob_bad, 1, Mux(total > ob_k, ob_k, total)))]
                 for h in range(H):
                     m.d.sync += [rd_addr[h].eq(Mux(out_ptr, K, 0)), rd_left[h].eq(ob_size[h]),
-                                 occ[h].eq(0), held[h].eq(0), pend[h].eq(0)]
+                                 occ[h].eq(0), held[h].eq(0), pend[h][0].eq(0),
+                                 pend[h][1].eq(0)]
         with m.Elif(fire):
             last = emitted == count - 1
             head = Mux(take1, look[1][0], look[0][0]) if H == 2 else look[0][0]
@@ -338,8 +369,9 @@ class HeapTopK(TopKPorts):
               D, K):
         """One heap (both banks): its level memories, its pipeline, its issue logic and its
         sorted-array memory. Returns (sorted memory write port, read port)."""
-        read = ~slot[0]                # read cycle: issue, memory outputs into registers
-        compute = slot[0]              # compute cycle: compare, write, next addresses
+        read = slot[0][1]              # second read cycle: issue, words into registers
+        compare = slot[0][2]           # compare cycle: comparisons into registers
+        write = slot[0][3]             # write cycle: write, hand over, next read addresses
         bank_now = slot[1] ^ h         # the bank that issues (on a read cycle)
         cur_state = Mux(bank_now, state[1], state[0])
         cur_size = Mux(bank_now, size[1][h], size[0][h])
@@ -356,14 +388,15 @@ class HeapTopK(TopKPorts):
                 for side in range(2):
                     store[level, b, side] = _LevelStore(
                         m, f"heap{h}_l{level}_b{b}_{'lr'[side]}", V, (n + 1 - side) // 2,
-                        self._config.topk_lutram_words)
+                        self._config.topk_lutram_words, write)
         root = [Signal(V, name=f"heap{h}_root{b}", reset_less=True) for b in range(2)]
         root_now = Mux(bank_now, root[1], root[0])
 
-        # Stage registers: the operation at level j, loaded at the end of the compute cycle
-        # of level j - 1 (level 0: of its issue) and held through level j's read and compute
-        # cycles. `bank` is loaded whether or not the operation is valid, so the stage
-        # registers' banks always alternate (the read addresses below rely on it).
+        # Stage registers: the operation at level j, loaded at the end of the write cycle
+        # of level j - 1 (level 0: of its issue) and held through level j's read, compare
+        # and write cycles (level 0 has no first read cycle: its words are registers).
+        # `bank` is loaded whether or not the operation is valid, so the stage registers'
+        # banks always alternate (the read addresses below rely on it).
         def op_signals(j):
             kw = {"reset_less": True}
             return {
@@ -378,7 +411,7 @@ class HeapTopK(TopKPorts):
             }
         ops = [op_signals(j) for j in range(D)]
 
-        # -- issue (read cycle) ------------------------------------------------------------
+        # -- issue (second read cycle) --------------------------------------------------------
         pop = Signal(name=f"h{h}_pop")
         topdown = Signal(name=f"h{h}_topdown")
         replace = Signal(name=f"h{h}_replace")
@@ -416,8 +449,11 @@ class HeapTopK(TopKPorts):
                 with m.If(pop):
                     m.d.sync += popped[b][h].eq(popped[b][h] + 1)
 
-        # Sorted array: best first, both banks (bank b at K*b ..).
-        sorted_mem = Memory(shape=W, depth=2 * K, init=[])
+        # Sorted array: best first, both banks (bank b at K*b ..). A bank's words are written
+        # in its pop phase and read in its output phase, never on one edge, so no collision
+        # logic (no_rw_check): the read data goes straight into the block RAM's output
+        # register.
+        sorted_mem = Memory(shape=W, depth=2 * K, init=[], attrs={"no_rw_check": 1})
         m.submodules[f"sorted{h}"] = sorted_mem
         s_wr = sorted_mem.write_port()
         s_rd = sorted_mem.read_port()
@@ -460,13 +496,13 @@ class HeapTopK(TopKPorts):
                         # children in it: constant 0, so its comparisons are not built
                         present = (first_child + i < limit) if store[j + 1, 0, i].depth else 0
                         m.d.sync += p_q[i].eq(present)
-            # Compute cycle, on registers only (pick1 and move mean nothing on a top-down step).
+            # Compare cycle, on registers only, into registers (pick1 and move mean nothing on
+            # a top-down step). Three comparisons side by side rather than "pick the smaller
+            # child, then compare with it": one carry chain deep instead of two.
             c0, c1 = c_q
             p0, p1 = (p_q[0], p_q[1]) if has_children else (0, 0)
             pick1 = Signal(name=f"h{h}_s{j}_pick1")
             move = Signal(name=f"h{h}_s{j}_move")
-            # Three comparisons side by side rather than "pick the smaller child, then compare
-            # with it": one carry chain deep instead of two.
             m.d.comb += [
                 pick1.eq(p1 & beats(m, c0, c1, f"h{h}_s{j}_c")),
                 move.eq(Mux(pick1, beats(m, op["v"], c1, f"h{h}_s{j}_m1"),
@@ -475,24 +511,37 @@ class HeapTopK(TopKPorts):
             at_target = op["tlevel"] == j
             v_below = Signal(name=f"h{h}_s{j}_vbelow")      # v < own node (top-down)
             m.d.comb += v_below.eq(beats(m, c0, op["v"], f"h{h}_s{j}_t"))
+            # what the write cycle does, decided: which word the node takes, which key goes
+            # on, whether the operation goes on, and the turn of a sift-down
+            take_c1 = Signal(name=f"h{h}_s{j}_take1", reset_less=True)
+            take_c0 = Signal(name=f"h{h}_s{j}_take0", reset_less=True)
+            carry_c0 = Signal(name=f"h{h}_s{j}_carry0", reset_less=True)
+            cont = Signal(name=f"h{h}_s{j}_cont", reset_less=True)
+            turn = Signal(name=f"h{h}_s{j}_turn", reset_less=True)
+            with m.If(compare):
+                m.d.sync += [
+                    # the node takes its second child, its first child or its own node (both
+                    # in c0), or the carried key
+                    take_c1.eq(~op["topdown"] & move & pick1),
+                    take_c0.eq(Mux(op["topdown"], ~(at_target | v_below), move & ~pick1)),
+                    carry_c0.eq(op["topdown"] & v_below),
+                    cont.eq(Mux(op["topdown"], ~at_target, move)),
+                    turn.eq(pick1),
+                ]
+            # Write cycle: multiplexers on registers.
             if has_children:
-                # the node takes its second child, its first child or its own node (both in
-                # c0), or the carried key
-                take_c1 = ~op["topdown"] & move & pick1
-                take_c0 = Mux(op["topdown"], ~(at_target | v_below), move & ~pick1)
                 w_data = Mux(take_c1, c1, Mux(take_c0, c0, op["v"]))
             else:
                 # the last level: an insert that gets here is at its target (the deepest
                 # position is on it) and a sift-down has no children, so the node always
                 # takes the carried key; yosys cannot prove either, so it is said here
                 w_data = op["v"]
-            carry = Mux(op["topdown"] & v_below, c0, op["v"])
-            cont = Mux(op["topdown"], ~at_target, move)
+            carry = Mux(carry_c0, c0, op["v"])
             td_next = op["norm"][D - 2 - j:D - 1] if has_children else 0
-            sd_next = Cat(pick1, op["idx"][:j])
+            sd_next = Cat(turn, op["idx"][:j])
             nxt = Mux(op["topdown"], td_next, sd_next)
             # Write the node.
-            writes = compute & op["valid"]
+            writes = write & op["valid"]
             if j == 0:
                 for b in range(2):
                     with m.If(writes & (op["bank"] == b)):
@@ -509,7 +558,7 @@ class HeapTopK(TopKPorts):
             # Hand over to the next level.
             if has_children:
                 nop = ops[j + 1]
-                with m.If(compute):
+                with m.If(write):
                     m.d.sync += [
                         nop["valid"].eq(op["valid"] & cont),
                         nop["bank"].eq(op["bank"]),
@@ -522,7 +571,7 @@ class HeapTopK(TopKPorts):
                     ]
                 next_word[j + 1, "td"] = nxt[1:j + 1]     # its own node at level j + 1
                 next_word[j + 2, "sd"] = nxt              # its children at level j + 2
-        # Read addresses, set on a compute cycle for the read cycle after it: level `lv` of
+        # Read addresses, set on a write cycle for the read cycle after it: level `lv` of
         # bank b is read for the operation going to stage lv if it belongs to bank b (its
         # node, for a top-down step), else for the one going to stage lv - 1 (its children,
         # for a sift-down step); the two are always of different banks.

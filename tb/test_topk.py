@@ -108,7 +108,7 @@ async def full_rate_throughput_and_latency(dut):
     elapsed = time.monotonic() - started
     check_results(config, queries, [t.payload for t in received])
 
-    # each heap takes one candidate per four cycles: the candidate topk_heaps places later
+    # each heap takes one candidate per eight cycles: the candidate topk_heaps places later
     # comes at most topk_heaps * input_interval cycles later, and that bound is reached
     heaps = config.topk_heaps
     windows = {b - a for a, b in zip(in_cycles, in_cycles[heaps:])}

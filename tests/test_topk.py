@@ -219,7 +219,7 @@ def test_insertion_latency_constant_and_full_rate():
 def test_heap_latency_and_full_rate(name):
     """Heap, full-rate input, output always ready, each query long enough for the two banks
     to keep up (N at least the previous query's first-result delay + min(k, N) results):
-    each heap takes a candidate every four cycles (the candidate topk_heaps places after one
+    each heap takes a candidate every eight cycles (the candidate topk_heaps places after one
     is accepted at most topk_heaps * input_interval() cycles after it, and that bound is
     reached), a query's first result comes one of first_result_delays() after its last
     candidate, and its results follow on consecutive cycles."""
@@ -234,7 +234,7 @@ def test_heap_latency_and_full_rate(name):
     check_results(config, queries, out["payloads"])
     heaps, accepted = config.topk_heaps, np.array(out["in"])
     window = accepted[heaps:] - accepted[:-heaps]
-    assert window.max() == heaps * input_interval(config) == 4, f"input windows {set(window)}"
+    assert window.max() == heaps * input_interval(config) == 8, f"input windows {set(window)}"
     ends = np.cumsum([len(q["scores"]) for q in queries]) - 1
     counts = [min(q["k"], len(q["scores"])) for q in queries]
     starts = np.cumsum([0] + counts)
@@ -244,31 +244,31 @@ def test_heap_latency_and_full_rate(name):
         delays = first_result_delays(config, len(query["scores"]), query["k"])
         assert got[0] in delays, f"query {q}: first result after {got[0]}, not {delays}"
         assert got == list(range(got[0], got[0] + count)), f"query {q}: results not back to back"
-    assert first_result_delays(config, 2 * kmax, kmax) == tuple(4 * kmax + d for d in (7, 8, 9, 10))
-    assert input_interval(config) == 4 // config.topk_heaps
+    assert first_result_delays(config, 2 * kmax, kmax) == tuple(8 * kmax + d for d in range(8, 16))
+    assert input_interval(config) == 8 // config.topk_heaps
 
 
 @pytest.mark.parametrize("name", ["heap40", "heap40-one"])
 def test_heap_latency_with_k_at_least_n(name):
     """k >= N: two heaps hold ceil(N / 2) and floor(N / 2) candidates, one heap all N, so
-    the first result comes 4 * ceil(N / H) + 7 to + 10 cycles after the last candidate,
+    the first result comes 8 * ceil(N / H) + 8 to + 15 cycles after the last candidate,
     whatever k is; idle input cycles put the last candidate at every place of its bank's
-    four-cycle slot (offered 0 to 3 cycles after reset, at full rate or with idle cycles),
+    eight-cycle slot (offered 0 to 7 cycles after reset, at full rate or with idle cycles),
     and every documented delay is seen."""
     config = CONFIGS[name]
     heaps = config.topk_heaps
     rng = np.random.default_rng(52)
     seen = set()
     for n in (1, 2, 3, 17, 40):
-        assert first_result_delays(config, n, 40)[0] == 4 * (-(-n // heaps)) + 7
-        for lead in range(4):
+        assert first_result_delays(config, n, 40)[0] == 8 * (-(-n // heaps)) + 8
+        for lead in range(8):
             queries = [random_query(rng, config, n=n, k=40)]
             out = run(config, queries, idle=0.5 if n % 2 else 0.0, seed=n, lead=lead)
             check_results(config, queries, out["payloads"])
             delay = out["out"][0] - out["in"][-1]
             assert delay in first_result_delays(config, n, 40), (n, lead, delay)
-            seen.add(delay - 4 * (-(-n // heaps)))
-    assert seen == {7, 8, 9, 10}, seen
+            seen.add(delay - 8 * (-(-n // heaps)))
+    assert seen == set(range(8, 16)), seen
 
 
 def test_insertion_short_query_waits_for_the_previous_results():
@@ -344,7 +344,8 @@ def test_reset_takes_nothing_offers_nothing_and_the_unit_works_after(name, when)
         ctx.set(dut.topk.ready, 1 if when == "input" else 0)
         await send(ctx, dut.scores, beats_before[:cut])
         if when == "output":               # let results pile up, then take a few
-            for _ in range(3 * kmax + 20):
+            # (the first query's first result is at most its first-result delay away)
+            for _ in range(3 * kmax + 20 + max(first_result_delays(config, kmax + 3, kmax))):
                 await ctx.tick()
             ctx.set(dut.topk.ready, 1)
             for _ in range(2):
@@ -369,7 +370,7 @@ def test_reset_takes_nothing_offers_nothing_and_the_unit_works_after(name, when)
                                    stalls=Stalls(0.3, 2))
         log["errors"] = ctx.get(dut.errors)
 
-    simulate(top, [bench, consumer], max_cycles=40 * kmax + 2000, name=f"topk_reset_{name}")
+    simulate(top, [bench, consumer], max_cycles=80 * kmax + 2000, name=f"topk_reset_{name}")
     assert log["during"] == [(0, 0)] * 3, log["during"]
     check_results(config, after, log["got"])
     assert log["errors"] == 1              # counted since the reset
