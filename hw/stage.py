@@ -177,7 +177,13 @@ class StageRunner(wiring.Component):
         job = Signal(stage_job_layout(cfg))
         slots = OVERLAP_SLOTS if overlap else 1
         # (at least two words: no zero-width address with sub_batch = 1)
-        pos_mem = Memory(shape=unsigned(cfg.id_width), depth=max(slots * SB, 2), init=[])
+        # no_rw_check: no read meets a write of its word on one edge (the loader writes the
+        # slot of the sub-batch it loads; the front end and the scores read the two other
+        # slots, and a slot is loaded again only in a later step, after its last reader is
+        # done), so yosys builds no read-first collision logic, which sat between the block
+        # RAM and the registers after it (the unit's longest path, 8.41 ns from the DP16KD)
+        pos_mem = Memory(shape=unsigned(cfg.id_width), depth=max(slots * SB, 2), init=[],
+                         attrs={"no_rw_check": 1})
         m.submodules.positions_mem = pos_mem
         pos_w = pos_mem.write_port()
         # One read port per reader of the slots (scores, loader, front end): they run at once.
@@ -248,7 +254,9 @@ class StageRunner(wiring.Component):
             into the AXI request), the reader job, the word (``on_word`` runs with
             ``record`` on it)."""
             record_addr = Signal.like(client.addr, name=f"{client.name}_rec_addr")
-            position = Signal.like(port.data, name=f"{client.name}_rec_position")
+            # (no reset: on the ECP5 it is the block RAM's output register, gen/ebr_outreg.py)
+            position = Signal.like(port.data, name=f"{client.name}_rec_position",
+                                   reset_less=True)
             with m.State("READ"):
                 m.d.comb += port.addr.eq(pos_addr(slot, row))
                 m.next = "POSITION"
