@@ -89,7 +89,13 @@ class AxiReadArbiter(wiring.Component):
         held_valid = Signal()
         for i, c in enumerate(self.clients):
             m.d.comb += c.arready.eq(~slot_full[i] & ~in_reset)
-            with m.If(c.arvalid & c.arready):
+            # An empty slot follows the client's address on every cycle and a full one holds
+            # it: the slot's enable is its own emptiness, not the client's arvalid (the
+            # client's state through the handshake into the enables of the slot's 50-odd
+            # flip-flops was the command processor's critical path, 10.43 ns of which 8.02
+            # routing, 95.8 MHz on `default`). Only a full slot is ever granted, so what an
+            # empty one holds is never used.
+            with m.If(~slot_full[i]):
                 m.d.sync += [slots[i].addr.eq(c.araddr), slots[i].len.eq(c.arlen),
                              slots[i].size.eq(c.arsize), slots[i].burst.eq(c.arburst),
                              slots[i].lock.eq(c.arlock), slots[i].cache.eq(c.arcache),
