@@ -407,6 +407,7 @@ class MLPLayerEngine(wiring.Component):
         # edge out of it (the decoded state on its way to every block's read address was the
         # engine's longest path: control state -> a block's address, 8.3 of 9.8 ns routing)
         src_run = Signal(geo.act_buffers)
+        rows_is = Signal(3)        # the command's B is 1, 2 or 3 (the interlock, below)
 
         # A command is checked from the command register in the three cycles after it is
         # taken (states CHECK, PRODUCT, VERDICT), and the layer starts from registers in GO:
@@ -443,7 +444,8 @@ class MLPLayerEngine(wiring.Component):
             with m.State("CHECK"):
                 m.d.comb += [checking.eq(1), check_now.eq(1)]
                 m.d.sync += [n_it.eq(c_it), n_ot.eq(c_ot), cycles.eq(cycles + 1),
-                             error.eq(other_bad)]
+                             error.eq(other_bad),
+                             rows_is.eq(Cat(c.rows == 1, c.rows == 2, c.rows == 3))]
                 m.next = "PRODUCT"
             with m.State("PRODUCT"):
                 m.d.comb += checking.eq(1)
@@ -593,9 +595,21 @@ class MLPLayerEngine(wiring.Component):
         s2_bias = Signal(aw * Cp, reset_less=True)
         s3_bias = Signal(aw * Cp)
         s3_sum = Signal(aw * Cp)
+        # The interlock without comparing row numbers: rows are taken in order 0 .. B - 1 and
+        # again, so the row in s_k (taken k cycles ago) is the one at r_b exactly when the
+        # takes since then, its own included, are a multiple of B: s1 for B = 1; s2 for
+        # B = 1, and B = 2 after a take in s1; s3 for B = 1, B = 2 after one take in s1
+        # and s2, B = 3 after two. (Three row compares, their OR and the result FIFO's
+        # handshake were the compute core's longest path: r_b through seven LUTs into the
+        # array's result FIFO, 9.20 ns.) `rows_is[b - 1]`: the command's B is b, registered
+        # in CHECK.
         hazard = Signal()
-        m.d.comb += hazard.eq((r_i != 0) & Cat(
-            [s.valid & ~s.final & (s.row == r_b) for s in (s1, s2, s3)]).any())
+        t1, t2 = s1.valid, s2.valid
+        in_flight = [s.valid & ~s.final for s in (s1, s2, s3)]
+        m.d.comb += hazard.eq((r_i != 0) & (
+            (rows_is[0] & Cat(*in_flight).any())
+            | (rows_is[1] & ((in_flight[1] & t1) | (in_flight[2] & (t1 ^ t2))))
+            | (rows_is[2] & in_flight[2] & t1 & t2)))
         res = self.array_results
         take = res.valid & res.ready
         m.submodules.score_fifo = score_fifo = StreamFIFO(score_layout(cfg), SCORE_FIFO_DEPTH)
