@@ -43,13 +43,13 @@ def topk_structure(config: AccelConfig) -> str:
 
 def input_interval(config: AccelConfig) -> int:
     """Cycles per candidate within a query when candidates are offered on every cycle: 1 for
-    the insertion array; for the heaps :data:`~rpaccel.hw.topk_heap.BANK_SLOT_CYCLES` (4)
+    the insertion array; for the heaps :data:`~rpaccel.hw.topk_heap.BANK_SLOT_CYCLES` (8)
     divided by ``topk_heaps``, since each bank of a heap issues an operation every eighth
     cycle. Exactly: each heap takes one candidate per eight cycles, so the candidate
     ``topk_heaps`` places after one is accepted at most ``topk_heaps * input_interval``
-    cycles after it, for the insertion array one cycle (two heaps may alternate steps of one
-    and three cycles; a query's first two candidates may come closer, as the buffer issues
-    as it fills)."""
+    cycles after it, for the insertion array one cycle (two heaps may alternate unequal
+    steps; a query's first two candidates may come closer, as the buffer issues as it
+    fills)."""
     if topk_structure(config) == "insertion":
         return 1
     return BANK_SLOT_CYCLES // config.topk_heaps
@@ -67,8 +67,8 @@ def first_result_delays(config: AccelConfig, n: int, k: int) -> tuple[int, ...]:
     arrives (always ``8 * L + 15`` with one heap at the full input rate, where every
     candidate is taken on its bank's issue cycle); three of the cycles are the merge's
     lookahead, which reads each sorted array ahead of the comparison through the block
-    RAM's output register. A query with a bad
-    ``k`` is answered :func:`error_result_delay` cycles after its last beat instead.
+    RAM's output register. A query with a bad ``k`` is answered
+    :func:`error_result_delay` cycles after its last beat instead.
     """
     if topk_structure(config) == "insertion":
         return (InsertionTopK.LATENCY,)

@@ -64,15 +64,20 @@ class _LevelStore:
         self.r_data = Signal(width, name=f"{name}_rdata")
         if depth == 0:
             return
-        r_addr_q = Signal.like(self.r_addr, name=f"{name}_raddr_q", reset_less=True)
-        with m.If(load):
-            m.d.sync += r_addr_q.eq(self.r_addr)
+        def registered_address():
+            """The read address as set on the write cycle (flip-flop and LUT RAM levels)."""
+            r_addr_q = Signal.like(self.r_addr, name=f"{name}_raddr_q", reset_less=True)
+            with m.If(load):
+                m.d.sync += r_addr_q.eq(self.r_addr)
+            return r_addr_q
+
         if depth <= 2:
             words = [Signal(width, name=f"{name}_w{i}", reset_less=True) for i in range(depth)]
             for i, word in enumerate(words):
                 with m.If(self.w_en & (self.w_addr == i)):
                     m.d.sync += word.eq(self.w_data)
-            m.d.comb += self.r_data.eq(Array(words)[r_addr_q] if depth == 2 else words[0])
+            m.d.comb += self.r_data.eq(Array(words)[registered_address()] if depth == 2
+                                       else words[0])
             return
         block = depth > lutram_words
         # ram_style pins yosys's choice, which would otherwise follow its cost estimate;
@@ -87,7 +92,7 @@ class _LevelStore:
         m.d.comb += [wp.en.eq(self.w_en), wp.addr.eq(self.w_addr), wp.data.eq(self.w_data)]
         if not block:
             rp = mem.read_port(domain="comb")
-            m.d.comb += [rp.addr.eq(r_addr_q), self.r_data.eq(rp.data)]
+            m.d.comb += [rp.addr.eq(registered_address()), self.r_data.eq(rp.data)]
             return
         rp = mem.read_port()
         out_q = Signal(width, name=f"{name}_outq", reset_less=True)   # the output register
@@ -197,7 +202,7 @@ class HeapTopK(TopKPorts):
             with m.If(phase[3]):
                 m.d.sync += half.eq(~half)
             return phase, half
-        slot = slot_copy("slot")
+        in_phase, in_half = slot_copy("slot")
 
         # -- per-bank query state ---------------------------------------------------------
         state = [Signal(2, name=f"state{b}") for b in range(2)]
@@ -214,8 +219,8 @@ class HeapTopK(TopKPorts):
         buf_bank = [Signal(name=f"buf_bank{h}") for h in range(H)]
         issuing = [Signal(name=f"issuing{h}") for h in range(H)]
         for h in range(H):
-            bank_now = slot[1] ^ h
-            m.d.comb += issuing[h].eq(buf_valid[h] & slot[0][1] & (buf_bank[h] == bank_now)
+            bank_now = in_half ^ h
+            m.d.comb += issuing[h].eq(buf_valid[h] & in_phase[1] & (buf_bank[h] == bank_now)
                                       & (Mux(bank_now, state[1], state[0]) == _INSERT))
         in_first = Signal(init=1)
         in_bank = Signal()
@@ -306,7 +311,7 @@ class HeapTopK(TopKPorts):
         word = [Signal(W, name=f"sorted_word{h}", reset_less=True) for h in range(H)]
         held = [Signal(range(LOOK + 1), name=f"held{h}") for h in range(H)]
         occ = [Signal(range(LOOK + 1), name=f"occ{h}") for h in range(H)]
-        pend = [[Signal(name=f"pend{h}_{d}") for d in range(2)] for h in range(H)]
+        pend = [Signal(2, name=f"pend{h}") for h in range(H)]   # reads 1 and 2 cycles ago
         rd_addr = [Signal(range(2 * K), name=f"rd_addr{h}") for h in range(H)]
         rd_left = [Signal(range(K + 1), name=f"rd_left{h}") for h in range(H)]
         have = [held[h] != 0 for h in range(H)]
@@ -324,7 +329,7 @@ class HeapTopK(TopKPorts):
             m.d.comb += [pop.eq(fire & ~out_err & (take1 if h else ~take1)),
                          issue.eq(out_busy & (rd_left[h] != 0) & (occ[h] != LOOK)),
                          rp.addr.eq(rd_addr[h])]
-            m.d.sync += [word[h].eq(rp.data), pend[h][0].eq(issue), pend[h][1].eq(pend[h][0]),
+            m.d.sync += [word[h].eq(rp.data), pend[h].eq(Cat(issue, pend[h][0])),
                          occ[h].eq(occ[h] + issue - pop),
                          held[h].eq(held[h] + pend[h][1] - pop)]
             with m.If(issue):
@@ -341,8 +346,7 @@ class HeapTopK(TopKPorts):
                              count.eq(Mux(ob_bad, 1, Mux(total > ob_k, ob_k, total)))]
                 for h in range(H):
                     m.d.sync += [rd_addr[h].eq(Mux(out_ptr, K, 0)), rd_left[h].eq(ob_size[h]),
-                                 occ[h].eq(0), held[h].eq(0), pend[h][0].eq(0),
-                                 pend[h][1].eq(0)]
+                                 occ[h].eq(0), held[h].eq(0), pend[h].eq(0)]
         with m.Elif(fire):
             last = emitted == count - 1
             head = Mux(take1, look[1][0], look[0][0]) if H == 2 else look[0][0]
@@ -369,10 +373,11 @@ class HeapTopK(TopKPorts):
               D, K):
         """One heap (both banks): its level memories, its pipeline, its issue logic and its
         sorted-array memory. Returns (sorted memory write port, read port)."""
-        read = slot[0][1]              # second read cycle: issue, words into registers
-        compare = slot[0][2]           # compare cycle: comparisons into registers
-        write = slot[0][3]             # write cycle: write, hand over, next read addresses
-        bank_now = slot[1] ^ h         # the bank that issues (on a read cycle)
+        phase, half = slot
+        read = phase[1]                # second read cycle: issue, words into registers
+        compare = phase[2]             # compare cycle: comparisons into registers
+        write = phase[3]               # write cycle: write, hand over, next read addresses
+        bank_now = half ^ h            # the bank that issues (on a read cycle)
         cur_state = Mux(bank_now, state[1], state[0])
         cur_size = Mux(bank_now, size[1][h], size[0][h])
         cur_popped = Mux(bank_now, popped[1][h], popped[0][h])
